@@ -1,0 +1,139 @@
+"""Transformer building blocks shared by the encoder, the decoder, the SWA layers and the heads.
+
+Tensors: tokens ``[B, L, C]``; per-head queries/keys/values ``[B, heads, L, C/heads]``;
+positions ``[L, 2]`` integers (see rope.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .rope import RoPE2D
+
+__all__ = ["Mlp", "LayerScale", "Attention", "Block", "attend"]
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention with the SDPA backends the official release restricts itself to.
+
+    bf16 goes to flash attention; anything else to {math, memory-efficient}, which on a CPU
+    means the math kernel, the one that reproduces the reference bit for bit.
+    """
+    backends = [SDPBackend.FLASH_ATTENTION] if q.dtype in _LOW_PRECISION else [
+        SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
+    with sdpa_kernel(backends):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional per-head q/k LayerNorm and 2D RoPE.
+
+    ``prefix`` (keys, values ``[B, heads, L', D]``) is prepended to this call's keys and values:
+    the sliding-window memory attends to the previous chunk this way.
+    """
+
+    def __init__(self, dim: int, heads: int, qk_norm: bool = False, rope: RoPE2D | None = None) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        head_dim = dim // heads
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else None
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else None
+        self.rope = rope
+
+    def project(self, x: torch.Tensor, pos: torch.Tensor | None):
+        """Queries, keys and values ``[B, heads, L, D]`` of ``x``, normalised and rotated."""
+        B, L, C = x.shape
+        qkv = self.qkv(x).reshape(B, L, 3, self.heads, C // self.heads).transpose(1, 3)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        if self.rope is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        return q, k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ):
+        B, L, C = x.shape
+        q, k, v = self.project(x, pos)
+        if prefix is not None:
+            k_all, v_all = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+        else:
+            k_all, v_all = k, v
+        out = attend(q, k_all, v_all).transpose(1, 2).reshape(B, L, C)
+        out = self.proj(out)
+        if return_kv:
+            return out, (k.contiguous(), v.contiguous())
+        return out
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + γ1·Attn(LN1(x))``, then ``+ γ2·MLP(LN2(x))``.
+
+    Layer scale and q/k norm are optional so that one class serves the DINOv2 encoder,
+    the decoder, the SWA layers and the head decoders with the official key names.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        *,
+        norm_eps: float = 1e-6,
+        qk_norm: bool = False,
+        layer_scale: float | None = None,
+        rope: RoPE2D | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, qk_norm=qk_norm, rope=rope)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ):
+        attn = self.attn(self.norm1(x), pos, prefix=prefix, return_kv=return_kv)
+        if return_kv:
+            attn, kv = attn
+        x = x + self.ls1(attn)
+        x = x + self.ls2(self.mlp(self.norm2(x)))
+        return (x, kv) if return_kv else x
