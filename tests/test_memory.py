@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from loger3d.inference.align import ChunkAligner
-from loger3d.inference.sequence import merge_chunks
 from loger3d.inference.windows import frame_roles, plan_windows
 from loger3d.model.memory import ChunkMemory
 
@@ -13,7 +12,7 @@ from .conftest import random_images
 
 
 def stream(model, images, window, overlap, align="none", reset_every=0, memory_roundtrip=None):
-    """Drive forward_chunk by hand, one chunk at a time, as a streaming user would."""
+    """Drive forward_chunk by hand over plan_windows (independently of the Reconstructor)."""
     windows = plan_windows(images.shape[1], window, overlap)
     aligner = ChunkAligner(align, reset_every, overlap if len(windows) > 1 else 0)
     memory, parts = None, []
@@ -24,9 +23,10 @@ def stream(model, images, window, overlap, align="none", reset_every=0, memory_r
         if memory_roundtrip is not None:
             memory = memory_roundtrip(memory)
         if len(windows) > 1:
-            pred = aligner(w.index, pred)
+            pred, _ = aligner(w.index, pred)
         parts.append(pred.frames(0, w.keep_end - w.start))
-    return merge_chunks(parts)
+    return {k: torch.cat([getattr(p, k) for p in parts], dim=1) for k in ("points", "local_points", "conf",
+                                                                         "camera_poses")}
 
 
 @pytest.mark.parametrize("align,reset_every", [("none", 0), ("se3", 0), ("sim3", 2), ("none", 2)])

@@ -106,7 +106,6 @@ class ChunkAligner:
         self.anchor_pose: torch.Tensor | None = None  # [B,4,4] aligned pose of the next chunk's frame 0
         self.anchor_depth: torch.Tensor | None = None  # [B,H,W] its aligned depth (sim3 only)
         self.block_transform: ChunkTransform | None = None
-        self.transforms: list[ChunkTransform] = []
 
     @property
     def active(self) -> bool:
@@ -127,10 +126,13 @@ class ChunkAligner:
             scale = torch.ones(B, device=pred.camera_poses.device, dtype=pred.camera_poses.dtype)
         return estimate_chunk_transform(self.anchor_pose, pred.camera_poses[:, 0], scale)
 
-    def __call__(self, index: int, pred: ChunkPrediction) -> ChunkPrediction:
-        """Align chunk ``index`` (0, 1, 2, ... in order) and remember its anchor for the next one."""
+    def __call__(self, index: int, pred: ChunkPrediction) -> tuple[ChunkPrediction, ChunkTransform | None]:
+        """Align chunk ``index`` (0, 1, 2, ... in order) and remember its anchor for the next one.
+
+        Returns the aligned chunk and the transform applied (``None`` when alignment is off).
+        """
         if not self.active:
-            return pred
+            return pred, None
         B = pred.camera_poses.shape[0]
         if index == 0:
             transform = ChunkTransform.identity(B, pred.camera_poses.device, pred.camera_poses.dtype)
@@ -141,8 +143,28 @@ class ChunkAligner:
             transform = self._estimate(pred)
             self.block_transform = transform
         aligned = transform_chunk(pred, transform, self.with_scale)
-        self.transforms.append(transform)
-        anchor = max(aligned.num_frames - self.overlap, 0)
-        self.anchor_pose = aligned.camera_poses[:, anchor]
-        self.anchor_depth = aligned.local_points[:, anchor, ..., 2] if self.with_scale else None
-        return aligned
+        if self.overlap > 0:  # the next chunk starts at this chunk's first overlap frame
+            anchor = max(aligned.num_frames - self.overlap, 0)
+            self.anchor_pose = aligned.camera_poses[:, anchor]
+            self.anchor_depth = aligned.local_points[:, anchor, ..., 2] if self.with_scale else None
+        return aligned, transform
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the next chunk needs: the anchor and the current block transform."""
+        out = {}
+        if self.anchor_pose is not None:
+            out["anchor_pose"] = self.anchor_pose
+        if self.anchor_depth is not None:
+            out["anchor_depth"] = self.anchor_depth
+        if self.block_transform is not None:
+            t = self.block_transform
+            out.update({"block.rotation": t.rotation, "block.translation": t.translation, "block.scale": t.scale})
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.anchor_pose = state.get("anchor_pose")
+        self.anchor_depth = state.get("anchor_depth")
+        self.block_transform = None
+        if "block.rotation" in state:
+            self.block_transform = ChunkTransform(state["block.rotation"], state["block.translation"],
+                                                  state["block.scale"])

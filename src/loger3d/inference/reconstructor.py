@@ -1,0 +1,223 @@
+"""Streaming reconstruction: frames in, finished frames out, with memory that does not grow.
+
+The driver cuts the stream into the same chunks as ``plan_windows`` without knowing its length:
+a chunk runs as soon as ``window`` frames are buffered, or at ``finish()`` with what is left.
+After a chunk, its first ``window - overlap`` frames are final; its last ``overlap`` frames are
+held back, because the next chunk (if any) predicts them again and its prediction wins
+(ARCHITECTURE.md §9.3). Between chunks the driver keeps only the ``ChunkMemory``, the aligner's
+anchor, the images of the overlap frames and the held-back predictions; its state can be saved
+after any chunk and loaded to resume, with results identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+
+from ..model.memory import ChunkMemory
+from ..model.outputs import ChunkPrediction
+from .align import ALIGN_MODES, ChunkAligner, ChunkTransform
+from .windows import frame_roles
+
+__all__ = ["FinishedFrames", "Reconstructor"]
+
+_PRED_KEYS = ("local_points", "conf", "camera_poses", "points")
+
+
+@dataclass
+class FinishedFrames:
+    """Frames ``[start, start + n)`` of the stream, final: ``prediction`` is ``[B, n, ...]``.
+
+    ``transform`` is the alignment applied to the chunk they come from (``None`` when off).
+    """
+
+    start: int
+    chunk_index: int
+    prediction: ChunkPrediction
+    transform: ChunkTransform | None
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.prediction.num_frames
+
+
+class Reconstructor:
+    """Runs ``model.forward_chunk`` over a stream of frames.
+
+    Args:
+        model: a ``LoGeR`` (any preset).
+        window, overlap: chunk length and frames shared by consecutive chunks (window > overlap >= 0).
+        align: ``none`` | ``se3`` | ``sim3`` chaining of chunks.
+        reset_every: reset the fast weights before every ``reset_every``-th chunk (0: never).
+        offload: move each chunk's prediction to the CPU (detached) as soon as it is computed;
+            ``False`` keeps it on the device with its autograd graph (training).
+    """
+
+    def __init__(self, model, window: int, overlap: int, align: str = "none", reset_every: int = 0,
+                 offload: bool = True) -> None:
+        if window <= 0:
+            raise ValueError(f"streaming needs a window of at least 1 frame, got {window}")
+        if not 0 <= overlap < window:
+            raise ValueError(f"overlap must be in [0, window), got overlap {overlap} with window {window}")
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, not {align!r}")
+        self.model = model
+        self.window = window
+        self.overlap = overlap
+        self.align = align
+        self.reset_every = max(int(reset_every), 0)
+        self.offload = offload
+        self.aligner = ChunkAligner(align, self.reset_every, overlap)
+        self.memory: ChunkMemory | None = None
+        self.chunks_run = 0
+        self.frames_pushed = 0
+        self._buffer: torch.Tensor | None = None  # [B, n, 3, H, W] frames the next chunk starts with
+        self._buffer_start = 0  # stream position of the buffer's first frame
+        self._processed = 0  # frames [0, _processed) have been through a chunk
+        self._held: ChunkPrediction | None = None  # predictions of the last chunk's overlap frames
+        self._gate_sums = torch.zeros(2, dtype=torch.float64)  # mean |gate| summed over chunks: TTT, SWA
+        self._gate_counts = torch.zeros(2, dtype=torch.int64)
+
+    # ------------------------------------------------------------------ streaming
+    @property
+    def frames_finished(self) -> int:
+        """Frames already handed out as final."""
+        return self._processed - (self._held.num_frames if self._held is not None else 0)
+
+    @property
+    def frames_until_chunk(self) -> int:
+        """How many more frames make the buffer a full chunk (push that many to run one)."""
+        return self.window - (self._buffer.shape[1] if self._buffer is not None else 0)
+
+    def push(self, images: torch.Tensor) -> list[FinishedFrames]:
+        """Add frames ``[n, 3, H, W]`` (or ``[B, n, 3, H, W]``) in [0, 1]; returns the frames finished by them."""
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"frames must be [n, 3, H, W] or [B, n, 3, H, W], got {tuple(images.shape)}")
+        if self._buffer is not None and (images.shape[0] != self._buffer.shape[0]
+                                         or images.shape[3:] != self._buffer.shape[3:]):
+            raise ValueError(f"frames of size {tuple(images.shape[3:])} (batch {images.shape[0]}) do not match the "
+                             f"stream's {tuple(self._buffer.shape[3:])} (batch {self._buffer.shape[0]})")
+        self._buffer = images if self._buffer is None else torch.cat([self._buffer, images], dim=1)
+        self.frames_pushed += images.shape[1]
+        done = []
+        while self._buffer.shape[1] >= self.window:
+            done += self._run_chunk(self._buffer[:, :self.window], last=False)
+            self._buffer = self._buffer[:, self.window - self.overlap:]
+            self._buffer_start += self.window - self.overlap
+        return done
+
+    def finish(self) -> list[FinishedFrames]:
+        """End of the stream: run the last, shorter chunk if frames are waiting, release held frames."""
+        done = []
+        if self.frames_pushed > self._processed:
+            done += self._run_chunk(self._buffer, last=True)
+        elif self._held is not None:
+            done.append(self._release_held())
+        self._buffer = None
+        return done
+
+    def _run_chunk(self, images: torch.Tensor, last: bool) -> list[FinishedFrames]:
+        index = self.chunks_run
+        n = images.shape[1]
+        if self.memory is not None and self.reset_every and index > 0 and index % self.reset_every == 0:
+            self.memory = self.memory.reset_fast_weights()
+        pred, self.memory = self.model.forward_chunk(images, self.memory, frame_roles(n, self.window, self.overlap))
+        if self.offload:
+            pred = pred.detach().to("cpu")
+            self.memory = self.memory.detach()
+        for slot, gate in enumerate((pred.ttt_gate, pred.swa_gate)):
+            if gate is not None:
+                self._gate_sums[slot] += float(gate)
+                self._gate_counts[slot] += 1
+        pred, transform = self.aligner(index, pred)
+        start = self._buffer_start
+        self.chunks_run += 1
+        self._processed = start + n
+        keep = n if last else n - self.overlap
+        self._held = None if last or keep == n else pred.frames(keep, n)
+        self._held_start = start + keep
+        self._held_transform = transform
+        self._held_chunk = index
+        return [FinishedFrames(start, index, pred.frames(0, keep), transform)]
+
+    def _release_held(self) -> FinishedFrames:
+        held, self._held = self._held, None
+        return FinishedFrames(self._held_start, self._held_chunk, held, self._held_transform)
+
+    # ------------------------------------------------------------------ statistics
+    @property
+    def mean_gates(self) -> tuple[float | None, float | None]:
+        """Mean over chunks of the mean |gate| of the TTT and of the SWA layers (official statistics)."""
+        return tuple(float(s / c) if c else None for s, c in zip(self._gate_sums, self._gate_counts))
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue after the last chunk, as CPU tensors."""
+        state = {
+            "settings": torch.tensor([self.window, self.overlap, ALIGN_MODES.index(self.align), self.reset_every]),
+            "counters": torch.tensor([self.chunks_run, self.frames_pushed, self._buffer_start, self._processed]),
+            "gate_sums": self._gate_sums, "gate_counts": self._gate_counts,
+        }
+        if self.memory is not None:
+            state.update({f"memory.{k}": v for k, v in self.memory.state_dict().items()})
+        if self._buffer is not None:
+            state["buffer"] = self._buffer
+        state.update({f"aligner.{k}": v for k, v in self.aligner.state_dict().items()})
+        if self._held is not None:
+            state.update({f"held.{k}": getattr(self._held, k) for k in _PRED_KEYS})
+            state["held_meta"] = torch.tensor([self._held_start, self._held_chunk])
+            if self._held_transform is not None:
+                t = self._held_transform
+                state.update({"held_transform.rotation": t.rotation, "held_transform.translation": t.translation,
+                              "held_transform.scale": t.scale})
+        # Cloned: some entries are views of others (the anchor is a held frame), and files need owners.
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        settings = [int(x) for x in state["settings"]]
+        mine = [self.window, self.overlap, ALIGN_MODES.index(self.align), self.reset_every]
+        if settings != mine:
+            saved = f"window {settings[0]}, overlap {settings[1]}, align {ALIGN_MODES[settings[2]]}, " \
+                    f"reset_every {settings[3]}"
+            raise ValueError(f"the saved state was made with {saved}; resume with the same settings")
+        device = self.model.image_mean.device if not self.offload else torch.device("cpu")
+        self.chunks_run, self.frames_pushed, self._buffer_start, self._processed = (int(x) for x in state["counters"])
+        self._gate_sums = state["gate_sums"].clone()
+        self._gate_counts = state["gate_counts"].clone()
+        memory = {k[len("memory."):]: v for k, v in state.items() if k.startswith("memory.")}
+        self.memory = ChunkMemory.from_state_dict(memory).to(self.model.image_mean.device) if memory else None
+        self._buffer = state.get("buffer")
+        self.aligner.load_state_dict({k[len("aligner."):]: v.to(device) for k, v in state.items()
+                                      if k.startswith("aligner.")})
+        self._held = None
+        if "held_meta" in state:
+            self._held = ChunkPrediction(*(state[f"held.{k}"].to(device) for k in _PRED_KEYS))
+            self._held_start, self._held_chunk = (int(x) for x in state["held_meta"])
+            self._held_transform = None
+            if "held_transform.rotation" in state:
+                self._held_transform = ChunkTransform(*(state[f"held_transform.{k}"].to(device)
+                                                        for k in ("rotation", "translation", "scale")))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state to a safetensors file atomically (temporary file, then rename)."""
+        from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def load(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import load_file
+
+        self.load_state_dict(load_file(os.fspath(path)))

@@ -1,0 +1,1 @@
+"""Getting frames in (sources) and results out (frame store, trajectories, point clouds, exports)."""
