@@ -27,3 +27,24 @@ def tiny_model():
 def random_images(n: int, h: int = 42, w: int = 56, seed: int = 0, batch: int | None = None) -> torch.Tensor:
     shape = (n, 3, h, w) if batch is None else (batch, n, 3, h, w)
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def write_video(path, n: int = 30, width: int = 160, height: int = 120, fps: int = 12) -> str:
+    """A small synthetic clip: a bright square moving over a colour ramp (distinct frames)."""
+    import av
+    import numpy as np
+
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(n):
+            img = np.full((height, width, 3), 40, np.uint8)
+            img[..., 0] = (8 * i) % 256
+            x = (5 * i) % (width - 30)
+            img[20:60, x:x + 30] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)

@@ -26,8 +26,8 @@ from torch import nn
 from .config import PRESETS, ModelConfig
 from .model import LoGeR
 
-__all__ = ["WeightsError", "ALIASES", "resolve_source", "read_state_dict", "infer_preset", "check_compatible",
-           "load_model", "convert"]
+__all__ = ["WeightsError", "ALIASES", "cached_path", "resolve_source", "read_state_dict", "infer_preset",
+           "check_compatible", "load_model", "convert"]
 
 
 class WeightsError(ValueError):
@@ -127,6 +127,15 @@ def _download(alias: str) -> str:
     except (HfHubHTTPError, OSError) as e:
         raise WeightsError(f"weights {alias!r} ({where}) could not be downloaded: {_one_line(e, 120)}; "
                            f"retry, or {local}") from None
+
+
+def cached_path(alias: str) -> str | None:
+    """Where an alias's checkpoint sits in the Hugging Face cache, or ``None`` (no network used)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, filename, _ = ALIASES[alias]
+    path = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir())
+    return path if isinstance(path, str) else None
 
 
 def resolve_source(source: str | os.PathLike) -> tuple[str, str | None]:

@@ -176,7 +176,7 @@ class Reconstructor:
                 state.update({"held_transform.rotation": t.rotation, "held_transform.translation": t.translation,
                               "held_transform.scale": t.scale})
         # Cloned: some entries are views of others (the anchor is a held frame), and files need owners.
-        return {k: v.detach().cpu().clone() for k, v in state.items()}
+        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         settings = [int(x) for x in state["settings"]]

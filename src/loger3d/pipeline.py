@@ -1,0 +1,355 @@
+"""The reconstruct job: a frame source streamed through the ``Reconstructor`` into an output folder.
+
+Per chunk, finished frames go to the frame store (depth, confidence, local points, poses,
+intrinsics, image), the image folder, the trajectory files and the fused point cloud; then the
+reconstructor's state is saved. A run stopped at any point (Ctrl-C, a crash) leaves every
+completed chunk on disk, and ``resume=True`` continues from the last saved state with results
+identical to an uninterrupted run. Memory does not grow with the video: the source decodes
+ahead by a few frames, the reconstructor keeps one chunk, the cloud is voxel-bounded.
+
+Output folder:
+    run.json                  settings, versions, frame counts, per-stage timings, status
+    frames/chunk_XXXXX.npz    per-frame results (see io/store.py)
+    images/<name>.png         the frames as the model saw them (lossless)
+    trajectory_tum.txt        timestamp tx ty tz qx qy qz qw (camera-to-world)
+    trajectory_kitti.txt      3×4 camera-to-world matrices, row-major
+    cloud.ply                 fused, filtered, voxel-downsampled point cloud
+    intrinsics.txt            the run's shared pinhole K (fx fy cx cy, pixels)
+    colmap/                   COLMAP text model (cameras, images, points3D)
+    transforms.json           nerfstudio cameras
+    state/reconstructor.safetensors   resume state after the last completed chunk
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .inference.reconstructor import FinishedFrames, Reconstructor
+from .io.frames import FrameBatch
+from .io.pointcloud import VoxelCloud, filter_mask
+from .io.preprocess import frames_to_tensor
+from .io.sources import Frame, open_source
+from .io.store import FrameStore, ImageWriter, atomic_open
+from .io.trajectory import write_kitti, write_tum
+
+__all__ = ["RunSettings", "RunError", "reconstruct", "export_run", "write_exports", "rebuild_cloud", "RUN_FILE"]
+
+RUN_FILE = "run.json"
+STATE_FILE = Path("state") / "reconstructor.safetensors"
+
+
+class RunError(ValueError):
+    """A problem with the output folder or the run's settings; one line with the fix."""
+
+
+@dataclass
+class RunSettings:
+    """Everything that decides a run's outputs (compared on ``--resume``)."""
+
+    input: list[str]
+    model: str
+    window: int
+    overlap: int
+    align: str = "none"
+    reset_every: int = 0
+    dtype: str = "fp32"
+    start: int = 0
+    end: int | None = None
+    stride: int = 1
+    fps: float | None = None
+    resolution: list[int] | None = None
+    max_pixels: int = 255000
+    store_dtype: str = "float32"
+    conf_threshold: float = 0.1
+    edge_rtol: float = 0.03
+    voxel_size: float | None = None
+    max_points: int = 5_000_000
+
+
+@dataclass
+class _Timings:
+    decode: float = 0.0
+    model: float = 0.0
+    sinks: float = 0.0
+    checkpoint: float = 0.0
+
+    @contextmanager
+    def measure(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, name, getattr(self, name) + time.perf_counter() - t0)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+
+
+def _environment(device: torch.device) -> dict:
+    env = {"loger3d": __version__, "torch": torch.__version__, "python": platform.python_version(),
+           "device": str(device)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _prepare_folder(out: Path, settings: RunSettings, resume: bool) -> dict | None:
+    """Check the output folder; return the previous run.json when resuming."""
+    run_file = out / RUN_FILE
+    if not run_file.exists():
+        if resume:
+            raise RunError(f"nothing to resume in {out}: it holds no {RUN_FILE}; run without --resume")
+        if out.exists() and any(out.iterdir()):
+            raise RunError(f"output folder {out} is not empty and holds no loger3d run; choose a new folder")
+        out.mkdir(parents=True, exist_ok=True)
+        return None
+    previous = json.loads(run_file.read_text())
+    same = previous.get("settings") == asdict(settings)
+    if not resume:
+        what = "this run" if same else "a different run"
+        raise RunError(f"output folder {out} already holds {what} ({previous.get('status')}); "
+                       f"use --resume to continue it, or choose a new folder")
+    if not same:
+        changed = sorted(k for k, v in asdict(settings).items() if previous["settings"].get(k) != v)
+        raise RunError(f"{out} holds a run with other settings ({', '.join(changed)} differ); resume with the "
+                       f"same settings or choose a new folder")
+    if previous.get("status") == "complete":
+        raise RunError(f"the run in {out} is already complete; nothing to resume")
+    return previous
+
+
+def _to_batch(done: FinishedFrames, meta: dict[int, Frame]) -> FrameBatch:
+    pred = done.prediction
+    frames = [meta.pop(i) for i in range(done.start, done.stop)]
+    return FrameBatch(
+        index=np.arange(done.start, done.stop, dtype=np.int64),
+        source_index=np.array([f.source_index for f in frames], dtype=np.int64),
+        timestamp=np.array([f.timestamp for f in frames], dtype=np.float64),
+        name=[f.name for f in frames],
+        image=np.stack([f.image for f in frames]),
+        local_points=pred.local_points[0].float().numpy(),
+        conf=torch.sigmoid(pred.conf[0, ..., 0].float()).numpy(),
+        camera_poses=pred.camera_poses[0].double().numpy(),
+        points=pred.points[0].float().numpy(),
+    )
+
+
+def _world_points(poses: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``[n,H,W,3]`` world points from camera-to-world ``[n,4,4]`` and camera-frame points."""
+    rot = poses[:, None, None, :3, :3].astype(np.float32)
+    return (rot @ local[..., None])[..., 0] + poses[:, None, None, :3, 3].astype(np.float32)
+
+
+class _Sinks:
+    """Everything written per finished batch; rebuilt from the frame store on resume.
+
+    The fused cloud is fed from the values as stored (after the store's dtype), so a resumed run,
+    which re-reads them, accumulates exactly what an uninterrupted one did.
+    """
+
+    def __init__(self, out: Path, settings: RunSettings) -> None:
+        self.out = out
+        self.settings = settings
+        self.store = FrameStore(out, dtype=settings.store_dtype)
+        self.images = ImageWriter(out)
+        self.cloud = VoxelCloud(voxel_size=settings.voxel_size, max_points=settings.max_points)
+        self.frames = 0
+
+    def write(self, batch: FrameBatch) -> None:
+        self.store.append(batch)
+        self.images.write(batch)
+        dtype = np.dtype(self.settings.store_dtype)
+        local = batch.local_points.astype(dtype).astype(np.float32)
+        conf = batch.conf.astype(dtype).astype(np.float32)
+        add_to_cloud(self.cloud, batch.camera_poses, local, conf, batch.image, self.settings.conf_threshold,
+                     self.settings.edge_rtol)
+        self._append_trajectory(batch.timestamp, batch.camera_poses)
+        self.frames += len(batch)
+
+    def _append_trajectory(self, timestamps: np.ndarray, poses: np.ndarray) -> None:
+        write_tum(self.out / "trajectory_tum.txt", timestamps, poses, append=True)
+        write_kitti(self.out / "trajectory_kitti.txt", poses, append=True)
+
+    def restore(self, num_chunks: int) -> None:
+        """Drop store chunks written after the saved state, then rebuild the cloud and trajectories."""
+        self.store.truncate(num_chunks)
+        for name in ("trajectory_tum.txt", "trajectory_kitti.txt"):
+            (self.out / name).unlink(missing_ok=True)
+        for chunk in self.store.iter_batches():
+            images = self.images.read(list(chunk["name"]))
+            add_to_cloud(self.cloud, chunk["camera_poses"], chunk["local_points"].astype(np.float32),
+                         chunk["conf"].astype(np.float32), images, self.settings.conf_threshold,
+                         self.settings.edge_rtol)
+            self._append_trajectory(chunk["timestamp"], chunk["camera_poses"])
+            self.frames += len(chunk["index"])
+
+
+def add_to_cloud(cloud: VoxelCloud, poses: np.ndarray, local: np.ndarray, conf: np.ndarray, images: np.ndarray,
+                 conf_threshold: float, edge_rtol: float) -> None:
+    """Filter (confidence, depth edges) and fuse ``n`` frames into the voxel cloud."""
+    mask = filter_mask(local[..., 2], conf, conf_threshold, edge_rtol)
+    cloud.add(_world_points(poses, local), images, mask, centers=poses[:, :3, 3])
+
+
+def rebuild_cloud(out: Path, conf_threshold: float, edge_rtol: float, voxel_size: float | None,
+                  max_points: int) -> VoxelCloud:
+    """The fused cloud of a run, from its frame store and images."""
+    cloud = VoxelCloud(voxel_size=voxel_size, max_points=max_points)
+    images = ImageWriter(out)
+    for chunk in FrameStore(out).iter_batches():
+        add_to_cloud(cloud, chunk["camera_poses"], chunk["local_points"].astype(np.float32),
+                     chunk["conf"].astype(np.float32), images.read(list(chunk["name"])), conf_threshold, edge_rtol)
+    return cloud
+
+
+EXPORT_FORMATS = ("ply", "glb", "colmap", "nerfstudio", "intrinsics")
+
+
+def write_exports(out: Path, cloud: VoxelCloud, formats=("ply", "colmap", "nerfstudio", "intrinsics")) -> list[Path]:
+    """Exports of a run from its frame store and fused cloud (see the module docstring for the files)."""
+    from .io.colmap import write_colmap_text
+    from .io.intrinsics import shared_intrinsics
+    from .io.nerfstudio import write_transforms_json
+    from .io.pointcloud import write_glb, write_ply
+
+    store = FrameStore(out)
+    index, _, poses, names = store.read_poses()
+    K = shared_intrinsics(store.read_intrinsics())
+    height, width = store.read_frame(int(index[0]))["conf"].shape
+    xyz, rgb = cloud.points()
+    written = []
+    if "ply" in formats:
+        write_ply(out / "cloud.ply", xyz, rgb)
+        written.append(out / "cloud.ply")
+    if "glb" in formats:
+        write_glb(out / "scene.glb", xyz, rgb, cameras=poses)
+        written.append(out / "scene.glb")
+    if "colmap" in formats:
+        write_colmap_text(out / "colmap", names, poses, K, width, height, xyz=xyz, rgb=rgb)
+        written.append(out / "colmap")
+    if "nerfstudio" in formats:
+        write_transforms_json(out / "transforms.json", names, poses, K, width, height,
+                              ply_file_path="cloud.ply" if (out / "cloud.ply").exists() else None)
+        written.append(out / "transforms.json")
+    if "intrinsics" in formats:
+        with atomic_open(out / "intrinsics.txt", "w") as f:
+            f.write(f"# fx fy cx cy in pixels (pixel centres at integer coordinates), image {width}x{height}\n"
+                    f"{K[0, 0]:.6f} {K[1, 1]:.6f} {K[0, 2]:.6f} {K[1, 2]:.6f}\n")
+        written.append(out / "intrinsics.txt")
+    return written
+
+
+def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None = None,
+               voxel_size: float | None = None) -> list[Path]:
+    """Rebuild exports of a finished (or interrupted) run, optionally with other cloud settings."""
+    out = Path(run_dir)
+    if not (out / RUN_FILE).exists():
+        raise RunError(f"{out} holds no loger3d run ({RUN_FILE} missing); give a folder written by reconstruct")
+    settings = json.loads((out / RUN_FILE).read_text())["settings"]
+    if not FrameStore(out).chunks():
+        raise RunError(f"the run in {out} has no finished frames yet; nothing to export")
+    cloud = rebuild_cloud(out, settings["conf_threshold"] if conf_threshold is None else conf_threshold,
+                          settings["edge_rtol"], settings["voxel_size"] if voxel_size is None else voxel_size,
+                          settings["max_points"])
+    return write_exports(out, cloud, formats)
+
+
+def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
+                progress=None) -> dict:
+    """Run (or resume) a reconstruction into ``out``; returns the final run.json contents.
+
+    ``progress`` is called as ``progress(frames_done, frames_total_or_None)`` after each chunk.
+    """
+    out = Path(out)
+    # The input is checked before the output folder is touched: a bad input leaves nothing behind.
+    source = open_source(source_spec, start=settings.start, end=settings.end, stride=settings.stride,
+                         fps=settings.fps, resolution=tuple(settings.resolution) if settings.resolution else None,
+                         max_pixels=settings.max_pixels)
+    previous = _prepare_folder(out, settings, resume)
+    device = model.image_mean.device
+    stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every)
+    sinks = _Sinks(out, settings)
+    timings = _Timings()
+    run = {"settings": asdict(settings), "environment": _environment(device), "source": source.describe(),
+           "status": "running", "frames": 0, "chunks": 0, "store_chunks": 0}
+    if previous is not None:
+        stream.load(out / STATE_FILE)
+        sinks.restore(previous["store_chunks"])
+        run["timings_previous_runs"] = previous.get("timings", {})
+    (out / STATE_FILE).parent.mkdir(exist_ok=True)
+    _write_json(out / RUN_FILE, run)
+
+    meta: dict[int, Frame] = {}
+    pending: list[Frame] = []
+    t_start = time.perf_counter()
+
+    def checkpoint(done: list[FinishedFrames]) -> None:
+        with timings.measure("sinks"):
+            for part in done:
+                sinks.write(_to_batch(part, meta))
+        with timings.measure("checkpoint"):
+            stream.save(out / STATE_FILE)
+            run.update(frames=sinks.frames, chunks=stream.chunks_run, store_chunks=len(sinks.store.chunks()),
+                       timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
+            _write_json(out / RUN_FILE, run)
+        if progress is not None:
+            progress(sinks.frames, source.num_frames)
+
+    skip = stream.frames_finished
+    frames = source.frames(skip=skip)
+    try:
+        while True:
+            with timings.measure("decode"):
+                frame = next(frames, None)
+            if frame is None:
+                break
+            meta[frame.index] = frame
+            if frame.index < stream.frames_pushed:
+                continue  # already in the reconstructor's buffer (resumed): only its metadata was needed
+            pending.append(frame)
+            if len(pending) == stream.frames_until_chunk:
+                with timings.measure("model"):
+                    done = stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
+                pending = []
+                checkpoint(done)
+        with timings.measure("model"):
+            if pending:
+                stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
+            done = stream.finish()
+        checkpoint(done)
+        with timings.measure("sinks"):
+            write_exports(out, sinks.cloud)
+    except KeyboardInterrupt:
+        run["status"] = "interrupted"
+        _write_json(out / RUN_FILE, run)
+        raise
+    except BaseException:
+        run["status"] = "failed"
+        _write_json(out / RUN_FILE, run)
+        raise
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    run.update(status="complete", timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
+    _write_json(out / RUN_FILE, run)
+    return run
+
+
+def _timing_report(t: _Timings, total: float, frames: int) -> dict:
+    return {"total_s": round(total, 3), "decode_wait_s": round(t.decode, 3), "model_s": round(t.model, 3),
+            "sinks_s": round(t.sinks, 3), "checkpoint_s": round(t.checkpoint, 3),
+            "frames_per_second": round(frames / total, 3) if total > 0 else None}

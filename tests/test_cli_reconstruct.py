@@ -1,0 +1,139 @@
+"""The reconstruct / export / info commands, and every bad input of the streaming job."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from loger3d.cli import main
+from loger3d.seeded import fill_seeded_
+
+from .conftest import write_video
+
+TINY = ["--model", "seeded:tiny", "--resolution", "112x84", "--window", "6", "--overlap", "2"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("cli") / "clip.mp4", n=14)
+
+
+def one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
+    for word in words:
+        assert word in err[0], err[0]
+    return err[0]
+
+
+def test_reconstruct_writes_the_documented_outputs(video, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reconstruct", video, "-o", str(out), "--quiet", *TINY]) == 0
+    assert capsys.readouterr().out == ""
+    for name in ("run.json", "trajectory_tum.txt", "trajectory_kitti.txt", "cloud.ply", "intrinsics.txt",
+                 "transforms.json", "colmap/cameras.txt", "colmap/images.txt", "colmap/points3D.txt",
+                 "images/frame_000000.png", "frames/chunk_00000.npz"):
+        assert (out / name).exists(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["frames"] == 14
+    assert set(run["timings"]) >= {"total_s", "decode_wait_s", "model_s", "sinks_s", "frames_per_second"}
+    assert run["settings"]["window"] == 6 and run["environment"]["torch"] == torch.__version__
+    assert main(["export", str(out), "--format", "ply", "--format", "nerfstudio"]) == 0
+    assert "cloud.ply" in capsys.readouterr().out
+
+
+def test_help_states_the_defaults(capsys):
+    assert main(["reconstruct", "--help"]) == 0
+    text = capsys.readouterr().out
+    for fact in ("loger_star  window 64, overlap 3, SE(3)", "--resume", "--reset-every", "255,000"):
+        assert fact in text
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "preset loger" in out and "weights loger_star" in out
+
+
+def image_folder(path, sizes, mode="RGB"):
+    path.mkdir()
+    for i, size in enumerate(sizes):
+        value = (np.arange(size[0] * size[1]).reshape(size[1], size[0]) * 7 % 255).astype(np.uint8)
+        img = Image.fromarray(value)
+        img = img.convert(mode) if mode != "I;16" else Image.fromarray(value.astype(np.uint16) * 257)
+        img.save(path / f"f{i}.png")
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
+def test_unusual_image_modes_are_converted(tmp_path, mode):
+    folder = image_folder(tmp_path / "imgs", [(60, 45)] * 3, mode)
+    assert main(["reconstruct", folder, "-o", str(tmp_path / "out"), "--quiet", *TINY]) == 0
+
+
+def test_mixed_sizes_are_resized_and_said(tmp_path, capsys):
+    folder = image_folder(tmp_path / "imgs", [(60, 45), (80, 60), (60, 45)])
+    with pytest.warns(UserWarning, match="resiz"):
+        assert main(["reconstruct", folder, "-o", str(tmp_path / "out"), "--quiet", *TINY]) == 0
+
+
+def test_bad_inputs_give_one_line_and_exit_2(video, tmp_path, capsys):
+    def fails(args, *words):
+        assert main(["reconstruct", *args, "--quiet", *TINY]) == 2
+        one_line_error(capsys, *words)
+
+    fails([str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o1")], "missing.mp4")
+    (tmp_path / "empty").mkdir()
+    fails([str(tmp_path / "empty"), "-o", str(tmp_path / "o2")], "no .png")
+    (tmp_path / "junk.mp4").write_text("not a video")
+    fails([str(tmp_path / "junk.mp4"), "-o", str(tmp_path / "o3")], "junk.mp4")
+    fails([video, "-o", str(tmp_path / "o4"), "--start", "100"], "no frames")
+    fails([image_folder(tmp_path / "tiny", [(10, 8)] * 2), "-o", str(tmp_path / "o5")], "14")
+    assert main(["reconstruct", video, "-o", str(tmp_path / "o6"), "--quiet", *TINY, "--end", "5"]) == 0
+    fails([video, "-o", str(tmp_path / "o6"), "--end", "7"], "different run", "--resume")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o4" / "cloud.ply").exists()
+
+
+def test_checkpoint_for_another_model(tmp_path, video, capsys):
+    import loger3d
+
+    model = fill_seeded_(loger3d.build_model("tiny", device="meta"), 0)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith("ttt_layers.")}
+    torch.save(sd, tmp_path / "broken.pt")
+    args = ["reconstruct", video, "-o", str(tmp_path / "out"), "--quiet", "--model", str(tmp_path / "broken.pt")]
+    assert main(args) == 2
+    one_line_error(capsys, "missing", "ttt_layers")
+
+
+def test_out_of_memory_suggests_a_smaller_window(video, tmp_path, capsys, monkeypatch):
+    import loger3d
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(loger3d.LoGeR, "forward_chunk", oom)
+    assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--quiet", *TINY]) == 3
+    err = capsys.readouterr().err
+    assert "out of GPU memory" in err and "--window" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_says_how_to_resume(video, tmp_path, capsys, monkeypatch):
+    from loger3d.inference.reconstructor import Reconstructor
+
+    original, calls = Reconstructor.push, {"n": 0}
+
+    def push(self, images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, images)
+
+    monkeypatch.setattr(Reconstructor, "push", push)
+    out = tmp_path / "out"
+    assert main(["reconstruct", video, "-o", str(out), "--quiet", *TINY]) == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(Reconstructor, "push", original)
+    assert main(["reconstruct", video, "-o", str(out), "--quiet", "--resume", *TINY]) == 0
+    assert json.loads((out / "run.json").read_text())["frames"] == 14
