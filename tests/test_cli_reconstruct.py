@@ -34,7 +34,7 @@ def test_reconstruct_writes_the_documented_outputs(video, tmp_path, capsys):
     assert capsys.readouterr().out == ""
     for name in ("run.json", "trajectory_tum.txt", "trajectory_kitti.txt", "cloud.ply", "intrinsics.txt",
                  "transforms.json", "colmap/cameras.txt", "colmap/images.txt", "colmap/points3D.txt",
-                 "images/frame_000000.png", "frames/chunk_00000.npz"):
+                 "images/frame_000000.jpg", "frames/chunk_00000.npz"):
         assert (out / name).exists(), name
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "complete" and run["frames"] == 14

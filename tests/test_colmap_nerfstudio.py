@@ -75,7 +75,7 @@ def test_colmap_round_trip(tmp_path):
     width, height, k = model.cameras[1]
     assert (width, height) == (W, H)
     np.testing.assert_allclose(k, K, atol=1e-12)
-    assert model.image_names == [f"{n}.png" for n in names]
+    assert model.image_names == [f"{n}.jpg" for n in names]
     np.testing.assert_allclose(model.poses, poses, rtol=0, atol=1e-9)
     np.testing.assert_allclose(model.xyz, xyz, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(model.rgb, rgb)
@@ -111,7 +111,7 @@ def test_pycolmap_reads_our_model(tmp_path):
     assert (camera.width, camera.height) == (W, H)
     np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
     image = rec.images[2]
-    assert image.name == "x1.png"
+    assert image.name == "x1.jpg"
     np.testing.assert_allclose(image.projection_center(), poses[1, :3, 3], atol=1e-9)
     # Our pixel (r, c) = (4, 7) at depth 2: COLMAP sees it at (c + 0.5, r + 0.5).
     local = local_points(K[None], np.full((1, H, W), 2.0))[0, 4, 7]
@@ -129,7 +129,7 @@ def test_transforms_json(tmp_path):
     assert (doc["w"], doc["h"], doc["fl_x"], doc["fl_y"]) == (W, H, K[0, 0], K[1, 1])
     assert (doc["cx"], doc["cy"]) == (K[0, 2] + 0.5, K[1, 2] + 0.5)
     assert all(doc[k] == 0 for k in ("k1", "k2", "p1", "p2"))
-    assert [f["file_path"] for f in doc["frames"]] == ["images/f0.png", "images/f1.png", "images/f2.png"]
+    assert [f["file_path"] for f in doc["frames"]] == ["images/f0.jpg", "images/f1.jpg", "images/f2.jpg"]
     matrices = np.array([f["transform_matrix"] for f in doc["frames"]])
     np.testing.assert_array_equal(matrices, poses @ np.diag([1.0, -1, -1, 1]))
     np.testing.assert_array_equal(OPENCV_TO_OPENGL, np.diag([1.0, -1, -1, 1]))

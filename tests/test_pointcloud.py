@@ -178,3 +178,15 @@ def test_glb(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "trimesh", None)
     with pytest.raises(ImportError, match="pip install trimesh"):
         write_glb(tmp_path / "other.glb", xyz, rgb)
+
+
+def test_intrinsics_on_a_pixel_subsample_match_the_full_fit():
+    from loger3d.io.intrinsics import estimate_intrinsics
+
+    h, w = 40, 56
+    K = np.array([[50.0, 0, 27.5], [0, 48.0, 19.0], [0, 0, 1]])
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    z = 1.0 + 0.1 * np.sin(rows / 5.0)[None]
+    local = np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+    for step in (1, 3, 4):
+        np.testing.assert_allclose(estimate_intrinsics(local, step=step)[0], K, rtol=1e-9, atol=1e-9)

@@ -66,9 +66,10 @@ def test_round_trip_float32_is_exact(tmp_path, batches):
         assert r["camera_poses"].dtype == np.float64
         np.testing.assert_array_equal(r["camera_poses"], b.camera_poses)
         assert r["intrinsics"].dtype == np.float32
-        np.testing.assert_allclose(r["intrinsics"], estimate_intrinsics(b.local_points, b.conf), rtol=1e-6)
+        np.testing.assert_allclose(r["intrinsics"], estimate_intrinsics(b.local_points, b.conf, step=4), rtol=1e-6)
         np.testing.assert_allclose(r["intrinsics"], np.broadcast_to(K, (len(b), 3, 3)), rtol=1e-4, atol=1e-4)
-        assert "image" not in r and "points" not in r
+        np.testing.assert_array_equal(r["image"], b.image)  # exact frames: a resumed cloud is rebuilt from them
+        assert "points" not in r
 
     index, timestamp, poses, names = store.read_poses()
     np.testing.assert_array_equal(index, np.arange(6))
@@ -142,7 +143,7 @@ def test_no_temporary_files_left(tmp_path, batches):
         writer.write(b)
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [p.name for p in store.chunks()]
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
-        f"{n}.png" for n in concat(batches, "name")
+        f"{n}.jpg" for n in concat(batches, "name")
     )
 
 
@@ -156,7 +157,7 @@ def test_failed_write_leaves_previous_chunks_intact(tmp_path, batches, monkeypat
         file.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez_compressed", fail_midway)
+    monkeypatch.setattr(np, "savez", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         store.append(batches[2])
     monkeypatch.undo()
@@ -169,10 +170,11 @@ def test_image_writer(tmp_path, batches):
     b = batches[1]
     paths = ImageWriter(tmp_path).write(b)
     assert paths == [tmp_path / image_relpath(n) for n in b.name]
-    for path in paths:
+    for path, image in zip(paths, b.image):
         with Image.open(path) as im:
-            assert im.format == "PNG" and im.size == (W, H)
-    np.testing.assert_array_equal(ImageWriter(tmp_path).read(b.name), b.image)  # lossless
+            assert im.format == "JPEG" and im.size == (W, H)
+            diff = np.abs(np.asarray(im.convert("RGB"), dtype=np.int16) - image)
+        assert diff.mean() < 4  # quality 95 on a smooth image
     b.name[0] = "../escape"
     with pytest.raises(ValueError, match="plain file name"):
         ImageWriter(tmp_path).write(b)

@@ -129,7 +129,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
         resolution=_parse_size(args.resolution) if args.resolution else None, max_pixels=args.max_pixels,
         store_dtype="float16" if args.float16 else "float32", conf_threshold=args.conf_threshold,
-        edge_rtol=args.edge_rtol, voxel_size=args.voxel_size, max_points=args.max_points)
+        edge_rtol=args.edge_rtol, cloud_stride=args.cloud_stride, voxel_size=args.voxel_size,
+        max_points=args.max_points)
     source = settings.input[0] if len(settings.input) == 1 else settings.input
     bar = None if args.quiet else _ProgressBar()
     try:
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     outp.add_argument("--edge-rtol", type=float, default=0.03,
                       help="drop pixels whose 3x3 depth range exceeds this fraction of their depth, as the official "
                            "demo (default: 0.03; 0 keeps edges)")
+    outp.add_argument("--cloud-stride", type=int, default=2,
+                      help="fuse every N-th pixel row and column into the cloud (default: 2; 1 uses all)")
     outp.add_argument("--voxel-size", type=float, help="voxel size of the fused cloud (default: automatic)")
     outp.add_argument("--max-points", type=int, default=5_000_000, help="upper bound on the fused cloud's size")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

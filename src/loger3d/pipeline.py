@@ -10,7 +10,7 @@ ahead by a few frames, the reconstructor keeps one chunk, the cloud is voxel-bou
 Output folder:
     run.json                  settings, versions, frame counts, per-stage timings, status
     frames/chunk_XXXXX.npz    per-frame results (see io/store.py)
-    images/<name>.png         the frames as the model saw them (lossless)
+    images/<name>.jpg         the frames as the model saw them (JPEG, for COLMAP / nerfstudio)
     trajectory_tum.txt        timestamp tx ty tz qx qy qz qw (camera-to-world)
     trajectory_kitti.txt      3×4 camera-to-world matrices, row-major
     cloud.ply                 fused, filtered, voxel-downsampled point cloud
@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import queue
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -72,6 +74,7 @@ class RunSettings:
     store_dtype: str = "float32"
     conf_threshold: float = 0.1
     edge_rtol: float = 0.03
+    cloud_stride: int = 2
     voxel_size: float | None = None
     max_points: int = 5_000_000
 
@@ -175,7 +178,7 @@ class _Sinks:
         local = batch.local_points.astype(dtype).astype(np.float32)
         conf = batch.conf.astype(dtype).astype(np.float32)
         add_to_cloud(self.cloud, batch.camera_poses, local, conf, batch.image, self.settings.conf_threshold,
-                     self.settings.edge_rtol)
+                     self.settings.edge_rtol, self.settings.cloud_stride)
         self._append_trajectory(batch.timestamp, batch.camera_poses)
         self.frames += len(batch)
 
@@ -189,29 +192,32 @@ class _Sinks:
         for name in ("trajectory_tum.txt", "trajectory_kitti.txt"):
             (self.out / name).unlink(missing_ok=True)
         for chunk in self.store.iter_batches():
-            images = self.images.read(list(chunk["name"]))
             add_to_cloud(self.cloud, chunk["camera_poses"], chunk["local_points"].astype(np.float32),
-                         chunk["conf"].astype(np.float32), images, self.settings.conf_threshold,
-                         self.settings.edge_rtol)
+                         chunk["conf"].astype(np.float32), chunk["image"], self.settings.conf_threshold,
+                         self.settings.edge_rtol, self.settings.cloud_stride)
             self._append_trajectory(chunk["timestamp"], chunk["camera_poses"])
             self.frames += len(chunk["index"])
 
 
 def add_to_cloud(cloud: VoxelCloud, poses: np.ndarray, local: np.ndarray, conf: np.ndarray, images: np.ndarray,
-                 conf_threshold: float, edge_rtol: float) -> None:
-    """Filter (confidence, depth edges) and fuse ``n`` frames into the voxel cloud."""
-    mask = filter_mask(local[..., 2], conf, conf_threshold, edge_rtol)
+                 conf_threshold: float, edge_rtol: float, stride: int = 1) -> None:
+    """Filter (confidence, depth edges) and fuse ``n`` frames into the voxel cloud.
+
+    ``stride`` keeps every stride-th pixel row and column after filtering: consecutive video
+    frames see the same surfaces, so the cloud loses little and fusion runs stride² times faster.
+    """
+    mask = filter_mask(local[..., 2], conf, conf_threshold, edge_rtol)[:, ::stride, ::stride]
+    local, images = local[:, ::stride, ::stride], images[:, ::stride, ::stride]
     cloud.add(_world_points(poses, local), images, mask, centers=poses[:, :3, 3])
 
 
 def rebuild_cloud(out: Path, conf_threshold: float, edge_rtol: float, voxel_size: float | None,
-                  max_points: int) -> VoxelCloud:
-    """The fused cloud of a run, from its frame store and images."""
+                  max_points: int, stride: int) -> VoxelCloud:
+    """The fused cloud of a run, from its frame store."""
     cloud = VoxelCloud(voxel_size=voxel_size, max_points=max_points)
-    images = ImageWriter(out)
     for chunk in FrameStore(out).iter_batches():
         add_to_cloud(cloud, chunk["camera_poses"], chunk["local_points"].astype(np.float32),
-                     chunk["conf"].astype(np.float32), images.read(list(chunk["name"])), conf_threshold, edge_rtol)
+                     chunk["conf"].astype(np.float32), chunk["image"], conf_threshold, edge_rtol, stride)
     return cloud
 
 
@@ -263,7 +269,7 @@ def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None
         raise RunError(f"the run in {out} has no finished frames yet; nothing to export")
     cloud = rebuild_cloud(out, settings["conf_threshold"] if conf_threshold is None else conf_threshold,
                           settings["edge_rtol"], settings["voxel_size"] if voxel_size is None else voxel_size,
-                          settings["max_points"])
+                          settings["max_points"], settings["cloud_stride"])
     return write_exports(out, cloud, formats)
 
 
@@ -295,21 +301,26 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     meta: dict[int, Frame] = {}
     pending: list[Frame] = []
     t_start = time.perf_counter()
+    writer = _BackgroundWriter()
 
-    def checkpoint(done: list[FinishedFrames]) -> None:
+    def write_chunk(batches: list[FrameBatch], state: dict, chunks_run: int) -> None:
+        """On the writer thread: the chunk's files first, then the state that refers to them."""
         with timings.measure("sinks"):
-            for part in done:
-                sinks.write(_to_batch(part, meta))
+            for batch in batches:
+                sinks.write(batch)
         with timings.measure("checkpoint"):
-            stream.save(out / STATE_FILE)
-            run.update(frames=sinks.frames, chunks=stream.chunks_run, store_chunks=len(sinks.store.chunks()),
+            stream.save(out / STATE_FILE, state)
+            run.update(frames=sinks.frames, chunks=chunks_run, store_chunks=len(sinks.store.chunks()),
                        timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
             _write_json(out / RUN_FILE, run)
         if progress is not None:
             progress(sinks.frames, source.num_frames)
 
-    skip = stream.frames_finished
-    frames = source.frames(skip=skip)
+    def checkpoint(done: list[FinishedFrames]) -> None:
+        batches = [_to_batch(part, meta) for part in done]
+        writer.submit(write_chunk, batches, stream.state_dict(), stream.chunks_run)
+
+    frames = source.frames(skip=stream.frames_finished)
     try:
         while True:
             with timings.measure("decode"):
@@ -330,23 +341,69 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
                 stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
             done = stream.finish()
         checkpoint(done)
+        writer.drain()
         with timings.measure("sinks"):
             write_exports(out, sinks.cloud)
-    except KeyboardInterrupt:
-        run["status"] = "interrupted"
-        _write_json(out / RUN_FILE, run)
-        raise
-    except BaseException:
-        run["status"] = "failed"
+    except BaseException as error:
+        writer.drain(raise_errors=False)  # chunks already handed over are finished: resume starts after them
+        run["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         _write_json(out / RUN_FILE, run)
         raise
     finally:
+        writer.close()
         close = getattr(frames, "close", None)
         if close is not None:
             close()
     run.update(status="complete", timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
     _write_json(out / RUN_FILE, run)
     return run
+
+
+class _BackgroundWriter:
+    """Runs submitted work in order on one thread, so that the GPU does not wait for the disk.
+
+    At most ``depth`` tasks wait (back-pressure on the producer); the first error is raised in
+    the producer at its next ``submit`` or ``drain``, and no later task runs after it.
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self._tasks: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="loger3d-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                if task is None:
+                    return
+                if self._error is None:
+                    fn, args = task
+                    fn(*args)
+            except BaseException as e:  # handed to the producer
+                self._error = e
+            finally:
+                self._tasks.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn, *args) -> None:
+        self._raise()
+        self._tasks.put((fn, args))
+
+    def drain(self, raise_errors: bool = True) -> None:
+        self._tasks.join()
+        if raise_errors:
+            self._raise()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._tasks.put(None)
+            self._thread.join()
 
 
 def _timing_report(t: _Timings, total: float, frames: int) -> dict:

@@ -203,15 +203,15 @@ class Reconstructor:
                 self._held_transform = ChunkTransform(*(state[f"held_transform.{k}"].to(device)
                                                         for k in ("rotation", "translation", "scale")))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the state to a safetensors file atomically (temporary file, then rename)."""
+    def save(self, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the state (``state_dict()`` now, or one taken earlier) to a safetensors file atomically."""
         from safetensors.torch import save_file
 
         path = os.fspath(path)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
         os.close(fd)
         try:
-            save_file(self.state_dict(), tmp)
+            save_file(self.state_dict() if state is None else state, tmp)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

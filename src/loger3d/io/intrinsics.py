@@ -13,29 +13,32 @@ import numpy as np
 __all__ = ["estimate_intrinsics", "estimate_shared_intrinsics", "shared_intrinsics"]
 
 
-def estimate_intrinsics(local_points: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+def estimate_intrinsics(local_points: np.ndarray, conf: np.ndarray | None = None, step: int = 1) -> np.ndarray:
     """Per-frame K ``[n, 3, 3]`` float64 from local points ``[n, H, W, 3]`` (Z is depth).
 
     Pixels count when Z > 0 and all of X, Y, Z are finite, weighted by ``conf`` ``[n, H, W]`` if
     given. A frame with fewer than two distinct weighted columns or rows gets NaN focal lengths
-    and centres.
+    and centres. ``step`` fits on every step-th row and column only (a line fit needs few pixels).
     """
-    pts = np.asarray(local_points, dtype=np.float64)
+    pts = np.asarray(local_points)
     if pts.ndim != 4 or pts.shape[-1] != 3:
         raise ValueError(f"local_points have shape {pts.shape}, expected [n, H, W, 3]")
     n, h, w, _ = pts.shape
+    if conf is not None and np.shape(conf) != (n, h, w):
+        raise ValueError(f"conf has shape {np.shape(conf)}, expected {(n, h, w)} to match local_points")
+    pts = pts[:, ::step, ::step].astype(np.float64)
+    conf = None if conf is None else np.asarray(conf)[:, ::step, ::step]
+    rows, cols = np.meshgrid(np.arange(0, h, step, dtype=np.float64), np.arange(0, w, step, dtype=np.float64),
+                             indexing="ij")
+    h, w = rows.shape
     z = pts[..., 2]
     valid = np.isfinite(pts).all(axis=-1) & (z > 0)
     weight = valid.astype(np.float64)
     if conf is not None:
-        conf = np.asarray(conf, dtype=np.float64)
-        if conf.shape != (n, h, w):
-            raise ValueError(f"conf has shape {conf.shape}, expected {(n, h, w)} to match local_points")
-        weight *= np.where(valid, conf, 0.0)
+        weight *= np.where(valid, conf.astype(np.float64), 0.0)
     safe_z = np.where(valid, z, 1.0)
     x_hat = np.where(valid, pts[..., 0] / safe_z, 0.0)
     y_hat = np.where(valid, pts[..., 1] / safe_z, 0.0)
-    rows, cols = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
     fx, cx = _weighted_line(x_hat, np.broadcast_to(cols, x_hat.shape), weight)
     fy, cy = _weighted_line(y_hat, np.broadcast_to(rows, y_hat.shape), weight)
     k = np.zeros((n, 3, 3))

@@ -1,6 +1,7 @@
-"""The per-frame results of a run on disk: ``OUT/frames/chunk_#####.npz`` and ``OUT/images/<name>.png``.
+"""The per-frame results of a run on disk: ``OUT/frames/chunk_#####.npz`` and ``OUT/images/<name>.jpg``.
 
-One compressed npz per appended batch keeps memory bounded for any video length, and a resumed
+One uncompressed npz per appended batch (compressing cost more time than the model; ``--float16``
+halves the size) keeps memory bounded for any video length, and a resumed
 run can drop chunks past its checkpoint with :meth:`FrameStore.truncate`. Every file appears
 atomically (written next to its final name, then renamed), so a crash never leaves a chunk that
 looks finished but is cut short.
@@ -8,12 +9,12 @@ looks finished but is cut short.
 Chunk members (n frames of size H×W):
     index [n] int64, source_index [n] int64, timestamp [n] float64, name [n] unicode,
     conf [n,H,W], local_points [n,H,W,3]   (float32, or float16 if asked)
+    image [n,H,W,3] uint8 the frames as the model saw them (exact, unlike the JPEG exports)
     camera_poses [n,4,4] float64 camera-to-world (OpenCV axes)
     intrinsics [n,3,3] float32 pinhole K estimated from local_points (pixel (r, c) centred at u=c, v=r)
 
 Derived values are not stored: depth is ``local_points[..., 2]`` (readers add it as ``depth``), world
-points are ``camera_poses`` applied to ``local_points``. Images are lossless PNG files, so that a
-resumed run rebuilds exactly what an uninterrupted one accumulated.
+points are ``camera_poses`` applied to ``local_points``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
 def image_relpath(name: str) -> str:
     """Where :class:`ImageWriter` puts frame ``name``, relative to the output folder (COLMAP/nerfstudio refer to it)."""
-    return f"images/{name}.png"
+    return f"images/{name}.jpg"
 
 
 class FrameStore:
@@ -109,11 +110,12 @@ class FrameStore:
             "name": np.asarray(list(batch.name), dtype=np.str_),
             "conf": np.asarray(batch.conf).astype(self.dtype),
             "local_points": local.astype(self.dtype),
+            "image": np.asarray(batch.image, dtype=np.uint8),
             "camera_poses": np.asarray(batch.camera_poses, dtype=np.float64),
-            "intrinsics": estimate_intrinsics(local, batch.conf).astype(np.float32),
+            "intrinsics": estimate_intrinsics(local, batch.conf, step=4).astype(np.float32),
         }
         with atomic_open(path, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez(f, **arrays)
         self._next = number + 1
         if self._index is not None:
             self._index.update({int(i): (path, row) for row, i in enumerate(arrays["index"])})
@@ -177,7 +179,7 @@ class FrameStore:
 
 
 class ImageWriter:
-    """Writes each frame's RGB image to ``root/images/<name>.png`` (lossless) for COLMAP, nerfstudio, viewers."""
+    """Writes each frame's RGB image to ``root/images/<name>.jpg`` (JPEG quality 95) for COLMAP, nerfstudio, viewers."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
@@ -191,13 +193,9 @@ class ImageWriter:
             path = self.root / image_relpath(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(path, "wb") as f:
-                Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG", compress_level=1)
+                Image.fromarray(np.ascontiguousarray(image)).save(f, format="JPEG", quality=95)
             paths.append(path)
         return paths
-
-    def read(self, names: list[str]) -> np.ndarray:
-        """The images ``[n, H, W, 3]`` uint8 written for ``names``."""
-        return np.stack([np.asarray(Image.open(self.root / image_relpath(str(n))).convert("RGB")) for n in names])
 
 
 def _chunk_number(path: Path) -> int:
