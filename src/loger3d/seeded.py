@@ -52,14 +52,14 @@ def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str
 
 
 @torch.no_grad()
-def fill_seeded_(model: nn.Module, seed: int) -> nn.Module:
+def fill_seeded_(model: nn.Module, seed: int, device: torch.device | str = "cpu") -> nn.Module:
     """Overwrite every parameter and buffer of ``model`` in place with its seeded value.
 
     One tensor at a time, so the full-size model needs no second copy in memory. A model on
-    the meta device is first materialised on the CPU.
+    the meta device is first materialised on ``device`` (tensors are drawn on the CPU and copied).
     """
     if any(t.is_meta for t in model.state_dict().values()):
-        model.to_empty(device="cpu")
+        model.to_empty(device=device)
     for key, tensor in model.state_dict().items():
         tensor.copy_(seeded_tensor(key, tensor.shape, seed))
     return model

@@ -31,13 +31,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import av
 import numpy as np
 from PIL import Image
 
 from .preprocess import PATCH, PIXEL_LIMIT, demo_target_size, parse_resolution, resize_frame
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = ["SourceError", "Frame", "FrameSource", "ImageSource", "VideoSource", "Prefetcher", "open_source",
            "natural_key", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
@@ -48,7 +50,17 @@ MIXED_SIZES = ("resize", "error")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"(\d+)")
 _IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
-_VIDEO_ERRORS = (av.FFmpegError, OSError)
+
+
+def _av():
+    """PyAV, imported on first use: image inputs never load FFmpeg."""
+    import av
+
+    return av
+
+
+def _video_errors() -> tuple[type[BaseException], ...]:
+    return (_av().FFmpegError, OSError)
 _ROTATIONS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 
 T = TypeVar("T")
@@ -320,7 +332,7 @@ def _count_from_duration(container: av.container.InputContainer, stream: av.vide
     if stream.duration and stream.time_base:
         return round(stream.duration * stream.time_base * rate)
     if container.duration:
-        return round(Fraction(container.duration, av.time_base) * rate)
+        return round(Fraction(container.duration, _av().time_base) * rate)
     return None
 
 
@@ -365,7 +377,7 @@ class VideoSource(FrameSource):
                               "its frame count is not known before decoding")
         self.fps = None if fps is None else Fraction(fps).limit_denominator(1_000_000)
         try:
-            with av.open(path) as container:
+            with _av().open(path) as container:
                 if not container.streams.video:
                     raise SourceError(f"cannot read video {path}: no video stream; is it a video file?")
                 stream = container.streams.video[0]
@@ -373,7 +385,7 @@ class VideoSource(FrameSource):
                 reported = stream.frames
                 native = reported or _count_from_duration(container, stream, rate)
                 first = next(((f.width, f.height, f.rotation) for f in _decode(container)), None)
-        except _VIDEO_ERRORS as e:
+        except _video_errors() as e:
             raise SourceError(f"cannot read video {path}: {_one_line(e)}; is it a video file?") from None
         if first is not None and self.fps is not None and native and rate:  # resampled: times 0 .. (native-1)/rate
             native = min(native, int((native - 1) / rate * self.fps) + 1)
@@ -404,14 +416,14 @@ class VideoSource(FrameSource):
 
         index = skip
         try:
-            with av.open(self.path) as container, contextlib.closing(timed(container)) as frames:
+            with _av().open(self.path) as container, contextlib.closing(timed(container)) as frames:
                 sequence = frames if self.fps is None else _resample(frames, self.fps, self.path)
                 for i, time, frame in itertools.islice(sequence, self.start + skip * self.stride, self.end,
                                                        self.stride):
                     image = resize_frame(_upright(frame), self.size)
                     yield Frame(index, i, float(i if time is None else time), f"frame_{i:06d}", image)
                     index += 1
-        except _VIDEO_ERRORS as e:
+        except _video_errors() as e:
             raise SourceError(f"cannot read video {self.path}: {_one_line(e)}; is it a video file?") from None
         if index == 0:
             raise SourceError(_no_frames(self.path, decoded, self.start, self.end, self.stride, self.fps))
