@@ -127,11 +127,10 @@ def main() -> None:
               f"{result['host_rss_peak_gib']:.2f} GiB", flush=True)
         shutil.rmtree(run_dir)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    report = {"device": device, "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"),
+    report = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
               "preset": args.preset, "size": [args.width, args.height], "window": args.window,
-              "overlap": args.overlap, "dtype": "bf16 weights (set_precision)" if device != "cpu" else "fp32", "weights": "seeded (seed 0)",
-              "runs": results}
+              "overlap": args.overlap, "weights": "seeded (seed 0)", "runs": results,
+              "dtype": "bf16 weights (set_precision)" if device != "cpu" else "fp32"}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "memory_flatness.json").write_text(json.dumps(report, indent=1))
     shutil.rmtree(work)
