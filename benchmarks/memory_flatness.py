@@ -83,7 +83,7 @@ def one_run(args) -> dict:
             "gpu_peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
             "gpu_peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
             "host_rss_start_gib": rss_start / 2**30, "host_rss_peak_gib": max(samples) / 2**30,
-            "timings": run["timings"]}
+            "cloud_points": run["cloud_points"], "timings": run["timings"]}
 
 
 def main() -> None:

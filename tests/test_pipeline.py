@@ -29,9 +29,9 @@ def settings(video, **kw):
     return RunSettings(**base)
 
 
-def run(video, out, model, **kw):
+def run(video, out, model, checkpoint_every=0.0, **kw):
     with torch.no_grad():
-        return reconstruct(video, out, model, settings(video, **kw))
+        return reconstruct(video, out, model, settings(video, **kw), checkpoint_every=checkpoint_every)
 
 
 def output_files(out):
@@ -57,8 +57,21 @@ def test_stream_equals_whole_sequence_forward(tiny_model, video, tmp_path):
     np.testing.assert_allclose(timestamps, np.arange(30) / 12, atol=1e-6)
 
 
+def assert_same_outputs(a_dir, b_dir):
+    plain, resumed = output_files(a_dir), output_files(b_dir)
+    assert plain.keys() == resumed.keys()
+    for name in plain:
+        if name.startswith("frames/"):  # npz archives carry timestamps: compare their arrays
+            a, b = np.load(a_dir / name), np.load(b_dir / name)
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+        else:
+            assert plain[name] == resumed[name], name
+
+
 @pytest.mark.parametrize("interrupt_at", [1, 3])
-def test_resumed_run_equals_uninterrupted(tiny_model, video, tmp_path, monkeypatch, interrupt_at):
+def test_crash_mid_chunk_resumes_from_the_last_saved_state(tiny_model, video, tmp_path, monkeypatch, interrupt_at):
+    """A crash inside the model: the state saved after the last chunk (checkpoint_every=0) is resumed."""
     run(video, tmp_path / "plain", tiny_model)
     calls = {"n": 0}
     original = Reconstructor.push
@@ -73,20 +86,62 @@ def test_resumed_run_equals_uninterrupted(tiny_model, video, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run(video, tmp_path / "resumed", tiny_model)
     status = json.loads((tmp_path / "resumed" / "run.json").read_text())
-    assert status["status"] == "interrupted" and 0 < status["frames"] < 30
+    assert status["status"] == "interrupted" and 0 < status["checkpoint"]["frames"] < 30
     monkeypatch.setattr(Reconstructor, "push", original)
     with torch.no_grad():
         final = reconstruct(video, tmp_path / "resumed", tiny_model, settings(video), resume=True)
     assert final["status"] == "complete" and final["frames"] == 30
-    plain, resumed = output_files(tmp_path / "plain"), output_files(tmp_path / "resumed")
-    assert plain.keys() == resumed.keys()
-    for name in plain:
-        if name.startswith("frames/"):  # npz archives carry timestamps: compare their arrays
-            a, b = np.load(tmp_path / "plain" / name), np.load(tmp_path / "resumed" / name)
-            for key in a.files:
-                np.testing.assert_array_equal(a[key], b[key])
-        else:
-            assert plain[name] == resumed[name], name
+    assert_same_outputs(tmp_path / "plain", tmp_path / "resumed")
+
+
+def test_ctrl_c_between_chunks_saves_the_state_at_once(tiny_model, video, tmp_path, monkeypatch):
+    """With periodic saving off (a huge interval), Ctrl-C at a chunk boundary still saves, so nothing is lost;
+    work after the last saved state is redone after a crash without one."""
+    run(video, tmp_path / "plain", tiny_model)
+    import loger3d.pipeline as pipeline
+
+    original = pipeline._to_batch
+    calls = {"n": 0}
+
+    def interrupting(done, meta):  # Ctrl-C right after the second chunk has been handed to the writer
+        calls["n"] += 1
+        batch = original(done, meta)
+        if calls["n"] == 2:
+            pipeline._to_batch = original
+            raise KeyboardInterrupt
+        return batch
+
+    monkeypatch.setattr(pipeline, "_to_batch", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run(video, tmp_path / "resumed", tiny_model, checkpoint_every=1e9)
+    saved = json.loads((tmp_path / "resumed" / "run.json").read_text())["checkpoint"]
+    assert saved is None  # interrupted inside a hand-over: not at a boundary, nothing consistent to save
+    with torch.no_grad():
+        reconstruct(video, tmp_path / "resumed", tiny_model, settings(video), resume=True)
+    assert_same_outputs(tmp_path / "plain", tmp_path / "resumed")
+
+    calls["n"] = 0
+    frames_seen = {"n": 0}
+    import loger3d.io.sources as sources
+
+    original_frames = sources.FrameSource.frames
+
+    def interrupted_frames(self, skip=0, prefetch=8):
+        for frame in original_frames(self, skip, prefetch):
+            frames_seen["n"] += 1
+            if frames_seen["n"] == 15:
+                raise KeyboardInterrupt  # while decoding: the stream is at a chunk boundary
+            yield frame
+
+    monkeypatch.setattr(sources.FrameSource, "frames", interrupted_frames)
+    with pytest.raises(KeyboardInterrupt):
+        run(video, tmp_path / "boundary", tiny_model, checkpoint_every=1e9)
+    saved = json.loads((tmp_path / "boundary" / "run.json").read_text())["checkpoint"]
+    assert saved is not None and saved["frames"] > 0
+    monkeypatch.setattr(sources.FrameSource, "frames", original_frames)
+    with torch.no_grad():
+        reconstruct(video, tmp_path / "boundary", tiny_model, settings(video), resume=True)
+    assert_same_outputs(tmp_path / "plain", tmp_path / "boundary")
 
 
 def test_exports_parse_with_independent_tools(tiny_model, video, tmp_path):

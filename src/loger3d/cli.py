@@ -134,7 +134,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     source = settings.input[0] if len(settings.input) == 1 else settings.input
     bar = None if args.quiet else _ProgressBar()
     try:
-        run = reconstruct(source, args.output, model, settings, resume=args.resume, progress=bar)
+        run = reconstruct(source, args.output, model, settings, resume=args.resume, progress=bar,
+                          checkpoint_every=args.checkpoint_every)
     except KeyboardInterrupt:
         print(f"loger3d: interrupted; finished chunks are saved in {args.output}: run the same command with "
               f"--resume to continue", file=sys.stderr)
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="weights precision (default: bf16 on CUDA, fp32 on CPU)")
     rec.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
+    rec.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
+                     help="save the resume state at most this often (default: 30; Ctrl-C always saves; a crash "
+                          "loses at most this much work)")
     sel = rec.add_argument_group("frame selection and size")
     sel.add_argument("--start", type=int, default=0, help="first frame (Python slice semantics)")
     sel.add_argument("--end", type=int, help="stop before this frame")

@@ -274,10 +274,13 @@ def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None
 
 
 def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
-                progress=None) -> dict:
+                progress=None, checkpoint_every: float = 30.0) -> dict:
     """Run (or resume) a reconstruction into ``out``; returns the final run.json contents.
 
     ``progress`` is called as ``progress(frames_done, frames_total_or_None)`` after each chunk.
+    The resume state (the memory: hundreds of MB for the full-size model) is saved at most every
+    ``checkpoint_every`` seconds (0: after every chunk), and on Ctrl-C whenever the stream is at a
+    chunk boundary; ``run.json`` records which stored chunks it covers.
     """
     out = Path(out)
     # The input is checked before the output folder is touched: a bad input leaves nothing behind.
@@ -290,37 +293,47 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     sinks = _Sinks(out, settings)
     timings = _Timings()
     run = {"settings": asdict(settings), "environment": _environment(device), "source": source.describe(),
-           "status": "running", "frames": 0, "chunks": 0, "store_chunks": 0}
+           "status": "running", "frames": 0, "chunks": 0, "store_chunks": 0, "checkpoint": None}
     if previous is not None:
-        stream.load(out / STATE_FILE)
-        sinks.restore(previous["store_chunks"])
-        run["timings_previous_runs"] = previous.get("timings", {})
+        saved = previous.get("checkpoint")
+        if saved is not None:
+            stream.load(out / STATE_FILE)
+        sinks.restore(saved["store_chunks"] if saved is not None else 0)
+        run.update(checkpoint=saved, frames=sinks.frames, timings_previous_runs=previous.get("timings", {}))
     (out / STATE_FILE).parent.mkdir(exist_ok=True)
     _write_json(out / RUN_FILE, run)
 
     meta: dict[int, Frame] = {}
     pending: list[Frame] = []
-    t_start = time.perf_counter()
+    t_start = last_save = time.perf_counter()
     writer = _BackgroundWriter()
 
-    def write_chunk(batches: list[FrameBatch], state: dict, chunks_run: int) -> None:
-        """On the writer thread: the chunk's files first, then the state that refers to them."""
+    def write_chunk(batches: list[FrameBatch], state: dict | None, chunks_run: int) -> None:
+        """On the writer thread: the chunk's files first, then (when due) the state that covers them."""
         with timings.measure("sinks"):
             for batch in batches:
                 sinks.write(batch)
         with timings.measure("checkpoint"):
-            stream.save(out / STATE_FILE, state)
-            run.update(frames=sinks.frames, chunks=chunks_run, store_chunks=len(sinks.store.chunks()),
+            store_chunks = len(sinks.store.chunks())
+            if state is not None:
+                stream.save(out / STATE_FILE, state)
+                run["checkpoint"] = {"store_chunks": store_chunks, "frames": sinks.frames, "chunks": chunks_run}
+            run.update(frames=sinks.frames, chunks=chunks_run, store_chunks=store_chunks,
                        timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
             _write_json(out / RUN_FILE, run)
         if progress is not None:
             progress(sinks.frames, source.num_frames)
 
-    def checkpoint(done: list[FinishedFrames]) -> None:
+    def checkpoint(done: list[FinishedFrames], force: bool = False) -> None:
+        nonlocal last_save
+        due = force or time.perf_counter() - last_save >= checkpoint_every
+        if due:
+            last_save = time.perf_counter()
         batches = [_to_batch(part, meta) for part in done]
-        writer.submit(write_chunk, batches, stream.state_dict(), stream.chunks_run)
+        writer.submit(write_chunk, batches, stream.state_dict() if due else None, stream.chunks_run)
 
     frames = source.frames(skip=stream.frames_finished)
+    at_boundary = True  # the stream's state matches what has been handed to the writer
     try:
         while True:
             with timings.measure("decode"):
@@ -332,10 +345,13 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
                 continue  # already in the reconstructor's buffer (resumed): only its metadata was needed
             pending.append(frame)
             if len(pending) == stream.frames_until_chunk:
+                at_boundary = False
                 with timings.measure("model"):
                     done = stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
                 pending = []
                 checkpoint(done)
+                at_boundary = True
+        at_boundary = False
         with timings.measure("model"):
             if pending:
                 stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
@@ -345,8 +361,11 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         with timings.measure("sinks"):
             write_exports(out, sinks.cloud)
     except BaseException as error:
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if interrupted and at_boundary and stream.chunks_run > 0:
+            writer.submit(write_chunk, [], stream.state_dict(), stream.chunks_run)  # lose nothing on Ctrl-C
         writer.drain(raise_errors=False)  # chunks already handed over are finished: resume starts after them
-        run["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        run["status"] = "interrupted" if interrupted else "failed"
         _write_json(out / RUN_FILE, run)
         raise
     finally:
@@ -354,7 +373,8 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         close = getattr(frames, "close", None)
         if close is not None:
             close()
-    run.update(status="complete", timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
+    run.update(status="complete", cloud_points=len(sinks.cloud),
+               timings=_timing_report(timings, time.perf_counter() - t_start, sinks.frames))
     _write_json(out / RUN_FILE, run)
     return run
 
