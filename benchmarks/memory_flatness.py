@@ -74,7 +74,7 @@ def one_run(args) -> dict:
                            resolution=[args.width, args.height])
     t0 = time.perf_counter()
     with torch.no_grad():
-        run = reconstruct(args.folder, args.run_dir, model, settings)
+        run = reconstruct(args.folder, args.run_dir, model, settings, checkpoint_every=args.checkpoint_every)
     seconds = time.perf_counter() - t0
     stop.set()
     sampler.join()
@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=280)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--checkpoint-every", type=float, default=5.0,
+                        help="resume-state interval in seconds (small, so that every run holds a checkpoint)")
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke test with tiny)")
     parser.add_argument("--out", required=True, help="folder for the JSON result")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -118,18 +120,20 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--folder", str(folder), "--run-dir", str(run_dir), "--n", str(n),
                "--preset", args.preset, "--width", str(args.width), "--height", str(args.height),
                "--window", str(args.window), "--overlap", str(args.overlap), "--out", args.out,
-               "--device", args.device]
+               "--device", args.device, "--checkpoint-every", str(args.checkpoint_every)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
-        print(f"N={n:5d}: {result['frames_per_second']:6.1f} frames/s, GPU peak {result['gpu_peak_allocated_gib']:.2f} "
-              f"GiB allocated ({result['gpu_peak_reserved_gib']:.2f} reserved), host RSS peak "
-              f"{result['host_rss_peak_gib']:.2f} GiB", flush=True)
+        print(f"N={n:5d}: {result['frames_per_second']:6.1f} frames/s, cloud {result['cloud_points']}, "
+              f"GPU peak {result['gpu_peak_allocated_gib']:.2f} GiB allocated "
+              f"({result['gpu_peak_reserved_gib']:.2f} reserved), host RSS peak {result['host_rss_peak_gib']:.2f} GiB",
+              flush=True)
         shutil.rmtree(run_dir)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     report = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
               "preset": args.preset, "size": [args.width, args.height], "window": args.window,
               "overlap": args.overlap, "weights": "seeded (seed 0)", "runs": results,
+              "checkpoint_every_s": args.checkpoint_every,
               "dtype": "bf16 weights (set_precision)" if device != "cpu" else "fp32"}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "memory_flatness.json").write_text(json.dumps(report, indent=1))
