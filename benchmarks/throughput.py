@@ -1,0 +1,161 @@
+"""End-to-end throughput of the streaming model: decoded frames in, merged outputs on the host.
+
+Builds a preset with seeded weights on the GPU (no download), feeds N synthetic uint8 frames
+(as a decoder would hand them over) through the ``Reconstructor`` one chunk at a time, and
+collects the finished frames on the host. Reports frames per second, per-chunk latency, peak
+GPU memory and host RSS. ``--single-window`` runs the whole input as one chunk instead (the
+Pi3-style full-attention baseline). ``--profile`` adds the PyTorch profiler's top CUDA kernels.
+
+    python benchmarks/throughput.py --preset loger --frames 1024 --window 32 --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import loger3d
+from loger3d.inference.reconstructor import Reconstructor
+from loger3d.seeded import fill_seeded_
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def synthetic_frames(n: int, width: int, height: int, seed: int = 0):
+    """Decoded-looking uint8 frames ``[H, W, 3]``: a drifting textured gradient."""
+    rng = np.random.default_rng(seed)
+    base = (rng.integers(0, 60, (height, width * 2, 3)) + np.linspace(0, 180, width * 2)[None, :, None])
+    base = base.clip(0, 255).astype(np.uint8)
+    for i in range(n):
+        x = (3 * i) % width
+        yield base[:, x:x + width]
+
+
+def to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def run_stream(model, args) -> dict:
+    stream = Reconstructor(model, args.window, args.overlap, args.align, args.reset_every)
+    latencies, finished, pending = [], 0, []
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for frame in synthetic_frames(args.frames, args.width, args.height):
+        pending.append(frame)
+        if len(pending) == stream.frames_until_chunk:
+            t = time.perf_counter()
+            done = stream.push(to_tensor(pending))
+            latencies.append(time.perf_counter() - t)  # outputs are on the host: the chunk is finished
+            finished += sum(d.prediction.num_frames for d in done)
+            pending = []
+    if pending:
+        stream.push(to_tensor(pending))
+    finished += sum(d.prediction.num_frames for d in stream.finish())
+    seconds = time.perf_counter() - t0
+    assert finished == args.frames
+    return {"seconds": seconds, "frames_per_second": args.frames / seconds, "chunks": stream.chunks_run,
+            "chunk_latency_ms": {"median": 1e3 * statistics.median(latencies), "max": 1e3 * max(latencies),
+                                 "min": 1e3 * min(latencies)} if latencies else None}
+
+
+def run_single_window(model, args) -> dict:
+    images = to_tensor(list(synthetic_frames(args.frames, args.width, args.height)))
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        pred, _ = model.forward_chunk(images.unsqueeze(0))
+        pred = pred.detach().to("cpu")
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "frames_per_second": args.frames / seconds, "chunks": 1}
+
+
+def profile(model, args) -> list[dict]:
+    """Top CUDA kernels over a few steady-state chunks."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    stream = Reconstructor(model, args.window, args.overlap, args.align)
+    frames = list(synthetic_frames(args.window * 4, args.width, args.height))
+    with torch.no_grad():
+        stream.push(to_tensor(frames[:args.window]))  # warm-up chunk
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            stream.push(to_tensor(frames[args.window:]))
+            torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return [{"kernel": e.key[:120], "calls": e.count, "ms": e.self_device_time_total / 1e3,
+             "share": e.self_device_time_total / total} for e in events[:25]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="loger")
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--align", default="none")
+    parser.add_argument("--reset-every", type=int, default=0)
+    parser.add_argument("--width", type=int, default=504)
+    parser.add_argument("--height", type=int, default=280)
+    parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    parser.add_argument("--single-window", action="store_true", help="one chunk over all frames (full attention)")
+    parser.add_argument("--profile", action="store_true", help="add the top CUDA kernels of a few chunks")
+    parser.add_argument("--out", required=True, help="folder for the JSON result")
+    args = parser.parse_args()
+
+    torch.backends.cuda.matmul.allow_tf32 = args.dtype != "fp32"
+    model = fill_seeded_(loger3d.build_model(args.preset, device="meta"), 0, device="cuda").eval()
+    if args.dtype == "bf16":
+        model.set_precision(torch.bfloat16)
+    with torch.no_grad():  # warm-up: kernels selected, allocator primed
+        model.forward_chunk(to_tensor(list(synthetic_frames(min(args.window, 8), args.width, args.height))))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(rss_bytes())
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with torch.no_grad():
+        result = run_single_window(model, args) if args.single_window else run_stream(model, args)
+    stop.set()
+    sampler.join()
+    result.update(gpu_peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+                  gpu_peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
+                  host_rss_peak_gib=max(samples) / 2**30)
+    if args.profile:
+        result["profile"] = profile(model, args)
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+              "date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"out": None}, "result": result}
+    name = (f"throughput_{args.preset}_{'single' if args.single_window else f'w{args.window}'}_n{args.frames}"
+            f"_{args.dtype}.json")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / name).write_text(json.dumps(report, indent=1))
+    mem = result["gpu_peak_allocated_gib"]
+    print(f"{args.preset} {'single window' if args.single_window else f'window {args.window}'} N={args.frames} "
+          f"{args.dtype}: {result['frames_per_second']:.1f} frames/s, GPU peak {mem:.2f} GiB, "
+          f"host RSS {result['host_rss_peak_gib']:.2f} GiB")
+    for row in result.get("profile", [])[:15]:
+        print(f"  {row['share']:6.1%} {row['ms']:9.2f} ms {row['calls']:6d}  {row['kernel']}")
+
+
+if __name__ == "__main__":
+    main()
