@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="camera frustums drawn, evenly spaced along the run (default: 300)")
     view.set_defaults(func=cmd_view)
 
+    from .eval.cli import add_eval_parser
+
+    add_eval_parser(commands)
+
     info = commands.add_parser("info", help="versions, devices, cached weights and presets")
     info.set_defaults(func=cmd_info)
     return parser

@@ -1,0 +1,121 @@
+"""The ``eval`` subcommand: ``loger3d eval BENCHMARK ...``, one sub-subcommand per scorer.
+
+:func:`add_eval_parser` adds ``eval`` to the main parser's subcommands and returns the
+sub-subcommand collection, so that further scorers (``eval kitti``, ``eval vbr``, ...) can be
+added next to ``traj`` with ``runners.add_parser(...).set_defaults(func=...)``. Each runner's
+``func(args)`` returns the exit status, as the main command line expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_eval_parser"]
+
+_TRAJ_HELP = """\
+Score an estimated camera trajectory against ground truth: ATE (absolute translation error), RPE
+(relative pose error, translation and rotation) and, when the ground-truth path has a 100 m
+stretch, the KITTI odometry devkit's segment errors (t_err in %, r_err in deg/100 m). TUM files
+pair by timestamp (nearest within --max-diff seconds, as evo), KITTI files by line. One alignment
+of the estimate comes first and every metric is computed on the aligned estimate:
+  sim3    Umeyama with scale (default; monocular estimates have an arbitrary scale)
+  se3     Umeyama without scale (metric estimates)
+  origin  first estimated pose moved onto the first ground-truth pose (drift from the start)
+  none    as it is
+Definitions follow evo and the KITTI devkit; docs/evaluation.md gives the formulas.
+"""
+
+_TRAJ_EPILOG = """\
+examples:
+  loger3d eval traj --gt 00.txt --est run/trajectory_kitti.txt
+  loger3d eval traj --gt groundtruth.txt --est run/trajectory_tum.txt --align se3 --json
+  loger3d eval traj --gt gt.txt --est est.txt --delta 10 --delta-unit m --plot top.png
+with --json the last line of standard output is one JSON object (keys: ate_rmse, ate_mean,
+rpe_trans_rmse, rpe_rot_rmse, kitti_t_err, kitti_r_err, num_poses, align, scale, ...)
+"""
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``eval`` (with ``eval traj``) to ``commands``; return the collection of ``eval``'s sub-subcommands."""
+    evaluate = commands.add_parser(
+        "eval",
+        help="score results against ground truth (trajectories, ...)",
+        description="Score reconstruction results against ground truth. Run 'loger3d eval BENCHMARK --help' "
+        "for the options of one.",
+    )
+    runners = evaluate.add_subparsers(dest="eval_command", metavar="BENCHMARK")
+    evaluate.set_defaults(func=lambda args: _usage(evaluate))
+
+    traj = runners.add_parser(
+        "traj",
+        help="ATE, RPE and KITTI segment errors of a trajectory file (TUM or KITTI)",
+        description=_TRAJ_HELP,
+        epilog=_TRAJ_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    traj.add_argument("--gt", required=True, metavar="FILE", help="ground-truth trajectory (TUM or KITTI)")
+    traj.add_argument("--est", required=True, metavar="FILE", help="estimated trajectory (same format)")
+    traj.add_argument(
+        "--format",
+        choices=("auto", "tum", "kitti"),
+        default="auto",
+        help="file format (default: auto, from the number of values a line: 8 TUM, 12 KITTI)",
+    )
+    traj.add_argument(
+        "--align",
+        choices=("sim3", "se3", "origin", "none"),
+        default="sim3",
+        help="alignment of the estimate before all metrics (default: sim3)",
+    )
+    traj.add_argument(
+        "--n-align",
+        type=int,
+        metavar="N",
+        help="fit the sim3/se3 alignment on the first N matched poses only (default: all)",
+    )
+    traj.add_argument("--delta", type=float, default=1, help="RPE pair spacing (default: 1)")
+    traj.add_argument(
+        "--delta-unit",
+        choices=("f", "m"),
+        default="f",
+        help="unit of --delta: f frames, m metres of travelled path (default: f)",
+    )
+    traj.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="RPE over every pair at --delta, not consecutive non-overlapping pairs (evo --all_pairs)",
+    )
+    traj.add_argument(
+        "--pairs-from",
+        choices=("gt", "est"),
+        default="gt",
+        help="trajectory whose path picks RPE pairs for --delta-unit m (default: gt; evo's "
+        "default is est, its --pairs_from_reference is gt)",
+    )
+    traj.add_argument(
+        "--max-diff",
+        type=float,
+        default=0.01,
+        metavar="SECONDS",
+        help="largest timestamp difference of a TUM match (default: 0.01, as evo)",
+    )
+    traj.add_argument("--json", action="store_true", help="print one JSON object (the last line of output)")
+    traj.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="save a top view (x-z) of both trajectories, coloured by ATE (needs matplotlib)",
+    )
+    traj.set_defaults(func=_run_traj)
+    return runners
+
+
+def _run_traj(args: argparse.Namespace) -> int:
+    from .traj import run_traj
+
+    return run_traj(args)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
