@@ -19,6 +19,7 @@ import numpy as np
 
 from loger3d.io.trajectory import read_kitti, read_tum
 
+from .datasets.association import nearest_matches
 from .trajectory_metrics import (
     Alignment,
     align_trajectory,
@@ -92,15 +93,7 @@ def _match_nearest(short: np.ndarray, long: np.ndarray, max_diff: float) -> tupl
                 pairs.append((i, j))
         found = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         return found[:, 0], found[:, 1]
-    upper = np.minimum(np.searchsorted(long, short, side="right"), len(long) - 1)
-    diff_upper = long[upper] - short
-    diff_lower = np.where(upper > 0, short - long[np.maximum(upper - 1, 0)], np.inf)
-    take_upper = (diff_upper <= max_diff) & (diff_upper < diff_lower)
-    take_lower = ~take_upper & (diff_lower <= max_diff) & (diff_lower <= diff_upper)
-    inside = (short >= long[0] - max_diff) & (short <= long[-1] + max_diff)
-    keep = inside & (take_upper | take_lower)
-    best = np.where(take_upper, upper, upper - 1)
-    return np.flatnonzero(keep).astype(np.int64), best[keep].astype(np.int64)
+    return nearest_matches(short, long, max_diff)
 
 
 def load_trajectory_pair(
