@@ -82,30 +82,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(spec: str, device: str, dtype: str):
-    """``spec``: an alias or a checkpoint path; ``seeded:PRESET[:SEED]`` builds seeded weights
-    (no download; for tests and benchmarks). Returns the model and its preset name."""
-    import torch
-
-    import loger3d
-
-    from .seeded import fill_seeded_
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bf16" if device.startswith("cuda") else "fp32"
-    if spec.startswith("seeded:"):
-        _, preset, *seed = spec.split(":")
-        model = fill_seeded_(loger3d.build_model(preset, device="meta"), int(seed[0]) if seed else 0)
-        model = model.to(device).eval()
-        if dtype != "fp32":
-            model.set_precision({"bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
-    else:
-        model = loger3d.load_model(spec, device=device, dtype=dtype)
-    return model, dtype
-
-
 def _parse_size(text: str) -> list[int]:
     from .io.preprocess import parse_resolution
 
@@ -117,8 +93,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline import RunSettings, reconstruct
+    from .weights import model_from_spec
 
-    model, dtype = _load_model(args.model, args.device, args.dtype)
+    model, dtype = model_from_spec(args.model, args.device, args.dtype)
     preset = model.config.name
     window, overlap, align = CHECKPOINT_DEFAULTS.get(preset, (32, 3, "none"))
     settings = RunSettings(

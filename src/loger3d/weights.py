@@ -27,7 +27,7 @@ from .config import PRESETS, ModelConfig
 from .model import LoGeR
 
 __all__ = ["WeightsError", "ALIASES", "cached_path", "resolve_source", "read_state_dict", "infer_preset",
-           "check_compatible", "load_model", "convert"]
+           "check_compatible", "load_model", "model_from_spec", "convert"]
 
 
 class WeightsError(ValueError):
@@ -480,3 +480,30 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
         tmp.unlink(missing_ok=True)
         raise
     return name
+
+
+def model_from_spec(spec: str, device: str = "auto", dtype: str = "auto") -> tuple[LoGeR, str]:
+    """The model a command line names, on ``device``, and the precision chosen.
+
+    ``spec``: an alias or a checkpoint path (see :func:`load_model`), or ``seeded:PRESET[:SEED]``
+    for the seeded weights of the equivalence reference (no download; tests and benchmarks).
+    ``device="auto"``: CUDA when available; ``dtype="auto"``: bf16 on CUDA (the official demo's
+    autocast), fp32 on the CPU.
+    """
+    from .seeded import fill_seeded_
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bf16" if str(device).startswith("cuda") else "fp32"
+    if not spec.startswith("seeded:"):
+        return load_model(spec, device=device, dtype=dtype), dtype
+    _, preset, *seed = spec.split(":")
+    if preset not in PRESETS:
+        raise WeightsError(f"unknown preset {preset!r} in {spec!r}; use seeded:{'|'.join(PRESETS)}[:SEED]")
+    with torch.device("meta"):
+        model = LoGeR(preset)
+    model = fill_seeded_(model, int(seed[0]) if seed else 0, device=device).eval()
+    if _DTYPES.get(dtype, torch.float32) != torch.float32:
+        model.set_precision(_DTYPES[dtype])
+    return model, dtype

@@ -1,0 +1,192 @@
+"""Benchmark runners: a dataset's sequences reconstructed through the streaming pipeline, then scored.
+
+``loger3d eval kitti --data DIR --model loger`` reads each sequence with its dataset reader (the
+LoGeR paper's frame selection by default), runs ``pipeline.reconstruct`` into ``OUT/runs/<seq>``
+(an interrupted benchmark resumes; a finished sequence is not run again), pairs the estimated
+poses with the ground truth frame by frame, scores them with ``score_trajectory`` (Sim(3) ATE,
+RPE and, where the path allows, KITTI segments; VBR adds its own segments), optionally scores
+video depth, and writes ``results.json``, ``results.md`` and two plots per sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..io.store import FrameStore, atomic_open
+from ..pipeline import RUN_FILE, RunSettings, reconstruct
+from .datasets import DATASETS, open_dataset
+from .depth_metrics import combine_depth_metrics, video_depth_metrics
+from .traj import plot_top_view, score_trajectory
+from .trajectory_metrics import vbr_segment_metric
+
+__all__ = ["BenchmarkOptions", "run_benchmark", "protocol_settings"]
+
+#: How the protocols name the checkpoints (their per-model settings).
+_PROTOCOL_NAMES = {"loger": "LoGeR", "loger_star": "LoGeR*"}
+#: Chunk chaining per checkpoint: LoGeR* aligns by SE(3); Pi3 runs as Pi3-Chunk (Sim(3)).
+_ALIGN = {"loger": "none", "loger_star": "se3", "pi3": "sim3"}
+
+
+class BenchmarkOptions(dict):
+    """Overrides of the protocol (``None`` keeps the protocol's value): window, overlap, align,
+    reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth."""
+
+
+def protocol_settings(protocol: dict, preset: str) -> tuple[int, int, int, str]:
+    """(window, overlap, reset_every, align) the official scripts use for this checkpoint."""
+    window = protocol.get("window")
+    if isinstance(window, dict):
+        window = window.get(_PROTOCOL_NAMES.get(preset, ""), next(iter(window.values()), None))
+    return (int(window or 32), int(protocol.get("overlap") or 3), int(protocol.get("reset_every") or 0),
+            _ALIGN.get(preset, "none"))
+
+
+def _selection(options: dict) -> dict:
+    return {k: options[k] for k in ("start", "stride", "max_frames") if options.get(k) is not None}
+
+
+def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str, preset: str, options: dict,
+                          progress) -> None:
+    window, overlap, reset_every, align = protocol_settings(seq.protocol, preset)
+    settings = RunSettings(
+        input=list(seq.image_paths), model=model_spec, dtype=dtype,
+        window=options.get("window") or window,
+        overlap=options["overlap"] if options.get("overlap") is not None else overlap,
+        align=options.get("align") or align,
+        reset_every=options["reset_every"] if options.get("reset_every") is not None else reset_every,
+        resolution=list(options["resolution"]) if options.get("resolution") else None,
+        max_pixels=options.get("max_pixels") or 255000)
+    run_file = run_dir / RUN_FILE
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        if previous.get("status") == "complete" and previous.get("settings") == asdict(settings):
+            return  # finished earlier with the same settings: reuse
+        if previous.get("settings") != asdict(settings):
+            raise ValueError(f"{run_dir} holds a run with other settings; remove it or use another --out")
+        resume = True
+    else:
+        resume = False
+    import torch
+
+    with torch.no_grad():
+        reconstruct(list(seq.image_paths), run_dir, model, settings, resume=resume, progress=progress)
+
+
+def _depth_scores(seq, store: FrameStore, cap: float | None, align: str) -> dict:
+    """Video-depth metrics of one sequence: predicted depth resized to the ground truth's size."""
+    import torch
+    import torch.nn.functional as F
+
+    preds, gts = [], []
+    for batch in store.iter_batches():
+        for row, index in enumerate(batch["index"]):
+            gt = seq.load_depth(int(index))
+            pred = torch.from_numpy(batch["depth"][row].astype(np.float32))[None, None]
+            pred = F.interpolate(pred, size=gt.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+            preds.append(pred)
+            gts.append(gt)
+    return video_depth_metrics(np.stack(preds), np.stack(gts), align=align, max_depth=cap)
+
+
+def _plot_error_along(path: Path, ate: np.ndarray, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(np.arange(len(ate)), ate, linewidth=1.0)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("ATE (m)")
+    ax.set_title(title)
+    fig.savefig(path, dpi=120)
+
+
+def score_sequence(seq, run_dir: Path, dataset: str, eval_align: str, depth: bool, plots: Path | None) -> dict:
+    """Metrics of one reconstructed sequence against its ground truth (frame-by-frame pairing)."""
+    store = FrameStore(run_dir)
+    index, _, est, _ = store.read_poses()
+    result: dict = {"sequence": seq.name, "frames": int(len(index))}
+    if seq.gt_poses is not None:
+        gt = seq.gt_poses[index]
+        valid = np.isfinite(gt).all(axis=(1, 2))
+        score = score_trajectory(gt[valid], est[valid], align=eval_align)
+        result.update(score.metrics)
+        if dataset.startswith("vbr"):
+            vbr = vbr_segment_metric(score.gt, score.est_aligned)
+            if vbr is not None:
+                result.update({f"vbr_{k}": v for k, v in vbr.items()})
+        if plots is not None:
+            try:
+                plot_top_view(plots / f"{seq.name}_top.png", score)
+                _plot_error_along(plots / f"{seq.name}_ate.png", score.ate, f"{dataset} {seq.name}")
+            except (ImportError, ValueError):  # matplotlib missing: the numbers are still written
+                pass
+    if depth and seq.depth_paths is not None:
+        cap = seq.protocol.get("depth_cap_m")
+        result["depth"] = _depth_scores(seq, store, cap, "scale")
+    return result
+
+
+def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str, out: str | os.PathLike, *,
+                  dtype: str = "fp32", sequences: list[str] | None = None, options: dict | None = None,
+                  progress=None) -> dict:
+    """Reconstruct and score ``sequences`` (default: the protocol's, those present) of ``dataset``."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown benchmark {dataset!r}; choose one of {', '.join(DATASETS)}")
+    options = dict(options or {})
+    reader = open_dataset(dataset, data)
+    names = sequences or reader.sequences()
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    preset = model.config.name
+    rows = []
+    for name in names:
+        seq = reader.load(name, **_selection(options))
+        run_dir = out / "runs" / name
+        _reconstruct_sequence(seq, run_dir, model, model_spec, dtype, preset, options, progress)
+        row = score_sequence(seq, run_dir, dataset, options.get("eval_align") or "sim3", bool(options.get("depth")),
+                             plots)
+        row["protocol"] = seq.protocol
+        rows.append(row)
+        _write_results(out, dataset, model_spec, rows)
+    return _write_results(out, dataset, model_spec, rows)
+
+
+_COLUMNS = (("frames", "frames", "{:d}"), ("ate_rmse", "ATE RMSE (m)", "{:.4f}"),
+            ("rpe_trans_rmse", "RPE trans (m)", "{:.4f}"), ("rpe_rot_rmse", "RPE rot (deg)", "{:.4f}"),
+            ("kitti_t_err", "t_err (%)", "{:.3f}"), ("kitti_r_err", "r_err (deg/100m)", "{:.3f}"))
+
+
+def _write_results(out: Path, dataset: str, model_spec: str, rows: list[dict]) -> dict:
+    summary = {"dataset": dataset, "model": model_spec, "sequences": rows}
+    means = {}
+    for key, _, _ in _COLUMNS[1:]:
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if values:
+            means[key] = float(np.mean(values))
+    summary["mean"] = means
+    with atomic_open(out / "results.json", "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+        f.write("\n")
+    lines = [f"# {dataset}: {model_spec}", "", "| sequence | " + " | ".join(t for _, t, _ in _COLUMNS) + " |",
+             "|---" * (len(_COLUMNS) + 1) + "|"]
+    for r in rows:
+        cells = [fmt.format(r[k]) if isinstance(r.get(k), (int, float)) else "–" for k, _, fmt in _COLUMNS]
+        lines.append(f"| {r['sequence']} | " + " | ".join(cells) + " |")
+    mean_cells = [fmt.format(means[k]) if k in means else "" for k, _, fmt in _COLUMNS[1:]]
+    lines.append("| **mean** | | " + " | ".join(mean_cells) + " |")
+    if any("depth" in r for r in rows):
+        lines += ["", "| sequence | AbsRel | δ<1.25 |", "|---|---|---|"]
+        lines += [f"| {r['sequence']} | {r['depth']['abs_rel']:.4f} | {r['depth']['delta1']:.4f} |"
+                  for r in rows if "depth" in r]
+        merged = combine_depth_metrics([r["depth"] for r in rows if "depth" in r])
+        summary["mean"]["depth"] = merged
+        lines.append(f"| **all** | {merged['abs_rel']:.4f} | {merged['delta1']:.4f} |")
+    with atomic_open(out / "results.md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return summary

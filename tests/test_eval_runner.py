@@ -1,0 +1,53 @@
+"""Benchmark runners end to end on fake dataset trees (tiny preset, seeded weights)."""
+
+import json
+
+import numpy as np
+
+from loger3d.cli import main
+
+from .test_eval_datasets import _kitti, _tum
+
+TINY = ["--model", "seeded:tiny", "--resolution", "28x28", "--window", "4", "--overlap", "1"]
+
+
+def test_kitti_benchmark_scores_reuses_and_reports(tmp_path, capsys):
+    gt = _kitti(tmp_path / "kitti", n=9)
+    out = tmp_path / "out"
+    assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(out), "--sequences", "00",
+                 *TINY]) == 0
+    assert "| 00 |" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    row = results["sequences"][0]
+    assert row["sequence"] == "00" and row["frames"] == 9 and row["num_poses"] == 9
+    assert row["ate_rmse"] >= 0 and "rpe_rot_rmse" in row and row["align"] == "sim3"
+    assert row["protocol"]["reset_every"] == 5  # the official KITTI setting, recorded
+    assert results["mean"]["ate_rmse"] == row["ate_rmse"]
+    assert (out / "plots" / "00_top.png").exists() and (out / "plots" / "00_ate.png").exists()
+    run = json.loads((out / "runs" / "00" / "run.json").read_text())
+    assert run["settings"]["reset_every"] == 5 and run["settings"]["window"] == 4
+    # The estimate scored is the run's own trajectory, paired frame by frame with the ground truth.
+    from loger3d.eval.traj import score_trajectory
+    from loger3d.io.trajectory import read_kitti
+
+    est = read_kitti(out / "runs" / "00" / "trajectory_kitti.txt")
+    assert np.isclose(score_trajectory(gt, est).metrics["ate_rmse"], row["ate_rmse"])
+    stamp = (out / "runs" / "00" / "run.json").stat().st_mtime_ns
+    assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(out), "--sequences", "00",
+                 *TINY]) == 0
+    assert (out / "runs" / "00" / "run.json").stat().st_mtime_ns == stamp  # finished: not run again
+
+
+def test_tum_benchmark_with_depth(tmp_path, capsys):
+    _tum(tmp_path / "tum", n=12)
+    out = tmp_path / "out"
+    assert main(["eval", "tum", "--data", str(tmp_path / "tum"), "--out", str(out), "--depth", *TINY]) == 0
+    row = json.loads((out / "results.json").read_text())["sequences"][0]
+    assert 0 <= row["depth"]["abs_rel"] and 0 <= row["depth"]["delta1"] <= 1
+    assert "AbsRel" in (out / "results.md").read_text()
+
+
+def test_unknown_tree_is_a_one_line_error(tmp_path, capsys):
+    assert main(["eval", "kitti", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "KITTI" in err[0]
