@@ -51,3 +51,30 @@ def test_unknown_tree_is_a_one_line_error(tmp_path, capsys):
     assert main(["eval", "kitti", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "KITTI" in err[0]
+
+
+def test_sevenscenes_scores_the_reconstruction(tmp_path):
+    """A fake 7-Scenes sequence of a textured wall with full depth: Acc/Comp/NC are computed."""
+    from PIL import Image
+
+    from loger3d.io.trajectory import quaternion_to_rotation
+
+    folder = tmp_path / "7s" / "chess" / "seq-01"
+    folder.mkdir(parents=True)
+    h, w = 48, 64
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        stem = folder / f"frame-{i:06d}"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(f"{stem}.color.png")
+        Image.fromarray(np.full((h, w), 2000 + 10 * i, dtype=np.uint16)).save(f"{stem}.depth.proj.png")
+        pose = np.eye(4)
+        pose[:3, :3] = quaternion_to_rotation(np.array([0.0, 0.02 * i, 0.0, 1.0]))
+        pose[:3, 3] = [0.05 * i, 0.01 * i * i, 0.02 * np.sin(i)]
+        np.savetxt(f"{stem}.pose.txt", pose)
+    (tmp_path / "7s" / "chess" / "TestSplit.txt").write_text("sequence1\n")
+    out = tmp_path / "out"
+    assert main(["eval", "7scenes", "--data", str(tmp_path / "7s"), "--out", str(out), "--stride", "1", *TINY]) == 0
+    rec = json.loads((out / "results.json").read_text())["sequences"][0]["reconstruction"]
+    assert {"acc", "comp", "chamfer", "nc"} <= rec.keys()
+    assert all(np.isfinite(rec[k]) for k in ("acc", "comp", "chamfer", "nc")) and 0 <= rec["nc"] <= 1
+    assert "Chamfer" in (out / "results.md").read_text()

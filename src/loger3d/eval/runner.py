@@ -21,8 +21,9 @@ from ..io.store import FrameStore, atomic_open
 from ..pipeline import RUN_FILE, RunSettings, reconstruct
 from .datasets import DATASETS, open_dataset
 from .depth_metrics import combine_depth_metrics, video_depth_metrics
+from .pointcloud_metrics import pointcloud_metrics
 from .traj import plot_top_view, score_trajectory
-from .trajectory_metrics import vbr_segment_metric
+from .trajectory_metrics import align_trajectory, vbr_segment_metric
 
 __all__ = ["BenchmarkOptions", "run_benchmark", "protocol_settings"]
 
@@ -93,6 +94,56 @@ def _depth_scores(seq, store: FrameStore, cap: float | None, align: str) -> dict
     return video_depth_metrics(np.stack(preds), np.stack(gts), align=align, max_depth=cap)
 
 
+#: The 7-Scenes protocol scores the central 224×224 of 512×384 inputs: the same fraction of each side here.
+_CROP = (224 / 384, 224 / 512)
+
+
+def _central(array: np.ndarray, fraction: tuple[float, float]) -> np.ndarray:
+    """The central ``fraction`` (of height, of width) of ``[H, W, ...]``."""
+    h, w = array.shape[:2]
+    ch, cw = max(1, round(h * fraction[0])), max(1, round(w * fraction[1]))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return array[top:top + ch, left:left + cw]
+
+
+def _reconstruction_scores(seq, store: FrameStore, gt: np.ndarray, est: np.ndarray, max_points: int = 200_000,
+                           seed: int = 0) -> dict:
+    """Accuracy, completeness, normal consistency of the fused central crops (7-Scenes protocol).
+
+    Ground truth: each frame's depth unprojected with the dataset intrinsics and posed with its
+    ground-truth pose. Prediction: each frame's local points posed with its estimated pose, then
+    moved into the ground truth's frame by the trajectory's Sim(3) (monocular scale), refined by
+    point-to-point ICP (0.1 m) inside ``pointcloud_metrics``. Both clouds are subsampled to
+    ``max_points`` (seeded) for the nearest-neighbour queries.
+    """
+    _, sim = align_trajectory(gt, est, "sim3")
+    pred_parts, gt_parts = [], []
+    K = seq.intrinsics
+    for batch in store.iter_batches():
+        for row, index in enumerate(batch["index"]):
+            depth = seq.load_depth(int(index))
+            crop = _central(depth, _CROP)
+            top, left = (depth.shape[0] - crop.shape[0]) // 2, (depth.shape[1] - crop.shape[1]) // 2
+            v, u = np.nonzero(crop > 0)
+            z = crop[v, u]
+            u, v = u + left, v + top
+            cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=1)
+            pose = seq.gt_poses[int(index)]
+            gt_parts.append(cam @ pose[:3, :3].T + pose[:3, 3])
+            local = _central(batch["local_points"][row].astype(np.float64), _CROP).reshape(-1, 3)
+            pose = est[int(index)]
+            world = local @ pose[:3, :3].T + pose[:3, 3]
+            pred_parts.append(sim.scale * world @ sim.rotation.T + sim.translation)
+    rng = np.random.default_rng(seed)
+
+    def subsample(points: np.ndarray) -> np.ndarray:
+        points = points[np.isfinite(points).all(axis=1)]
+        return points[rng.choice(len(points), max_points, replace=False)] if len(points) > max_points else points
+
+    return pointcloud_metrics(subsample(np.concatenate(pred_parts)), subsample(np.concatenate(gt_parts)),
+                              icp_threshold=0.1)
+
+
 def _plot_error_along(path: Path, ate: np.ndarray, title: str) -> None:
     from matplotlib.figure import Figure
 
@@ -121,10 +172,13 @@ def score_sequence(seq, run_dir: Path, dataset: str, eval_align: str, depth: boo
                 result.update({f"vbr_{k}": v for k, v in vbr.items()})
         if plots is not None:
             try:
-                plot_top_view(plots / f"{seq.name}_top.png", score)
-                _plot_error_along(plots / f"{seq.name}_ate.png", score.ate, f"{dataset} {seq.name}")
+                stem = seq.name.replace("/", "_")
+                plot_top_view(plots / f"{stem}_top.png", score)
+                _plot_error_along(plots / f"{stem}_ate.png", score.ate, f"{dataset} {seq.name}")
             except (ImportError, ValueError):  # matplotlib missing: the numbers are still written
                 pass
+    if dataset == "7scenes" and seq.gt_poses is not None and seq.depth_paths is not None:
+        result["reconstruction"] = _reconstruction_scores(seq, store, seq.gt_poses[index], est)
     if depth and seq.depth_paths is not None:
         cap = seq.protocol.get("depth_cap_m")
         result["depth"] = _depth_scores(seq, store, cap, "scale")
@@ -187,6 +241,10 @@ def _write_results(out: Path, dataset: str, model_spec: str, rows: list[dict]) -
         merged = combine_depth_metrics([r["depth"] for r in rows if "depth" in r])
         summary["mean"]["depth"] = merged
         lines.append(f"| **all** | {merged['abs_rel']:.4f} | {merged['delta1']:.4f} |")
+    if any("reconstruction" in r for r in rows):
+        lines += ["", "| sequence | Acc (m) | Comp (m) | Chamfer (m) | NC |", "|---|---|---|---|---|"]
+        lines += [f"| {r['sequence']} | {c['acc']:.4f} | {c['comp']:.4f} | {c['chamfer']:.4f} | {c['nc']:.4f} |"
+                  for r in rows if "reconstruction" in r for c in [r["reconstruction"]]]
     with atomic_open(out / "results.md", "w") as f:
         f.write("\n".join(lines) + "\n")
     return summary
