@@ -49,6 +49,7 @@ def test_state_stays_bounded(tiny_model):
     with torch.no_grad():
         for i in range(8):
             stream.push(random_images(3, batch=1, seed=i))
+            stream.flush()
             sizes.append(sum(v.numel() for v in stream.state_dict().values()))
     assert max(sizes[2:]) == min(sizes[2:])  # nothing accumulates with the stream's length
 
@@ -66,6 +67,7 @@ def test_resume_after_any_chunk_equals_uninterrupted(tiny_model, tmp_path, stop_
         while first.chunks_run < stop_after:
             parts += first.push(images[:, pos:pos + 1])
             pos += 1
+        parts += first.flush()
         first.save(tmp_path / "state.safetensors")
         del first  # the process dies here
 
@@ -82,6 +84,9 @@ def test_resume_refuses_other_settings(tiny_model, tmp_path):
     stream = Reconstructor(tiny_model, 4, 1, "se3")
     with torch.no_grad():
         stream.push(random_images(5, batch=1))
+        with pytest.raises(RuntimeError, match="flush"):
+            stream.state_dict()
+        stream.flush()
     stream.save(tmp_path / "s.safetensors")
     with pytest.raises(ValueError, match="same settings"):
         Reconstructor(tiny_model, 4, 2, "se3").load(tmp_path / "s.safetensors")
@@ -99,3 +104,16 @@ def test_bad_arguments(tiny_model):
         stream.push(random_images(2, batch=1))
         with pytest.raises(ValueError, match="do not match"):
             stream.push(random_images(2, h=56, batch=1))
+
+
+def test_a_chunk_is_finalised_when_the_next_is_launched_or_flushed(tiny_model):
+    stream = Reconstructor(tiny_model, 4, 1)
+    with torch.no_grad():
+        assert stream.push(random_images(4, batch=1)) == []  # launched, in flight
+        assert stream.frames_finished == 0
+        first = stream.push(random_images(3, batch=1, seed=1))  # the next chunk launches: the first is final
+        assert [(p.start, p.stop) for p in first] == [(0, 3)]
+        flushed = stream.flush()
+        assert [(p.start, p.stop) for p in flushed] == [(3, 6)] and stream.frames_finished == 6
+        assert stream.flush() == []
+        assert [(p.start, p.stop) for p in stream.finish()] == [(6, 7)]

@@ -327,8 +327,9 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     def checkpoint(done: list[FinishedFrames], force: bool = False) -> None:
         nonlocal last_save
         due = force or time.perf_counter() - last_save >= checkpoint_every
-        if due:
+        if due:  # the state covers every finished frame: the chunk in flight is finalised first
             last_save = time.perf_counter()
+            done = done + stream.flush()
         batches = [_to_batch(part, meta) for part in done]
         writer.submit(write_chunk, batches, stream.state_dict() if due else None, stream.chunks_run)
 
@@ -362,8 +363,9 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
             write_exports(out, sinks.cloud)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
-        if interrupted and at_boundary and stream.chunks_run > 0:
-            writer.submit(write_chunk, [], stream.state_dict(), stream.chunks_run)  # lose nothing on Ctrl-C
+        if interrupted and at_boundary and stream.chunks_run > 0:  # lose nothing on Ctrl-C
+            writer.submit(write_chunk, [_to_batch(part, meta) for part in stream.flush()], stream.state_dict(),
+                          stream.chunks_run)
         writer.drain(raise_errors=False)  # chunks already handed over are finished: resume starts after them
         run["status"] = "interrupted" if interrupted else "failed"
         _write_json(out / RUN_FILE, run)

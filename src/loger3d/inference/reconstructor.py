@@ -7,13 +7,18 @@ held back, because the next chunk (if any) predicts them again and its predictio
 (ARCHITECTURE.md §9.3). Between chunks the driver keeps only the ``ChunkMemory``, the aligner's
 anchor, the images of the overlap frames and the held-back predictions; its state can be saved
 after any chunk and loaded to resume, with results identical to an uninterrupted run.
+
+On a GPU a chunk's outputs are copied to pinned host memory on a side stream, and a chunk is
+finalised (aligned, handed out) only once the next one has been launched, so that the copies and
+the host's work overlap the next chunk's compute. ``flush()`` finalises the chunk in flight
+(``finish()`` does it too); ``state_dict()`` needs a flushed stream.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -42,6 +47,18 @@ class FinishedFrames:
     @property
     def stop(self) -> int:
         return self.start + self.prediction.num_frames
+
+
+@dataclass
+class _InFlight:
+    """A chunk launched but not finalised: its prediction (host copy in progress) and where it sits."""
+
+    index: int
+    start: int
+    size: int
+    last: bool
+    prediction: ChunkPrediction
+    copied: torch.cuda.Event | None
 
 
 class Reconstructor:
@@ -80,12 +97,15 @@ class Reconstructor:
         self._held: ChunkPrediction | None = None  # predictions of the last chunk's overlap frames
         self._gate_sums = torch.zeros(2, dtype=torch.float64)  # mean |gate| summed over chunks: TTT, SWA
         self._gate_counts = torch.zeros(2, dtype=torch.int64)
+        self._inflight: _InFlight | None = None
+        self._finished = 0  # frames handed out as final
+        self._copy_stream: torch.cuda.Stream | None = None
 
     # ------------------------------------------------------------------ streaming
     @property
     def frames_finished(self) -> int:
         """Frames already handed out as final."""
-        return self._processed - (self._held.num_frames if self._held is not None else 0)
+        return self._finished
 
     @property
     def frames_until_chunk(self) -> int:
@@ -116,37 +136,72 @@ class Reconstructor:
         done = []
         if self.frames_pushed > self._processed:
             done += self._run_chunk(self._buffer, last=True)
-        elif self._held is not None:
+        done += self.flush()
+        if self._held is not None:
             done.append(self._release_held())
         self._buffer = None
         return done
 
+    def flush(self) -> list[FinishedFrames]:
+        """Finalise the chunk in flight, if any (waits for its outputs)."""
+        inflight, self._inflight = self._inflight, None
+        return self._finalise(inflight) if inflight is not None else []
+
     def _run_chunk(self, images: torch.Tensor, last: bool) -> list[FinishedFrames]:
+        """Launch a chunk, then finalise the previous one while the device works on this one."""
         index = self.chunks_run
         n = images.shape[1]
         if self.memory is not None and self.reset_every and index > 0 and index % self.reset_every == 0:
             self.memory = self.memory.reset_fast_weights()
         pred, self.memory = self.model.forward_chunk(images, self.memory, frame_roles(n, self.window, self.overlap))
+        copied = None
         if self.offload:
-            pred = pred.detach().to("cpu")
+            pred, copied = self._to_host(pred.detach())
             self.memory = self.memory.detach()
+        previous, self._inflight = self._inflight, _InFlight(index, self._buffer_start, n, last, pred, copied)
+        self.chunks_run += 1
+        self._processed = self._buffer_start + n
+        return self._finalise(previous) if previous is not None else []
+
+    def _to_host(self, pred: ChunkPrediction) -> tuple[ChunkPrediction, torch.cuda.Event | None]:
+        """Outputs to the host: on CUDA into pinned memory on a side stream (no wait), else a plain copy."""
+        if pred.camera_poses.device.type != "cuda":
+            return pred.to("cpu"), None
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device=pred.camera_poses.device)
+        stream = self._copy_stream
+        stream.wait_stream(torch.cuda.current_stream())
+        host = {}
+        with torch.cuda.stream(stream):
+            for key, value in pred.items():
+                host[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                host[key].copy_(value, non_blocking=True)
+                value.record_stream(stream)  # the device buffer outlives the copy
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return replace(pred, **host), copied
+
+    def _finalise(self, chunk: _InFlight) -> list[FinishedFrames]:
+        if chunk.copied is not None:
+            chunk.copied.synchronize()
+        pred = chunk.prediction
         for slot, gate in enumerate((pred.ttt_gate, pred.swa_gate)):
             if gate is not None:
                 self._gate_sums[slot] += float(gate)
                 self._gate_counts[slot] += 1
-        pred, transform = self.aligner(index, pred)
-        start = self._buffer_start
-        self.chunks_run += 1
-        self._processed = start + n
-        keep = n if last else n - self.overlap
-        self._held = None if last or keep == n else pred.frames(keep, n)
-        self._held_start = start + keep
+        pred, transform = self.aligner(chunk.index, pred)
+        n = chunk.size
+        keep = n if chunk.last else n - self.overlap
+        self._held = None if chunk.last or keep == n else pred.frames(keep, n)
+        self._held_start = chunk.start + keep
         self._held_transform = transform
-        self._held_chunk = index
-        return [FinishedFrames(start, index, pred.frames(0, keep), transform)]
+        self._held_chunk = chunk.index
+        self._finished += keep
+        return [FinishedFrames(chunk.start, chunk.index, pred.frames(0, keep), transform)]
 
     def _release_held(self) -> FinishedFrames:
         held, self._held = self._held, None
+        self._finished += held.num_frames
         return FinishedFrames(self._held_start, self._held_chunk, held, self._held_transform)
 
     # ------------------------------------------------------------------ statistics
@@ -157,10 +212,13 @@ class Reconstructor:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Everything needed to continue after the last chunk, as CPU tensors."""
+        """Everything needed to continue after the last chunk, as CPU tensors (call ``flush()`` first)."""
+        if self._inflight is not None:
+            raise RuntimeError("a chunk is still in flight: call flush() and hand out its frames before saving")
         state = {
             "settings": torch.tensor([self.window, self.overlap, ALIGN_MODES.index(self.align), self.reset_every]),
-            "counters": torch.tensor([self.chunks_run, self.frames_pushed, self._buffer_start, self._processed]),
+            "counters": torch.tensor([self.chunks_run, self.frames_pushed, self._buffer_start, self._processed,
+                                      self._finished]),
             "gate_sums": self._gate_sums, "gate_counts": self._gate_counts,
         }
         if self.memory is not None:
@@ -186,7 +244,8 @@ class Reconstructor:
                     f"reset_every {settings[3]}"
             raise ValueError(f"the saved state was made with {saved}; resume with the same settings")
         device = self.model.image_mean.device if not self.offload else torch.device("cpu")
-        self.chunks_run, self.frames_pushed, self._buffer_start, self._processed = (int(x) for x in state["counters"])
+        (self.chunks_run, self.frames_pushed, self._buffer_start, self._processed,
+         self._finished) = (int(x) for x in state["counters"])
         self._gate_sums = state["gate_sums"].clone()
         self._gate_counts = state["gate_counts"].clone()
         memory = {k[len("memory."):]: v for k, v in state.items() if k.startswith("memory.")}

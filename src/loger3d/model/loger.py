@@ -193,9 +193,10 @@ class LoGeR(nn.Module):
             memory = self.new_memory()
         if frame_roles is None:
             frame_roles = [1] * N
-        roles = torch.as_tensor(frame_roles, dtype=torch.long, device=device)
-        if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):
+        roles = torch.as_tensor(frame_roles, dtype=torch.long)
+        if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):  # checked on the host: no GPU sync
             raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
+        roles = roles.to(device)
 
         x = (images.to(device) - self.image_mean) / self.image_std
         h, w = H // p, W // p
