@@ -10,6 +10,7 @@ last-bit difference into a visible one, chunk after chunk. Test: rerun with that
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from contextlib import contextmanager
@@ -30,18 +31,7 @@ def newton_schulz_in(dtype: torch.dtype | None):
     """Run the Newton-Schulz step in ``dtype`` (None: the official bf16)."""
     original = ttt.newton_schulz5
     if dtype is not None:
-        def patched(g, steps=5):
-            a, b, c = ttt._NS_COEFFS
-            x = g.to(dtype)
-            tall = g.size(1) > g.size(2)
-            if tall:
-                x = x.transpose(1, 2)
-            x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
-            for _ in range(steps):
-                gram = x @ x.transpose(1, 2)
-                x = a * x + (b * gram + c * gram @ gram) @ x
-            return x.transpose(1, 2) if tall else x
-        ttt.newton_schulz5 = patched
+        ttt.newton_schulz5 = functools.partial(original, dtype=dtype)
     try:
         yield
     finally:

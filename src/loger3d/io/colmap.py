@@ -20,6 +20,8 @@ import numpy as np
 from loger3d.io.store import atomic_open, image_relpath
 from loger3d.io.trajectory import quaternion_to_rotation, rotation_to_quaternion
 
+from .intrinsics import camera_arrays
+
 __all__ = ["ColmapModel", "read_colmap_text", "write_colmap_text"]
 
 
@@ -58,15 +60,8 @@ def write_colmap_text(
     (one camera per image, unless all are equal); ``xyz`` ``[M, 3]`` with uint8 ``rgb`` ``[M, 3]``
     become points3D.txt (empty without them).
     """
-    poses = np.asarray(poses_c2w, dtype=np.float64)
+    poses, K = camera_arrays(names, poses_c2w, K)
     n = len(names)
-    if poses.shape != (n, 4, 4):
-        raise ValueError(f"poses_c2w have shape {poses.shape}, expected ({n}, 4, 4): one per name")
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape not in ((3, 3), (n, 3, 3)):
-        raise ValueError(f"K has shape {K.shape}, expected (3, 3) shared or ({n}, 3, 3) per image")
-    if K.ndim == 3 and n and (K == K[0]).all():
-        K = K[0]
     per_image = K.ndim == 3
     cams = K if per_image else K[None]
     camera_of = np.arange(1, n + 1) if per_image else np.ones(n, np.int64)

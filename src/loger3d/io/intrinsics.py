@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["estimate_intrinsics", "estimate_shared_intrinsics", "shared_intrinsics"]
+__all__ = ["camera_arrays", "estimate_intrinsics", "estimate_shared_intrinsics", "shared_intrinsics"]
 
 
 def estimate_intrinsics(local_points: np.ndarray, conf: np.ndarray | None = None, step: int = 1) -> np.ndarray:
@@ -77,3 +77,18 @@ def _weighted_line(x: np.ndarray, u: np.ndarray, w: np.ndarray) -> tuple[np.ndar
         cov = (w * dx * (u - mu[:, None, None])).sum(axis=axes)
         slope = np.where(var > 0, cov / var, np.nan)
     return slope, mu - slope * mx
+
+
+def camera_arrays(names: list[str], poses_c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``poses_c2w`` ``[n, 4, 4]`` float64 and ``K``: ``[3, 3]`` when shared (also when ``[n, 3, 3]``
+    holds one camera n times), else ``[n, 3, 3]``. For the exporters, which write one camera or one per frame."""
+    poses = np.asarray(poses_c2w, dtype=np.float64)
+    n = len(names)
+    if poses.shape != (n, 4, 4):
+        raise ValueError(f"poses_c2w have shape {poses.shape}, expected ({n}, 4, 4): one per name")
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape not in ((3, 3), (n, 3, 3)):
+        raise ValueError(f"K has shape {K.shape}, expected (3, 3) shared or ({n}, 3, 3) per frame")
+    if K.ndim == 3 and n and (K == K[0]).all():
+        K = K[0]
+    return poses, K

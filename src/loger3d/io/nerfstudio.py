@@ -17,6 +17,8 @@ import numpy as np
 
 from loger3d.io.store import atomic_open, image_relpath
 
+from .intrinsics import camera_arrays
+
 __all__ = ["OPENCV_TO_OPENGL", "write_transforms_json"]
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -38,15 +40,7 @@ def write_transforms_json(
     (per-frame fl_x, fl_y, cx, cy unless all are equal). ``ply_file_path`` (relative to the JSON
     file) names a point cloud nerfstudio's splatting can start from.
     """
-    poses = np.asarray(poses_c2w, dtype=np.float64)
-    n = len(names)
-    if poses.shape != (n, 4, 4):
-        raise ValueError(f"poses_c2w have shape {poses.shape}, expected ({n}, 4, 4): one per name")
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape not in ((3, 3), (n, 3, 3)):
-        raise ValueError(f"K has shape {K.shape}, expected (3, 3) shared or ({n}, 3, 3) per frame")
-    if K.ndim == 3 and n and (K == K[0]).all():
-        K = K[0]
+    poses, K = camera_arrays(names, poses_c2w, K)
     doc: dict = {"camera_model": "OPENCV"}
     if K.ndim == 2:
         doc.update(_intrinsics(K, width, height))

@@ -23,10 +23,13 @@ __all__ = ["FastWeightMemory", "newton_schulz5", "fast_weight_gradients", "apply
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz5(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximate orthogonalisation of a batch of matrices ``[n, r, c]``; returns bf16."""
+def newton_schulz5(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Approximate orthogonalisation of a batch of matrices ``[n, r, c]``, computed and returned in ``dtype``.
+
+    The official release always uses bf16 (the default); other dtypes serve numerical diagnosis.
+    """
     a, b, c = _NS_COEFFS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = g.size(1) > g.size(2)
     if tall:
         x = x.transpose(1, 2)
