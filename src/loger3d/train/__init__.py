@@ -1,0 +1,1 @@
+"""Training: data for teaching the model, starting with procedurally generated synthetic worlds (``worlds``)."""
