@@ -1,1 +1,1 @@
-"""Training: data for teaching the model, starting with procedurally generated synthetic worlds (``worlds``)."""
+"""Training the model: synthetic long worlds to learn from (``worlds``) and the pieces of the training loop."""

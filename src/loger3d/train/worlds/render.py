@@ -1,0 +1,293 @@
+"""Batched ray casting of a ``Scene``: RGB, exact z-depth and a validity mask, on any torch device.
+
+Rays come in groups that share an origin (a camera) and point within a narrow cone (an image tile of
+``tile`` × ``tile`` pixels). Shapes are culled per group in two conservative stages: the group's bounding
+cone against every shape's bounding sphere (per camera first, then per tile), then the four planes that bound
+the tile's rays against the oriented box around each surviving shape. Only the surviving (group, shape) pairs
+are intersected exactly, all the group's rays at once. The nearest hit of a ray is one ``scatter_reduce`` over
+int64 keys that pack the hit distance's float bits above the primitive index, so ties resolve the same way
+on every device and in every batch.
+
+Cost therefore grows with rays × shapes per tile that survive culling (about 5 on average in a city of 5,000
+shapes), plus a cheap ``[frames, tiles, shapes near the camera]`` cone test, rather than with rays × shapes.
+Unbounded planes are tested by every ray.
+
+Depth is the camera-frame z of the hit (rays have camera z = 1, so it is the ray parameter), 0 where the ray
+hits nothing within ``scene.far`` metres (sky); ``valid`` marks the other pixels. Shading is Lambertian under
+the scene's directional light plus a hemisphere ambient, with textures from ``textures.py`` and fog towards
+the far distance; all of it depends on the surface point only (fog on its distance), never on the view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .camera import camera_rays
+from .intersect import intersect_planes, intersect_shapes, shape_surface
+from .scene import Kind, Scene
+from .textures import albedo, fbm
+
+__all__ = ["NEAR", "RenderOutput", "cast", "render", "shade", "trace"]
+
+NEAR = 1e-3
+"""Hits closer than this (metres of depth) are ignored."""
+
+_PAIR_RAYS = 1 << 21  # ray–shape tests per intersection batch (bounds temporary memory to ~100 MB)
+_MISS = torch.iinfo(torch.int64).max
+
+
+@dataclass
+class RenderOutput:
+    """``rgb`` ``[N, 3, H, W]`` in [0, 1]; ``depth`` ``[N, H, W]`` z-depth in metres, 0 where nothing was hit;
+    ``valid`` ``[N, H, W]`` bool, ``depth > 0``."""
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    valid: torch.Tensor
+
+
+def trace(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
+    """Nearest hits of ray groups: ``origins`` ``[F, 3]``, ``dirs`` ``[F, G, M, 3]`` (G groups of M rays per origin).
+
+    Returns ``t`` ``[F, G, M]`` (ray parameter; ``inf`` for a miss) and ``index`` ``[F, G, M]`` int64, the hit's
+    material row (shapes first, then planes; −1 for a miss). Hits farther than ``scene.far`` metres are misses.
+    """
+    f, g, m, _ = dirs.shape
+    shapes, planes = scene.shapes, scene.planes
+    key = torch.full((f * g, m), _MISS, dtype=torch.int64, device=dirs.device)
+    fc, gc, pc = _cull(scene, origins, dirs)
+    inside = _in_pyramid(scene, origins, _pyramid(dirs), fc, gc, pc)
+    fc, gc, pc = fc[inside], gc[inside], pc[inside]
+    kinds = shapes.kind[pc]
+    for kind in Kind:
+        picked = kinds == kind
+        fi, gi, pi = fc[picked], gc[picked], pc[picked]
+        step = max(1, _PAIR_RAYS // m)
+        for lo in range(0, fi.numel(), step):
+            ff, gg, pp = fi[lo:lo + step], gi[lo:lo + step], pi[lo:lo + step]
+            rot = shapes.rotation[pp]
+            o_local = torch.bmm((origins[ff] - shapes.centre[pp])[:, None, :], rot)[:, 0]
+            d_local = torch.bmm(dirs[ff, gg], rot)
+            t = intersect_shapes(kind, o_local, d_local, shapes.size[pp], near)
+            key.scatter_reduce_(0, (ff * g + gg)[:, None].expand(-1, m), _pack(t, pp[:, None]), "amin")
+    if len(planes):
+        t = intersect_planes(origins[:, None, None, :], dirs, planes.normal, planes.offset, near)
+        rows = torch.arange(len(shapes), len(shapes) + len(planes), device=dirs.device)
+        key = torch.minimum(key, _pack(t, rows).min(-1).values.view(f * g, m))  # (int64 amin is slow on CPU)
+    t = (key >> 32).to(torch.int32).view(torch.float32).view(f, g, m)
+    index = (key & 0xFFFFFFFF).view(f, g, m)
+    miss = (key == _MISS).view(f, g, m) | (t * dirs.norm(dim=-1) > scene.far)
+    return torch.where(miss, float("inf"), t), torch.where(miss, -1, index)
+
+
+def _pack(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered like ``t`` (positive float32 bits order as integers), then by ``index``; misses → _MISS."""
+    bits = t.contiguous().view(torch.int32).to(torch.int64)
+    key = (bits << 32) | index.expand_as(t)
+    return torch.where(torch.isinf(t), _MISS, key)
+
+
+def _cull(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Candidate (origin, group, shape) triples ``fi``, ``gi``, ``pi`` ``[K]``: the shape's bounding sphere meets
+    the group's bounding cone within the far distance.
+
+    Shapes are first culled against each origin's cone over all its groups (``[F, P]``), then the survivors
+    against each group's cone (``[F, G, P']``); cone–sphere overlap is angle(axis, centre) ≤ spread + asin(r / d),
+    compared through cosines."""
+    unit = torch.nn.functional.normalize(dirs, dim=-1)
+    axis = torch.nn.functional.normalize(unit.sum(2), dim=-1)  # [F, G, 3]
+    cos_spread = (unit * axis[:, :, None]).sum(-1).amin(-1).clamp(-1.0, 1.0)  # [F, G]
+    view = torch.nn.functional.normalize(axis.sum(1), dim=-1)  # [F, 3]
+    view_spread = torch.acos((unit * view[:, None, None]).sum(-1).flatten(1).amin(-1).clamp(-1.0, 1.0))
+    to_shape = scene.shapes.centre[None] - origins[:, None]  # [F, P, 3]
+    dist = to_shape.norm(dim=-1).clamp_min(1e-9)
+    radius = scene.shapes.radius[None] + 1e-3
+    sin_widen = (radius / dist).clamp(max=1.0)
+    toward = to_shape / dist[..., None]
+    near = dist - radius < scene.far
+    inside = dist <= radius
+    frame_ok = ((toward * view[:, None]).sum(-1) >= torch.cos((view_spread[:, None] + torch.asin(sin_widen))
+                                                            .clamp(max=torch.pi)) - 1e-6) | inside
+    keep = (frame_ok & near).any(0).nonzero().squeeze(-1)  # [P']
+    sin_w, cos_w = sin_widen[:, keep], torch.sqrt(1.0 - sin_widen[:, keep] ** 2)
+    sin_s = torch.sqrt(1.0 - cos_spread**2)
+    limit = cos_spread[..., None] * cos_w[:, None] - sin_s[..., None] * sin_w[:, None]  # cos(spread + widen)
+    limit = torch.where((cos_spread < 0)[..., None], -2.0, limit)  # spread > 90°: everything is in reach
+    cos_angle = torch.bmm(axis, toward[:, keep].transpose(1, 2))  # [F, G, P']
+    mask = ((cos_angle >= limit - 1e-6) | inside[:, None, keep]) & (near & frame_ok)[:, None, keep]
+    fi, gi, pk = mask.nonzero(as_tuple=True)
+    return fi, gi, keep[pk]
+
+
+def _pyramid(dirs: torch.Tensor) -> torch.Tensor:
+    """Inward normals ``[F, G, 4, 3]`` of four planes through the origin that bound each group's rays.
+
+    Rays are measured against the group's mean direction ``a`` and a horizontal ``e1`` ⟂ ``a`` (the camera's
+    right for a level camera, so image tiles get tight bounds) and ``e2 = a × e1``; a group wider than about
+    ±80° gets zero normals, which bound nothing (the cone test still applies)."""
+    axis = torch.nn.functional.normalize(dirs.sum(2), dim=-1)
+    up = torch.zeros_like(axis)
+    up[..., 2] = 1.0
+    side = torch.linalg.cross(axis, up)
+    side = torch.where(side.norm(dim=-1, keepdim=True) < 1e-3, torch.linalg.cross(axis, torch.roll(up, 1, -1)), side)
+    e1 = torch.nn.functional.normalize(side, dim=-1)
+    e2 = torch.linalg.cross(axis, e1)
+    along = (dirs * axis[:, :, None]).sum(-1)
+    x = (dirs * e1[:, :, None]).sum(-1) / along.clamp_min(1e-9)
+    y = (dirs * e2[:, :, None]).sum(-1) / along.clamp_min(1e-9)
+    slack = 1e-4
+    lo_x, hi_x = x.amin(-1, keepdim=True) - slack, x.amax(-1, keepdim=True) + slack
+    lo_y, hi_y = y.amin(-1, keepdim=True) - slack, y.amax(-1, keepdim=True) + slack
+    normals = torch.stack([e1 - lo_x * axis, hi_x * axis - e1, e2 - lo_y * axis, hi_y * axis - e2], dim=2)
+    narrow = (along > 0.17 * dirs.norm(dim=-1)).all(-1)
+    return normals * narrow[..., None, None]
+
+
+def _in_pyramid(scene: Scene, origins: torch.Tensor, normals: torch.Tensor, fi: torch.Tensor, gi: torch.Tensor,
+                pi: torch.Tensor) -> torch.Tensor:
+    """``[K]`` bool: the oriented box around shape ``pi`` is not wholly outside a bounding plane of group
+    (``fi``, ``gi``)."""
+    n = normals[fi, gi]  # [K, 4, 3]
+    offset = (n * (scene.shapes.centre[pi] - origins[fi])[:, None, :]).sum(-1)
+    reach = (torch.bmm(n, scene.shapes.rotation[pi]).abs() * scene.shapes.size[pi][:, None, :]).sum(-1)
+    return (offset + reach >= 0).all(-1)
+
+
+def shade(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+          pixel_angle: torch.Tensor) -> torch.Tensor:
+    """Colours ``[F, G, M, 3]`` in [0, 1] of traced rays (``trace``'s inputs and outputs); ``pixel_angle`` ``[F]``
+    is the angle one pixel spans (1 / fx), which sets texture filtering."""
+    f, g, m, _ = dirs.shape
+    flat_dirs = dirs.reshape(-1, 3)
+    length = flat_dirs.norm(dim=-1)
+    unit = flat_dirs / length[:, None]
+    rgb = _sky(scene, unit)
+    hit = (index.reshape(-1) >= 0).nonzero().squeeze(-1)
+    if hit.numel() == 0:
+        return rgb.view(f, g, m, 3)
+    frame = hit // (g * m)
+    rows = index.reshape(-1)[hit]
+    d, dist = unit[hit], t.reshape(-1)[hit] * length[hit]
+    point = origins[frame] + dist[:, None] * d
+
+    n_shapes = len(scene.shapes)
+    on_shape = rows < n_shapes
+    srow = rows.clamp(max=max(n_shapes - 1, 0))
+    prow = (rows - n_shapes).clamp(min=0)
+    if n_shapes:
+        rot = scene.shapes.rotation[srow]
+        local = torch.bmm((point - scene.shapes.centre[srow])[:, None, :], rot)[:, 0]
+        s_normal, s_u, s_v, s_vertical = shape_surface(scene.shapes.kind[srow], local, scene.shapes.size[srow])
+        s_normal = torch.bmm(rot, s_normal[:, :, None])[:, :, 0]
+    else:
+        local = s_normal = point
+        s_u = s_v = dist
+        s_vertical = torch.zeros_like(on_shape)
+    if len(scene.planes):
+        p_normal = scene.planes.normal[prow]
+        tangent = scene.planes.tangent[prow]
+        p_u, p_v = (point * tangent[:, 0]).sum(-1), (point * tangent[:, 1]).sum(-1)
+        p_vertical = p_normal[:, 2].abs() < 0.5
+    else:
+        p_normal, p_u, p_v, p_vertical = s_normal, s_u, s_v, s_vertical
+    pick = on_shape[:, None]
+    normal = torch.where(pick, s_normal, p_normal)
+    normal = torch.where(((normal * d).sum(-1) > 0)[:, None], -normal, normal)
+    solid = torch.where((on_shape & ~scene.materials.world_space[rows])[:, None], local, point)
+    u, v = torch.where(on_shape, s_u, p_u), torch.where(on_shape, s_v, p_v)
+    vertical = torch.where(on_shape, s_vertical, p_vertical)
+
+    footprint = dist * pixel_angle[frame] / (normal * d).sum(-1).abs().clamp_min(0.25)
+    colour = albedo(scene.materials, rows, u, v, solid, footprint, vertical)
+    light = scene.lighting
+    sun = _vec(light.sun, d.device)
+    up = 0.5 + 0.5 * normal[:, 2:3]
+    ambient = torch.lerp(_vec(light.ground_ambient, d.device),
+                         _vec(light.sky_ambient, d.device), up)
+    direct = (normal @ sun).clamp_min(0.0)[:, None] * _vec(light.sun_colour, d.device)
+    colour = colour * (ambient + direct)
+    fog_start = light.fog_start * scene.far
+    fog = ((dist - fog_start) / max(scene.far - fog_start, 1e-6)).clamp(0.0, 1.0) ** 2
+    colour = torch.lerp(colour, _vec(light.horizon, d.device), fog[:, None])
+    rgb[hit] = colour.clamp(0.0, 1.0)
+    return rgb.view(f, g, m, 3)
+
+
+def _vec(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _sky(scene: Scene, unit: torch.Tensor) -> torch.Tensor:
+    """Sky colour ``[R, 3]`` by direction: horizon-to-zenith gradient, a sun glow, and optional clouds."""
+    light = scene.lighting
+    device = unit.device
+    up = unit[:, 2]
+    zenith, horizon = _vec(light.zenith, device), _vec(light.horizon, device)
+    rgb = torch.lerp(horizon, zenith, up.clamp(0.0, 1.0).sqrt()[:, None])
+    rgb = rgb * (1.0 - 0.25 * (-3.0 * up).clamp(0.0, 1.0))[:, None]
+    toward = (unit @ _vec(light.sun, device)).clamp_min(0.0)
+    rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * _vec(light.sun_colour, device)
+    if light.clouds > 0:
+        above = up.clamp_min(0.02)
+        plane = torch.cat([unit[:, :2] / above[:, None], torch.zeros_like(up[:, None])], -1) * 1.5
+        cover = ((fbm(plane, torch.zeros_like(up), octaves=4) - 0.45) * 4.0).clamp(0.0, 1.0) * light.clouds
+        cover = cover * (up * 8.0).clamp(0.0, 1.0)
+        rgb = torch.lerp(rgb, torch.full_like(rgb, 0.95), cover[:, None])
+    return rgb.clamp(0.0, 1.0)
+
+
+def render(scene: Scene, poses: torch.Tensor, k: torch.Tensor, height: int, width: int,
+           device: torch.device | str | None = None, frames_per_batch: int = 8, tile: int = 14) -> RenderOutput:
+    """Render camera-to-world ``poses`` ``[N, 4, 4]`` with intrinsics ``k`` ``[3, 3]`` or ``[N, 3, 3]``.
+
+    Works ``frames_per_batch`` frames at a time on ``device`` (default: the scene's); the outputs live there.
+    """
+    device = torch.device(device) if device is not None else scene.device
+    if scene.device != device:
+        scene = scene.to(device)
+    poses = poses.to(device=device, dtype=torch.float32)
+    n = poses.shape[0]
+    k = k.to(device=device, dtype=torch.float32).expand(n, 3, 3) if k.dim() == 2 else k.to(device, torch.float32)
+    rows, cols = -(-height // tile), -(-width // tile)
+    rgbs, depths = [], []
+    for lo in range(0, n, frames_per_batch):
+        pose, kk = poses[lo:lo + frames_per_batch], k[lo:lo + frames_per_batch]
+        f = pose.shape[0]
+        cam = camera_rays(kk, rows * tile, cols * tile)
+        dirs = torch.einsum("fij,fhwj->fhwi", pose[:, :3, :3], cam)
+        dirs = dirs.view(f, rows, tile, cols, tile, 3).transpose(2, 3).reshape(f, rows * cols, tile * tile, 3)
+        origins = pose[:, :3, 3]
+        t, index = trace(scene, origins, dirs)
+        rgb = shade(scene, origins, dirs, t, index, 1.0 / kk[:, 0, 0])
+
+        rgbs.append(_untile(rgb, rows, cols, height, width).permute(0, 3, 1, 2))
+        depths.append(_untile(torch.where(index >= 0, t, 0.0), rows, cols, height, width))
+    depth = torch.cat(depths)
+    return RenderOutput(rgb=torch.cat(rgbs).contiguous(), depth=depth, valid=depth > 0)
+
+
+def _untile(x: torch.Tensor, rows: int, cols: int, height: int, width: int) -> torch.Tensor:
+    """``[F, rows · cols, tile², ...]`` → ``[F, height, width, ...]`` (tiles in row-major order, padding cropped)."""
+    tile = int(round(x.shape[2] ** 0.5))
+    x = x.view(x.shape[0], rows, cols, tile, tile, *x.shape[3:]).transpose(2, 3)
+    return x.reshape(x.shape[0], rows * tile, cols * tile, *x.shape[5:])[:, :height, :width]
+
+
+def cast(scene: Scene, pose: torch.Tensor, k: torch.Tensor, uv: torch.Tensor, group: int = 64) -> torch.Tensor:
+    """Exact depth ``[R]`` (0 for a miss) seen by one camera (``pose`` ``[4, 4]``, ``k`` ``[3, 3]``) through
+    sub-pixel image points ``uv`` ``[R, 2]`` (u = column, v = row). Rays are grouped by nearby points in image
+    order so the cone culling stays tight."""
+    device = scene.device
+    pose, k, uv = pose.to(device, torch.float32), k.to(device, torch.float32), uv.to(device, torch.float32)
+    order = torch.argsort(torch.floor(uv[:, 1] / 16) * 1e6 + uv[:, 0])
+    r = uv.shape[0]
+    pad = -r % group
+    ordered = torch.cat([uv[order], uv[order][-1:].expand(pad, 2)]) if r else uv
+    cam = torch.cat([(ordered[:, :1] - k[0, 2]) / k[0, 0], (ordered[:, 1:] - k[1, 2]) / k[1, 1],
+                     torch.ones_like(ordered[:, :1])], -1)
+    dirs = (cam @ pose[:3, :3].T).view(1, -1, group, 3)
+    t, index = trace(scene, pose[None, :3, 3], dirs)
+    depth = torch.where(index >= 0, t, 0.0).reshape(-1)[:r]
+    return torch.empty_like(depth).scatter_(0, order, depth)
