@@ -25,17 +25,12 @@ from .pointcloud_metrics import pointcloud_metrics
 from .traj import plot_top_view, score_trajectory
 from .trajectory_metrics import align_trajectory, vbr_segment_metric
 
-__all__ = ["BenchmarkOptions", "run_benchmark", "protocol_settings"]
+__all__ = ["run_benchmark", "protocol_settings", "score_sequence"]
 
 #: How the protocols name the checkpoints (their per-model settings).
 _PROTOCOL_NAMES = {"loger": "LoGeR", "loger_star": "LoGeR*"}
 #: Chunk chaining per checkpoint: LoGeR* aligns by SE(3); Pi3 runs as Pi3-Chunk (Sim(3)).
 _ALIGN = {"loger": "none", "loger_star": "se3", "pi3": "sim3"}
-
-
-class BenchmarkOptions(dict):
-    """Overrides of the protocol (``None`` keeps the protocol's value): window, overlap, align,
-    reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth."""
 
 
 def protocol_settings(protocol: dict, preset: str) -> tuple[int, int, int, str]:
@@ -188,7 +183,11 @@ def score_sequence(seq, run_dir: Path, dataset: str, eval_align: str, depth: boo
 def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str, out: str | os.PathLike, *,
                   dtype: str = "fp32", sequences: list[str] | None = None, options: dict | None = None,
                   progress=None) -> dict:
-    """Reconstruct and score ``sequences`` (default: the protocol's, those present) of ``dataset``."""
+    """Reconstruct and score ``sequences`` (default: the protocol's, those present) of ``dataset``.
+
+    ``options`` override the protocol (absent or ``None``: the protocol's value): window, overlap,
+    align, reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"unknown benchmark {dataset!r}; choose one of {', '.join(DATASETS)}")
     options = dict(options or {})
