@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import __version__
 from .inference.reconstructor import FinishedFrames, Reconstructor
@@ -41,7 +42,7 @@ from .io.frames import FrameBatch
 from .io.pointcloud import VoxelCloud, filter_mask
 from .io.preprocess import frames_to_tensor
 from .io.sources import Frame, open_source
-from .io.store import FrameStore, ImageWriter, atomic_open
+from .io.store import FrameStore, ImageWriter, atomic_open, image_relpath
 from .io.trajectory import write_kitti, write_tum
 
 __all__ = ["RunSettings", "RunError", "reconstruct", "export_run", "write_exports", "rebuild_cloud", "RUN_FILE"]
@@ -232,9 +233,10 @@ def write_exports(out: Path, cloud: VoxelCloud, formats=("ply", "colmap", "nerfs
     from .io.pointcloud import write_glb, write_ply
 
     store = FrameStore(out)
-    index, _, poses, names = store.read_poses()
+    _, _, poses, names = store.read_poses()
     K = shared_intrinsics(store.read_intrinsics())
-    height, width = store.read_frame(int(index[0]))["conf"].shape
+    with Image.open(out / image_relpath(names[0])) as first:  # the header only: no chunk array is loaded
+        width, height = first.size
     xyz, rgb = cloud.points()
     written = []
     if "ply" in formats:
