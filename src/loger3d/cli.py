@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(commands)
 
+    from .train.cli import add_train_parser
+
+    add_train_parser(commands)
+
     info = commands.add_parser("info", help="versions, devices, cached weights and presets")
     info.set_defaults(func=cmd_info)
     return parser

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from .rope import RoPE2D
 
@@ -123,6 +124,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.activation_checkpointing = False
 
     def forward(
         self,
@@ -131,6 +133,12 @@ class Block(nn.Module):
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_kv: bool = False,
     ):
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only the block's input; recompute its activations during the backward pass.
+            return checkpoint(self._forward, x, pos, prefix, return_kv, use_reentrant=False)
+        return self._forward(x, pos, prefix, return_kv)
+
+    def _forward(self, x, pos, prefix, return_kv):
         attn = self.attn(self.norm1(x), pos, prefix=prefix, return_kv=return_kv)
         if return_kv:
             attn, kv = attn

@@ -104,6 +104,16 @@ class LoGeR(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> LoGeR:
+        """Recompute every transformer block's and TTT layer's activations in the backward pass (training).
+
+        Trades about one extra forward for activation memory that no longer grows with the depth.
+        """
+        for module in self.modules():
+            if hasattr(module, "activation_checkpointing"):
+                module.activation_checkpointing = enabled
+        return self
+
     # ------------------------------------------------------------------ memory
     def new_memory(self) -> ChunkMemory:
         """An empty memory: fast weights at their parameters, no previous chunk."""

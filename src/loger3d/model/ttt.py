@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .memory import FastWeights
 
@@ -108,11 +109,17 @@ class FastWeightMemory(nn.Module):
         self.base_lr_inv = base_lr + math.log(-math.expm1(-base_lr))  # inverse softplus
         self.pre_norm = nn.RMSNorm(dim, eps=1e-5) if pre_norm else None
         self.o_norm = nn.RMSNorm(head_dim, eps=1e-5)
+        self.activation_checkpointing = False
 
     def initial_state(self, batch: int) -> FastWeights:
         return FastWeights(self.w0.repeat(batch, 1, 1), self.w1.repeat(batch, 1, 1), self.w2.repeat(batch, 1, 1))
 
     def forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, state, use_reentrant=False)
+        return self._forward(x, state)
+
+    def _forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
         B, N, T, C = x.shape
         if self.pre_norm is not None:
             x = self.pre_norm(x)

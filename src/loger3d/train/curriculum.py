@@ -1,0 +1,96 @@
+"""The chunk curriculum: how long the training sequences are and how they are cut, step by step.
+
+LoGeR trains in stages (48 frames in 4 chunks, then the same 48 frames in 12 chunks so the model must lean on
+the TTT memory rather than SWA, then 128 frames in up to 20 chunks). A stage here fixes the sequence length
+and the overlap, and either a window or a number of chunks (a fixed count, or a [min, max] range drawn per
+step); the window then follows from the inference rule in ``inference.windows``, so training cuts sequences
+exactly as inference does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..inference.windows import plan_windows
+
+__all__ = ["Stage", "Curriculum", "window_for_chunks"]
+
+
+def window_for_chunks(frames: int, chunks: int, overlap: int) -> int:
+    """The smallest window that cuts ``frames`` frames into at most ``chunks`` chunks with ``overlap``."""
+    if chunks <= 1:
+        return frames
+    return math.ceil((frames - overlap) / chunks) + overlap
+
+
+@dataclass(frozen=True)
+class Stage:
+    """``steps`` optimiser steps on ``frames``-frame sequences cut with ``overlap``.
+
+    Give ``window`` (frames per chunk) or ``chunks`` (an int, or ``(min, max)`` drawn per step); not both.
+    """
+
+    steps: int
+    frames: int
+    overlap: int = 1
+    window: int | None = None
+    chunks: int | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.frames < 1:
+            raise ValueError(f"a stage needs steps >= 1 and frames >= 1, got {self.steps}, {self.frames}")
+        if (self.window is None) == (self.chunks is None):
+            raise ValueError("a stage takes either window or chunks (not both, not neither)")
+        if isinstance(self.chunks, list):
+            object.__setattr__(self, "chunks", tuple(self.chunks))
+        low, high = self.chunk_range
+        if not 1 <= low <= high:
+            raise ValueError(f"chunks must be >= 1 (a range as [min, max]), got {self.chunks}")
+        for window in {self._window(low), self._window(high)}:
+            plan_windows(self.frames, window, self.overlap)  # raises on an overlap that does not fit
+
+    @property
+    def chunk_range(self) -> tuple[int, int]:
+        if self.chunks is None:
+            n = len(plan_windows(self.frames, self.window, self.overlap))
+            return n, n
+        if isinstance(self.chunks, tuple):
+            return int(self.chunks[0]), int(self.chunks[1])
+        return int(self.chunks), int(self.chunks)
+
+    def _window(self, chunks: int) -> int:
+        return self.window if self.window is not None else window_for_chunks(self.frames, chunks, self.overlap)
+
+    def window_at(self, rng: np.random.Generator) -> int:
+        """This step's window (draws the chunk count when the stage gives a range)."""
+        low, high = self.chunk_range
+        return self._window(int(rng.integers(low, high + 1)) if high > low else low)
+
+
+class Curriculum:
+    """Stages run one after another; ``at(step)`` gives the stage, its window and the chunk plan for a step."""
+
+    def __init__(self, stages: list[Stage], seed: int = 0) -> None:
+        if not stages:
+            raise ValueError("the curriculum needs at least one stage")
+        self.stages = list(stages)
+        self.seed = int(seed)
+        self.ends = np.cumsum([s.steps for s in self.stages]).tolist()
+
+    @property
+    def total_steps(self) -> int:
+        return self.ends[-1]
+
+    def stage_index(self, step: int) -> int:
+        for i, end in enumerate(self.ends):
+            if step < end:
+                return i
+        return len(self.stages) - 1
+
+    def at(self, step: int) -> tuple[Stage, int]:
+        """``(stage, window)`` for ``step``; the same on every process (drawn from the seed and the step)."""
+        stage = self.stages[self.stage_index(step)]
+        return stage, stage.window_at(np.random.default_rng([self.seed, step, 7]))

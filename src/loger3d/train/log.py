@@ -1,0 +1,88 @@
+"""Training metrics: one JSON object per logged step (``metrics.jsonl``), TensorBoard scalars when the
+``tensorboard`` package is installed, and a loss-curve plot (``loss.png``) when matplotlib is."""
+
+from __future__ import annotations
+
+import json
+import os
+
+__all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
+    """Loss terms and learning rate against the step; False when matplotlib is missing or nothing to plot."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    if not records:
+        return False
+    steps = [r["step"] for r in records]
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax, ax_lr = fig.subplots(1, 2)
+    for key in ("total", "local_points", "global_points", "trans", "rot", "conf"):
+        if key in records[-1]:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("training loss (unweighted terms)")
+    ax.legend(fontsize=8)
+    ax_lr.plot(steps, [r["lr"] for r in records], color="k", lw=1)
+    ax_lr.set_xlabel("step")
+    ax_lr.set_title("learning rate")
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    return True
+
+
+class MetricsLog:
+    """Appends records to ``out/metrics.jsonl`` (and TensorBoard under ``out/tensorboard``) on the main process."""
+
+    def __init__(self, out: str | os.PathLike, enabled: bool = True, resume_step: int = 0) -> None:
+        self.enabled = enabled
+        self.path = os.path.join(out, "metrics.jsonl")
+        self.plot_path = os.path.join(out, "loss.png")
+        self.writer = None
+        if not enabled:
+            return
+        # A run that stopped between a log line and its checkpoint logged steps it will now redo: drop them.
+        kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(self.path + ".tmp", self.path)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        purge = resume_step + 1 if resume_step else None
+        self.writer = SummaryWriter(os.path.join(out, "tensorboard"), purge_step=purge)
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            self.writer.flush()
+        plot_metrics(read_metrics(self.path), self.plot_path)
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()

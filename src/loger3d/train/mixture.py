@@ -1,0 +1,75 @@
+"""A weighted mixture of clip sources, addressed by (step, slot) instead of iterated.
+
+``ClipMixture.sample(step, slot, frames)`` is a pure function of the mixture's seed, the step and the slot (the
+sample's index in the global batch): the generator ``numpy.random.default_rng([seed, step, slot])`` picks the
+source by weight and everything the source draws. So a resumed run sees exactly the clips it would have seen,
+and a batch is the same whether one process or many draw its slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .clip import Clip, ClipSource
+from .depth_filter import DepthFilter
+
+__all__ = ["ClipMixture"]
+
+
+class ClipMixture:
+    def __init__(self, sources: Sequence[ClipSource], weights: Sequence[float] | None = None, seed: int = 0,
+                 depth_filter: DepthFilter | None = None) -> None:
+        if not sources:
+            raise ValueError("a data mixture needs at least one source")
+        weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"need one non-negative weight per source with a positive sum, got {weights}")
+        self.sources = list(sources)
+        self.probabilities = np.asarray(weights) / sum(weights)
+        self.seed = int(seed)
+        self.depth_filter = depth_filter or DepthFilter()
+
+    def _pick(self, step: int, slot: int) -> tuple[ClipSource, np.random.Generator]:
+        rng = np.random.default_rng([self.seed, step, slot])
+        return self.sources[int(rng.choice(len(self.sources), p=self.probabilities))], rng
+
+    def sample(self, step: int, slot: int, frames: int, device: torch.device | str = "cpu") -> Clip:
+        """The clip of global-batch position ``slot`` at ``step``: ``frames`` frames on ``device``."""
+        source, rng = self._pick(step, slot)
+        return self.depth_filter(source.sample(rng, frames, device))
+
+    def prefetch(self, step: int, slots: Sequence[int], frames: int) -> None:
+        """Tell sources that can prepare ahead (``plan`` + ``prefetch``) which clips ``step`` will ask for."""
+        for slot in slots:
+            source, rng = self._pick(step, slot)
+            if hasattr(source, "prefetch"):
+                source.prefetch(source.plan(rng, frames))
+
+    def close(self) -> None:
+        for source in self.sources:
+            if hasattr(source, "close"):
+                source.close()
+
+
+def mixture_from_config(data) -> ClipMixture:
+    """The mixture of a config's ``data`` section (``train.config.DataSection``); see docs/training-data.md."""
+    from .folder import SequenceFolder
+    from .synthetic import SyntheticSource
+
+    sources, weights = [], []
+    for i, spec in enumerate(data.sources):
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise ValueError(f"data.sources[{i}] must be a mapping with a kind (synthetic or folder), got {spec!r}")
+        options = {k: v for k, v in spec.items() if k not in ("kind", "weight")}
+        weights.append(float(spec.get("weight", 1.0)))
+        kinds = {"synthetic": SyntheticSource, "folder": SequenceFolder}
+        if spec["kind"] not in kinds:
+            raise ValueError(f"data.sources[{i}].kind {spec['kind']!r} is unknown; use synthetic or folder")
+        try:
+            sources.append(kinds[spec["kind"]](height=data.height, width=data.width, **options))
+        except TypeError as e:
+            raise ValueError(f"data.sources[{i}] ({spec['kind']}): {e}") from None
+    return ClipMixture(sources, weights, data.seed, DepthFilter(data.max_depth, data.depth_percentile))

@@ -1,0 +1,149 @@
+"""Training clips from synthetic long worlds (``train.worlds``), drawn on the fly on the training device.
+
+A source owns a fixed pool of ``num_worlds`` worlds: world ``i`` is the family, trajectory and scene of seed
+``seed_offset + i`` with ``world_length`` frames. A clip picks a world, a frame stride and a start, then renders
+just those frames. Built worlds are kept in a small LRU cache: building the scene and path costs a good
+fraction of a second on the CPU, rendering a clip on a GPU milliseconds. The cache changes speed only, never
+which clip a given random generator yields.
+
+Held-out evaluation should use seeds outside ``[seed_offset, seed_offset + num_worlds)``; the defaults train on
+seeds below one million and ``HELD_OUT_SEED_OFFSET`` marks where evaluation worlds start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import warnings
+from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .clip import Clip
+from .worlds import FAMILIES, SyntheticWorld, WorldConfig
+
+__all__ = ["HELD_OUT_SEED_OFFSET", "ClipPlan", "SyntheticSource", "TRAJECTORIES"]
+
+TRAJECTORIES = ("walk", "drive", "orbit")
+HELD_OUT_SEED_OFFSET = 1_000_000_000
+"""World seeds from here on are never drawn by a training source with the default pool."""
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Which frames a clip takes: world ``index`` of the pool, frames ``start, start + stride, ...``."""
+
+    index: int
+    start: int
+    stride: int
+
+
+def _build_world(config: WorldConfig) -> SyntheticWorld:
+    return SyntheticWorld(config)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # see worlds.world: competing OpenMP threads slow the builders down many times
+
+
+@dataclass
+class SyntheticSource:
+    """Clips of ``height × width`` frames from a pool of synthetic worlds (a ``ClipSource``).
+
+    ``families`` and ``trajectories`` are drawn uniformly per world; ``stride`` is the (min, max) frame step of a
+    clip, drawn per clip; ``fps`` the worlds' frame rate (with ``stride`` it sets the motion between frames).
+    ``workers`` > 0 builds the worlds that ``prefetch`` announces in that many background processes (building a
+    world takes ~0.5 s of CPU; a GPU renders a clip in milliseconds), so training does not wait for them.
+    """
+
+    height: int
+    width: int
+    families: tuple[str, ...] = tuple(FAMILIES)
+    trajectories: tuple[str, ...] = TRAJECTORIES
+    num_worlds: int = 100_000
+    world_length: int = 1000
+    seed_offset: int = 0
+    stride: tuple[int, int] = (1, 2)
+    fps: float = 10.0
+    cache_size: int = 256
+    workers: int = 0
+    name: str = "synthetic"
+
+    def __post_init__(self) -> None:
+        self.families = tuple(self.families)
+        self.trajectories = tuple(self.trajectories)
+        self.stride = tuple(int(s) for s in self.stride)
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"unknown scene families {unknown}; choose from {sorted(FAMILIES)}")
+        unknown = [t for t in self.trajectories if t not in TRAJECTORIES]
+        if unknown or not self.trajectories:
+            raise ValueError(f"unknown trajectories {unknown}; choose from {list(TRAJECTORIES)}")
+        if len(self.stride) != 2 or not 1 <= self.stride[0] <= self.stride[1]:
+            raise ValueError(f"stride must be [min, max] with 1 <= min <= max, got {list(self.stride)}")
+        if self.num_worlds < 1 or self.world_length < 1:
+            raise ValueError("num_worlds and world_length must be positive")
+        self._cache: OrderedDict[int, SyntheticWorld] = OrderedDict()
+        self._pending: dict[int, Future] = {}
+        self._pool: ProcessPoolExecutor | None = None
+
+    def world_config(self, index: int) -> WorldConfig:
+        seed = self.seed_offset + index
+        rng = np.random.default_rng([seed, 17])
+        return WorldConfig(family=self.families[rng.integers(len(self.families))],
+                           trajectory=self.trajectories[rng.integers(len(self.trajectories))], seed=seed,
+                           length=self.world_length, height=self.height, width=self.width, fps=self.fps,
+                           frames_per_batch=64)
+
+    def world(self, index: int) -> SyntheticWorld:
+        """World ``index`` of the pool (built once, then cached)."""
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        pending = self._pending.pop(index, None)
+        world = pending.result() if pending is not None else _build_world(self.world_config(index))
+        self._cache[index] = world
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return world
+
+    def plan(self, rng: np.random.Generator, frames: int) -> ClipPlan:
+        """Draw a clip's world, stride and start (everything ``sample`` draws, nothing rendered)."""
+        stride = int(rng.integers(self.stride[0], self.stride[1] + 1))
+        span = (frames - 1) * stride + 1
+        if span > self.world_length:
+            raise ValueError(f"a clip of {frames} frames at stride {stride} needs worlds of {span} frames; "
+                             f"raise world_length (now {self.world_length})")
+        index = int(rng.integers(self.num_worlds))
+        return ClipPlan(index, int(rng.integers(self.world_length - span + 1)), stride)
+
+    def prefetch(self, plan: ClipPlan) -> None:
+        """Start building ``plan``'s world in the background (no-op without workers or when built)."""
+        if self.workers <= 0 or plan.index in self._cache or plan.index in self._pending:
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
+                                             initializer=_worker_init)
+        self._pending[plan.index] = self._pool.submit(_build_world, self.world_config(plan.index))
+
+    def sample(self, rng: np.random.Generator, frames: int, device: torch.device | str = "cpu") -> Clip:
+        plan = self.plan(rng, frames)
+        for attempt in range(self.num_worlds):
+            candidate = (plan.index + attempt) % self.num_worlds
+            try:
+                world = self.world(candidate)
+                break
+            except RuntimeError as e:  # a world whose path grazes a surface: skip it, deterministically
+                warnings.warn(f"skipping synthetic world {self.seed_offset + candidate}: {e}", stacklevel=2)
+        seq = world.sample(plan.start, frames, plan.stride, device=device)
+        cfg = world.config
+        return Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses,
+                    source=f"{self.name}/{cfg.family}-{cfg.trajectory}-{cfg.seed}@{plan.start}x{plan.stride}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+            self._pending.clear()

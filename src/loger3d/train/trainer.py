@@ -1,0 +1,297 @@
+"""The training loop: curriculum, chunk-recurrent objective, AdamW, checkpoints, logs, DDP.
+
+One process per GPU under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment; NCCL on
+GPUs, gloo on CPUs), or a single process. A step draws ``train.batch_size`` sequences: global-batch slot ``s``
+of step ``t`` is the clip ``ClipMixture.sample(t, s)``, and process ``r`` of ``R`` computes the slots
+``(m·R + r)·micro_batch + i`` of micro-step ``m``. The data is therefore a function of the step, so a run
+resumed from ``checkpoint.pt`` continues exactly (bit for bit on a CPU) and R processes see the clips one
+process would.
+
+Out folder: ``checkpoint.pt`` (model, optimiser, step; read with ``weights_only=True``), ``config.yaml``,
+``metrics.jsonl``, ``tensorboard/``, ``loss.png`` and, at the end, ``model.safetensors`` (the weights alone,
+loadable with ``loger3d.load_model``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from ..model.loger import LoGeR
+from ..weights import load_model
+from .clip import stack_clips
+from .config import TrainConfig
+from .curriculum import Curriculum
+from .init import init_from_pi3_, init_from_scratch_
+from .log import MetricsLog
+from .mixture import mixture_from_config
+from .optim import build_optimizer, lr_factor
+from .recurrent import SequenceObjective
+
+__all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model"]
+
+_RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device")}
+"""Settings that may differ between a run and its resumption (they do not change the result)."""
+_PREFETCH_STEPS = 2
+"""Steps ahead whose clips the data sources may start preparing."""
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start or continue; the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    finished: bool
+    last: dict
+
+
+def build_training_model(config: TrainConfig) -> LoGeR:
+    """The model of ``config.model`` with its initial weights, in fp32 on the CPU."""
+    spec = config.model
+    model = LoGeR(spec.preset)
+    if spec.init == "scratch":
+        init_from_scratch_(model, spec.seed)
+    elif spec.init.startswith("pi3:"):
+        init_from_pi3_(model, spec.init[4:])
+    elif spec.init.startswith("weights:"):
+        model = load_model(spec.init[8:], device="cpu", dtype="fp32", preset=spec.preset)
+    else:
+        raise TrainingError(f"model.init must be scratch, pi3:PATH or weights:PATH, got {spec.init!r}")
+    return model
+
+
+def _distributed() -> tuple[int, int, int]:
+    """``(world_size, rank, local_rank)`` from torchrun's environment, initialising the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1:
+        return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 1, 0, 0
+
+
+def _comparable(config: dict) -> dict:
+    return {s: {k: v for k, v in sec.items() if (s, k) not in _RUN_ONLY} if isinstance(sec, dict) else sec
+            for s, sec in config.items()}
+
+
+def _atomic_save(obj: dict, path: str) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """``Trainer(config, out, resume=False).run()``; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, out: str | os.PathLike, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.out = os.fspath(out)
+        self.world, self.rank, local_rank = _distributed()
+        self.main = self.rank == 0
+        tcfg = config.train
+        if tcfg.device == "auto":
+            self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(tcfg.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        precision = tcfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16" and self.device.type != "cuda":
+            raise TrainingError("precision bf16 needs a CUDA device; use train.precision=fp32 on a CPU")
+        self.precision = precision
+        per_step = self.world * tcfg.micro_batch
+        if tcfg.batch_size % per_step:
+            raise TrainingError(f"train.batch_size {tcfg.batch_size} is not a multiple of processes × micro_batch "
+                                f"= {self.world} × {tcfg.micro_batch}; change batch_size or micro_batch")
+        self.accumulation = tcfg.batch_size // per_step
+        self.curriculum = Curriculum(config.curriculum, config.data.seed)
+        self.mixture = mixture_from_config(config.data)
+        self.progress = progress and self.main
+
+        checkpoint = os.path.join(self.out, "checkpoint.pt")
+        state = None
+        if os.path.exists(checkpoint):
+            if not resume:
+                raise TrainingError(f"{self.out} already holds a training run; continue it with --resume or "
+                                    "choose another --out")
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            saved = _comparable(yaml.safe_load(state["config"]))
+            current = _comparable(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # tuples read back as lists
+            if saved != current:
+                changed = sorted(s for s in current if saved.get(s) != current[s])
+                raise TrainingError(f"cannot resume {self.out}: its config differs in section(s) {', '.join(changed)};"
+                                    " resume with the same config (only train.max_minutes, log_every, "
+                                    "checkpoint_every and device may change)")
+        elif resume and self.main:
+            print(f"nothing to resume in {self.out}; starting a new run")
+        os.makedirs(self.out, exist_ok=True)
+
+        model = build_training_model(config) if state is None else LoGeR(config.model.preset)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        model.to(self.device).train()
+        model.set_activation_checkpointing(tcfg.activation_checkpointing)
+        self.model = model
+        self.optimizer = build_optimizer(model, config.optim)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"]) if state is not None else 0
+        self._updating = False
+        objective = SequenceObjective(model, config.loss, tcfg.recurrent)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+        self.objective = objective
+        if self.main:
+            with open(os.path.join(self.out, "config.yaml.tmp"), "w") as f:
+                yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+            os.replace(os.path.join(self.out, "config.yaml.tmp"), os.path.join(self.out, "config.yaml"))
+        self.log = MetricsLog(self.out, enabled=self.main, resume_step=self.step)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def total_steps(self) -> int:
+        return self.curriculum.total_steps
+
+    def save_checkpoint(self) -> None:
+        if self.main:
+            _atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
+                          "world_size": self.world}, os.path.join(self.out, "checkpoint.pt"))
+            self.log.flush()
+        if self.world > 1:
+            dist.barrier()
+
+    def export_weights(self) -> str:
+        """``model.safetensors``: the weights alone, fp32, keys of the preset (rank 0 writes)."""
+        from safetensors.torch import save_file
+
+        path = os.path.join(self.out, "model.safetensors")
+        if self.main:
+            tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            save_file(tensors, path + ".tmp", metadata={"preset": self.config.model.preset, "step": str(self.step)})
+            os.replace(path + ".tmp", path)
+        return path
+
+    # ------------------------------------------------------------------ steps
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _slots(self) -> list[int]:
+        """This process's global-batch slots, micro-step by micro-step."""
+        mb = self.config.train.micro_batch
+        return [(m * self.world + self.rank) * mb + i for m in range(self.accumulation) for i in range(mb)]
+
+    def train_step(self) -> dict:
+        """One optimiser step at ``self.step``; returns its logged record."""
+        cfg = self.config
+        stage, window = self.curriculum.at(self.step)
+        for ahead in range(1, _PREFETCH_STEPS + 1):
+            if self.step + ahead < self.total_steps:
+                self.mixture.prefetch(self.step + ahead, self._slots(),
+                                      self.curriculum.at(self.step + ahead)[0].frames)
+        factor = lr_factor(self.step, self.total_steps, cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        data_time = 0.0
+        sums: dict[str, float] = {}
+        for m in range(self.accumulation):
+            t0 = time.perf_counter()
+            slots = self._slots()[m * cfg.train.micro_batch:(m + 1) * cfg.train.micro_batch]
+            batch = stack_clips([self.mixture.sample(self.step, s, stage.frames, self.device) for s in slots])
+            data_time += time.perf_counter() - t0
+            sync = contextlib.nullcontext()
+            if self.world > 1 and m < self.accumulation - 1:
+                sync = self.objective.no_sync()
+            with sync:
+                with self._autocast():
+                    loss, stats = self.objective(batch.images, batch.local_points, batch.poses, batch.valid, window,
+                                                 stage.overlap)
+                (loss / self.accumulation).backward()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v / self.accumulation
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 \
+            else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        self._updating = True  # parameters are mid-update until the step counter moves
+        self.optimizer.step()
+        self.step += 1
+        self._updating = False
+        if self.world > 1:  # log the mean over processes
+            keys = sorted(sums)
+            values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(values)
+            sums = {k: float(v) / self.world for k, v in zip(keys, values.tolist())}
+        elapsed = time.perf_counter() - started
+        extra = {"gpu_peak_gib": torch.cuda.max_memory_allocated(self.device) / 2**30} \
+            if self.device.type == "cuda" else {}
+        return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
+                "window": window, **sums, "grad_norm": float(grad_norm), "lr": cfg.optim.lr * factor,
+                "step_time": elapsed, "data_time": data_time,
+                "frames_per_s": cfg.train.batch_size * stage.frames / elapsed, **extra}
+
+    def _should_stop(self, started: float) -> bool:
+        limit = self.config.train.max_minutes
+        stop = limit is not None and time.perf_counter() - started > 60 * limit
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+
+    def run(self) -> TrainResult:
+        """Train to the end of the curriculum or until ``train.max_minutes``; checkpoint on the way out."""
+        from tqdm import tqdm
+
+        cfg = self.config.train
+        started = time.perf_counter()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True)
+        last: dict = {}
+        saved_at = self.step
+        try:
+            while self.step < self.total_steps:
+                last = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    self.log.log(last)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    saved_at = self.step
+                if self._should_stop(started):
+                    break
+        except KeyboardInterrupt:
+            # Model and optimiser hold the last completed step, unless the interrupt hit optimizer.step itself:
+            # then the parameters are half updated and the previous checkpoint stands.
+            bar.close()
+            if self.step != saved_at and not self._updating:
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+            self.mixture.close()
+        if self.step != saved_at or self.step == self.total_steps:
+            self.save_checkpoint()
+        finished = self.step >= self.total_steps
+        if finished:
+            self.export_weights()
+        self.log.close()
+        return TrainResult(self.step, self.total_steps, finished, last)

@@ -1,0 +1,322 @@
+"""The training loop on CPU: configs, curriculum, recurrence, initialisation, learning, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+import loger3d
+from loger3d.cli import main
+from loger3d.config import get_config
+from loger3d.inference.windows import plan_windows
+from loger3d.model.loger import LoGeR
+from loger3d.train.clip import stack_clips
+from loger3d.train.config import ConfigError, builtin_configs, config_from_dict, load_train_config
+from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
+from loger3d.train.init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
+from loger3d.train.mixture import mixture_from_config
+from loger3d.train.optim import lr_factor, parameter_groups
+from loger3d.train.recurrent import RecurrentSettings, SequenceObjective, run_chunks
+from loger3d.train.trainer import Trainer, TrainingError, build_training_model
+
+
+def small_config(steps: int = 4, **sections) -> dict:
+    """A tiny-preset run small enough for a CPU test: 56×42 frames, 8-frame sequences in 2 chunks."""
+    raw = {
+        "model": {"preset": "tiny", "seed": 0},
+        "data": {"height": 42, "width": 56, "seed": 0,
+                 "sources": [{"kind": "synthetic", "world_length": 120, "num_worlds": 3, "families": ["indoor"],
+                              "trajectories": ["walk"]}]},
+        "curriculum": [{"steps": steps, "frames": 8, "chunks": 2, "overlap": 1}],
+        "optim": {"lr": 2e-3, "warmup_steps": 1},
+        "train": {"batch_size": 2, "micro_batch": 1, "log_every": 1, "checkpoint_every": 100},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+    return raw
+
+
+# --- configuration -------------------------------------------------------------------------------------------
+
+def test_shipped_configs_parse():
+    shipped = builtin_configs()
+    assert {"tiny_synthetic", "loger_from_pi3"} <= set(shipped)
+    for name in shipped:
+        cfg = load_train_config(name)
+        assert cfg.curriculum and cfg.train.batch_size > 0
+    tiny = load_train_config("tiny_synthetic")
+    assert [s.frames for s in tiny.curriculum] == [48, 48, 128]  # the paper's schedule, scaled down
+    assert [s.chunk_range for s in tiny.curriculum] == [(4, 4), (12, 12), (16, 20)]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"optim": {"lrr": 1}}, "unknown key optim.lrr"),
+    ({"trainer": {}}, "unknown section 'trainer'"),
+    ({"curriculum": [{"steps": 10, "frames": 8}]}, "either window or chunks"),
+    ({"curriculum": [{"steps": 10, "frames": 8, "window": 4, "overlap": 4}]}, "overlap (4) must be smaller"),
+    ({"train": {"batch_size": 3, "micro_batch": 2}}, "multiple of micro_batch"),
+    ({"train": {"align": "sim3"}}, "training align must be"),
+    ({"train": {"precision": "fp8"}}, "precision must be"),
+])
+def test_config_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_overrides_and_missing_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.1\n")
+    cfg = load_train_config(path, ["optim.lr=1e-4", "optim.betas=[0.8, 9e-1]",
+                                   "curriculum=[{steps: 3, frames: 8, window: 4}]"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.betas == (0.8, 0.9) and cfg.curriculum[0].steps == 3
+    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+        load_train_config(path, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="no config file"):
+        load_train_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_train_config(path, ["lr"])
+
+
+# --- curriculum -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames, chunks, overlap", [(48, 4, 1), (48, 12, 2), (128, 20, 2), (128, 16, 3), (8, 2, 1)])
+def test_window_for_chunks_gives_at_most_that_many_chunks(frames, chunks, overlap):
+    window = window_for_chunks(frames, chunks, overlap)
+    assert len(plan_windows(frames, window, overlap)) <= chunks
+    assert len(plan_windows(frames, window - 1, overlap)) > chunks or window - 1 <= overlap
+
+
+def test_curriculum_stages_and_draws_are_a_function_of_the_step():
+    c = Curriculum([Stage(10, 48, 2, chunks=4), Stage(5, 128, 2, chunks=(16, 20))], seed=3)
+    assert c.total_steps == 15 and c.stage_index(9) == 0 and c.stage_index(10) == 1
+    windows = {c.at(s)[1] for s in range(10, 15)}
+    assert all(16 <= len(plan_windows(128, w, 2)) <= 20 for w in windows)
+    assert [c.at(s) for s in range(15)] == [Curriculum(c.stages, seed=3).at(s) for s in range(15)]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = config_from_dict({"optim": {"warmup_steps": 10, "min_lr_ratio": 0.1}}).optim
+    f = [lr_factor(s, 100, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0) and f[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+
+
+# --- model pieces ---------------------------------------------------------------------------------------------
+
+def test_parameter_groups_rates_and_freezing():
+    model = LoGeR("tiny")
+    cfg = config_from_dict({"optim": {"lr": 1e-3, "encoder_lr": 0, "memory_lr": 5e-3}}).optim
+    groups = parameter_groups(model, cfg)
+    names = {g["name"]: g for g in groups}
+    assert "encoder" not in names and all(not p.requires_grad for p in model.encoder.parameters())
+    assert names["memory"]["base_lr"] == 5e-3 and names["backbone"]["base_lr"] == 1e-3
+    assert names["backbone/no_decay"]["weight_decay"] == 0
+    assert not any(p.requires_grad for layer in model.ttt_layers for p in layer.to_qkv_stack.parameters())
+    grouped = {id(p) for g in groups for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_scratch_init_is_seeded_and_keeps_the_memory_switched_off():
+    a, b = init_from_scratch_(LoGeR("tiny"), 1), init_from_scratch_(LoGeR("tiny"), 1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(not g.weight.any() and not g.bias.any() for g in (*a.ttt_gate_projs, *a.swa_gate_projs))
+    assert torch.equal(a.camera_head.fc_rot.bias, torch.eye(3).flatten())
+
+
+def test_pi3_init_copies_backbone_and_swa_from_the_following_global_block(tmp_path):
+    from safetensors.torch import save_file
+
+    cfg = replace(get_config("tiny"), ttt_inter_multi=4)  # SWA blocks then have the decoder's shape
+    pi3 = init_from_scratch_(LoGeR(cfg), 5)
+    state = {k: v.clone() for k, v in pi3.state_dict().items() if not k.startswith(MEMORY_PREFIXES)}
+    save_file(state, tmp_path / "pi3.safetensors")
+    model = init_from_pi3_(init_from_scratch_(LoGeR(cfg), 9), tmp_path / "pi3.safetensors")
+    own = model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items())
+    for j, after in enumerate(cfg.swa_insert_after):
+        src = model.decoder[after + 1].state_dict()
+        assert all(torch.equal(v, src[k]) for k, v in model.swa_layers[j].state_dict().items())
+    with pytest.raises(loger3d.weights.WeightsError, match="not a Pi3 checkpoint"):
+        init_from_pi3_(LoGeR(replace(cfg, dec_depth=6, ttt_insert_after=(0,), swa_insert_after=(2,))),
+                       tmp_path / "pi3.safetensors")
+
+
+def _gated(model: LoGeR) -> LoGeR:
+    """Open the memory gates (at initialisation they are exactly zero, which hides the memory)."""
+    with torch.no_grad():
+        for gate in (*model.ttt_gate_projs, *model.swa_gate_projs):
+            gate.bias.fill_(1.0)
+    return model
+
+
+def test_training_chunks_equal_inference():
+    model = _gated(init_from_scratch_(LoGeR("tiny"), 0)).eval()
+    images = torch.rand(1, 11, 3, 42, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        chunks = run_chunks(model, images, 5, 2)
+        expected = model(images, window_size=5, overlap_size=2, align="none")
+    windows = plan_windows(11, 5, 2)
+    merged = torch.cat([p.points[:, : w.keep_end - w.start] for w, (_, p) in zip(windows, chunks)], dim=1)
+    assert [r for r, _ in chunks] == [range(w.start, w.end) for w in windows]
+    assert torch.equal(merged, expected.points)
+
+
+@pytest.mark.parametrize("truncate, connected", [(0, True), (1, False)])
+def test_truncation_cuts_gradients_between_chunks(truncate, connected):
+    model = _gated(init_from_scratch_(LoGeR("tiny"), 0)).train()
+    images = torch.rand(1, 8, 3, 42, 56, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    chunks = run_chunks(model, images, 5, 1, RecurrentSettings(truncate_every=truncate))
+    chunks[1][1].local_points.sum().backward()
+    # frames 0..3 reach chunk 1 only through the memory (chunk 1 covers frames 4..7)
+    assert (images.grad[:, :4].abs().sum() > 0) == connected
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    def grads(checkpointing: bool):
+        model = _gated(init_from_scratch_(LoGeR("tiny"), 0)).train().set_activation_checkpointing(checkpointing)
+        images = torch.rand(1, 8, 3, 42, 56, generator=torch.Generator().manual_seed(0))
+        sum(p.local_points.sum() + p.camera_poses.sum() for _, p in run_chunks(model, images, 5, 1)).backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for a, b in zip(grads(False), grads(True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_loss_sees_scale_drift_between_chunks_and_chunk_loss_does_not():
+    cfg = config_from_dict(small_config())
+    clip = stack_clips([mixture_from_config(cfg.data).sample(0, 0, 8)])
+    gt_points, gt_poses = clip.local_points, clip.poses
+
+    class Oracle(torch.nn.Module):  # predicts the truth, scaled by 2 in the second chunk
+        def new_memory(self):
+            return None
+
+        def forward_chunk(self, images, memory, roles):
+            n = images.shape[1]
+            start = 0 if memory is None else 4
+            pts, poses = gt_points[:, start:start + n].clone(), gt_poses[:, start:start + n].clone()
+            if memory is not None:
+                pts, poses[..., :3, 3] = 2 * pts, 2 * poses[..., :3, 3]
+            from loger3d.geometry import local_to_world
+            from loger3d.model.outputs import ChunkPrediction
+            conf = torch.full_like(pts[..., :1], 5.0)
+            return ChunkPrediction(pts, conf, poses, local_to_world(poses, pts)), True
+
+    for scope, drift in (("sequence", True), ("chunk", False)):
+        objective = SequenceObjective(Oracle(), settings=RecurrentSettings(scope=scope))
+        _, stats = objective(clip.images, gt_points, gt_poses, clip.valid, 5, 1)
+        assert (stats["global_points"] > 1e-2) == drift, (scope, stats)
+
+
+# --- the loop -------------------------------------------------------------------------------------------------
+
+def _eval_loss(model: LoGeR, cfg) -> float:
+    mixture = mixture_from_config(cfg.data)
+    batch = stack_clips([mixture.sample(10**6, s, 8) for s in range(2)])
+    with torch.no_grad():
+        loss, _ = SequenceObjective(model.train()).forward(batch.images, batch.local_points, batch.poses, batch.valid,
+                                                            5, 1)
+    return float(loss)
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    cfg = config_from_dict(small_config(steps=16, optim={"lr": 3e-3, "warmup_steps": 2, "min_lr_ratio": 0.5}))
+    before = _eval_loss(build_training_model(cfg), cfg)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    result = trainer.run()
+    after = _eval_loss(trainer.model, cfg)
+    assert result.finished and after < 0.92 * before, (before, after)  # measured: 0.702 -> 0.617
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == list(range(1, 17))
+    assert {"total", "local_points", "rot", "trans", "global_points", "conf", "lr", "grad_norm"} <= set(records[0])
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+    assert any(p.startswith("events.") for p in os.listdir(tmp_path / "run" / "tensorboard"))
+    weights = loger3d.load_model(str(tmp_path / "run" / "model.safetensors"))
+    assert weights.config.name == "tiny"
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.state_dict().items())
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    straight = Trainer(config_from_dict(small_config(steps=4)), tmp_path / "a", progress=False)
+    straight.run()
+    # the same run in four pieces: max_minutes 0 stops after every step, --resume picks up
+    pieces = config_from_dict(small_config(steps=4, train={"max_minutes": 0}))
+    for _ in range(4):
+        result = Trainer(pieces, tmp_path / "b", resume=True, progress=False).run()
+    assert result.finished and result.step == 4
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x)["total"] for x in open(tmp_path / d / "metrics.jsonl")] for d in "ab"]
+    assert losses[0] == losses[1]
+
+
+def test_run_folder_guards(tmp_path):
+    cfg = config_from_dict(small_config(steps=1))
+    Trainer(cfg, tmp_path / "a", progress=False).run()
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(cfg, tmp_path / "a", progress=False)
+    other = config_from_dict(small_config(steps=1, optim={"lr": 1e-4}))
+    with pytest.raises(TrainingError, match="differs in section"):
+        Trainer(other, tmp_path / "a", resume=True, progress=False)
+
+
+def test_cli_train_list_and_errors(tmp_path, capsys):
+    assert main(["train", "--list"]) == 0
+    assert "tiny_synthetic" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "no config file" in capsys.readouterr().err
+    path = tmp_path / "c.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(small_config(steps=2)))
+    assert main(["train", str(path), "-o", str(tmp_path / "run"), "-q"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert main(["train", str(path), "-o", str(tmp_path / "run"), "-q"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+# --- several processes ----------------------------------------------------------------------------------------
+
+def _ddp_worker(rank: int, world: int, port: int, raw: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        Trainer(config_from_dict(raw), out, progress=False).run()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    raw = small_config(steps=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(2, port, raw, str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
+    # One process, two micro-steps. One thread as in the workers: AdamW's first steps move every parameter by
+    # about ±lr whatever the size of its gradient, so thread-order rounding noise on a parameter whose gradient
+    # is ~0 would otherwise show as differences of order lr.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(config_from_dict(raw), tmp_path / "one", progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    changed = 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+        changed += not torch.equal(a[k], init_from_scratch_(LoGeR("tiny"), 0).state_dict()[k]) if k.endswith(
+            "qkv.weight") else 0
+    assert changed > 0
+    ddp_log = [json.loads(x) for x in open(tmp_path / "ddp" / "metrics.jsonl")]
+    one_log = [json.loads(x) for x in open(tmp_path / "one" / "metrics.jsonl")]
+    assert [r["total"] for r in ddp_log] == pytest.approx([r["total"] for r in one_log], rel=1e-4)
