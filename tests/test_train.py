@@ -320,3 +320,21 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     ddp_log = [json.loads(x) for x in open(tmp_path / "ddp" / "metrics.jsonl")]
     one_log = [json.loads(x) for x in open(tmp_path / "one" / "metrics.jsonl")]
     assert [r["total"] for r in ddp_log] == pytest.approx([r["total"] for r in one_log], rel=1e-4)
+
+
+def test_ablation_variants_start_from_hybrid_weights(tmp_path):
+    """model.options removes memory layers; weights:PATH drops exactly those from a full checkpoint."""
+    from safetensors.torch import save_file
+
+    full = init_from_scratch_(LoGeR("tiny"), 3)
+    save_file({k: v.contiguous() for k, v in full.state_dict().items()}, tmp_path / "full.safetensors")
+    for options, ttt, swa in (({"swa_insert_after": []}, 4, 0), ({"ttt_insert_after": []}, 0, 2),
+                              ({"ttt_insert_after": [], "swa_insert_after": []}, 0, 0)):
+        cfg = config_from_dict(small_config(model={"init": f"weights:{tmp_path / 'full.safetensors'}",
+                                                   "options": options}))
+        model = build_training_model(cfg)
+        assert (len(model.ttt_layers), len(model.swa_layers)) == (ttt, swa)
+        reference = full.state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    with pytest.raises(TrainingError, match="model.options"):
+        build_training_model(config_from_dict(small_config(model={"options": {"no_such_field": 1}})))

@@ -28,12 +28,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelSection:
-    """``preset``: a model preset; ``init``: ``scratch`` (seeded with ``seed``), ``pi3:PATH`` (the paper's
-    initialisation from Pi3 weights) or ``weights:PATH`` (continue from LoGeR weights of the same preset)."""
+    """``preset``: a model preset, changed by ``options`` (fields of ``loger3d.config.ModelConfig``, e.g.
+    ``{swa_insert_after: []}`` for a TTT-only ablation); ``init``: ``scratch`` (seeded with ``seed``),
+    ``pi3:PATH`` (the paper's initialisation from Pi3 weights) or ``weights:PATH`` (LoGeR-family weights; layers
+    the options removed are dropped)."""
 
     preset: str = "tiny"
     init: str = "scratch"
     seed: int = 0
+    options: dict = field(default_factory=dict)
 
 
 @dataclass

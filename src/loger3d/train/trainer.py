@@ -17,24 +17,25 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
 import yaml
 
+from ..config import ModelConfig, get_config
 from ..model.loger import LoGeR
-from ..weights import load_model
+from ..weights import read_state_dict
 from .clip import stack_clips
 from .config import TrainConfig
 from .curriculum import Curriculum
-from .init import init_from_pi3_, init_from_scratch_
+from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .log import MetricsLog
 from .mixture import mixture_from_config
 from .optim import build_optimizer, lr_factor
 from .recurrent import SequenceObjective
 
-__all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model"]
+__all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "model_config"]
 
 _RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device")}
 """Settings that may differ between a run and its resumption (they do not change the result)."""
@@ -54,16 +55,31 @@ class TrainResult:
     last: dict
 
 
+def model_config(config: TrainConfig) -> ModelConfig:
+    """The architecture: the preset with ``model.options`` applied."""
+    try:
+        return replace(get_config(config.model.preset), **{
+            k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()})
+    except TypeError as e:
+        raise TrainingError(f"model.options: {e}") from None
+
+
 def build_training_model(config: TrainConfig) -> LoGeR:
     """The model of ``config.model`` with its initial weights, in fp32 on the CPU."""
     spec = config.model
-    model = LoGeR(spec.preset)
+    model = LoGeR(model_config(config))
     if spec.init == "scratch":
         init_from_scratch_(model, spec.seed)
     elif spec.init.startswith("pi3:"):
         init_from_pi3_(model, spec.init[4:])
     elif spec.init.startswith("weights:"):
-        model = load_model(spec.init[8:], device="cpu", dtype="fp32", preset=spec.preset)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(spec.init[8:]).items()}
+        own = model.state_dict()
+        dropped = [k for k in state if k not in own]
+        if any(not k.startswith(MEMORY_PREFIXES) for k in dropped):
+            raise TrainingError(f"{spec.init[8:]} does not fit model {spec.preset!r} with options "
+                                f"{spec.options}: unexpected keys such as {dropped[0]}")
+        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
     else:
         raise TrainingError(f"model.init must be scratch, pi3:PATH or weights:PATH, got {spec.init!r}")
     return model
@@ -139,7 +155,7 @@ class Trainer:
             print(f"nothing to resume in {self.out}; starting a new run")
         os.makedirs(self.out, exist_ok=True)
 
-        model = build_training_model(config) if state is None else LoGeR(config.model.preset)
+        model = build_training_model(config) if state is None else LoGeR(model_config(config))
         if state is not None:
             model.load_state_dict(state["model"])
         model.to(self.device).train()
