@@ -78,3 +78,25 @@ def test_sevenscenes_scores_the_reconstruction(tmp_path):
     assert {"acc", "comp", "chamfer", "nc"} <= rec.keys()
     assert all(np.isfinite(rec[k]) for k in ("acc", "comp", "chamfer", "nc")) and 0 <= rec["nc"] <= 1
     assert "Chamfer" in (out / "results.md").read_text()
+
+
+def test_sequences_sharded_over_two_workers_score_like_one(tmp_path, capsys):
+    """``--devices cpu,cpu``: two worker processes share the sequences; the metrics equal a one-device run's."""
+    import shutil
+
+    _kitti(tmp_path / "kitti", n=7)
+    for part in ("sequences/00", "poses/00.txt"):  # a second sequence with ground truth
+        src = tmp_path / "kitti" / part
+        dst = tmp_path / "kitti" / part.replace("00", "01")
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+    runs = {}
+    for label, extra in (("one", []), ("two", ["--devices", "cpu,cpu"])):
+        assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(tmp_path / label),
+                     "--sequences", "00", "01", *TINY, *extra]) == 0
+        runs[label] = json.loads((tmp_path / label / "results.json").read_text())
+    capsys.readouterr()
+    assert [r["sequence"] for r in runs["two"]["sequences"]] == ["00", "01"]
+    assert runs["one"]["sequences"] == runs["two"]["sequences"] and runs["one"]["mean"] == runs["two"]["mean"]
+    assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(tmp_path / "x"),
+                 "--devices", "gpu7", *TINY]) == 2
+    assert "--devices" in capsys.readouterr().err

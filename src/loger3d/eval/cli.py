@@ -148,8 +148,31 @@ def _add_benchmarks(runners: argparse._SubParsersAction) -> None:
                            help="trajectory alignment before scoring (default: sim3)")
         bench.add_argument("--depth", action="store_true", help="also score video depth (datasets with depth)")
         bench.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        bench.add_argument("--devices", metavar="LIST",
+                           help="spread the sequences over several devices, one process each: 'all' (every CUDA "
+                                "GPU) or a comma list such as cuda:0,cuda:1; metrics equal a one-device run's")
         bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
         bench.set_defaults(func=_run_benchmark, benchmark=name)
+
+
+def _parse_devices(text: str) -> list[str]:
+    """``all`` → every CUDA device; otherwise a comma list (``cuda:0,cuda:1``; ``cpu,cpu`` runs two CPU workers)."""
+    import torch
+
+    if text == "all":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError("--devices all needs CUDA GPUs and none is visible; use --device cpu")
+        return [f"cuda:{i}" for i in range(count)]
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    for d in devices:
+        if d != "cpu" and not (d.startswith("cuda") and d[4:] in ("", *(f":{i}" for i in range(64)))):
+            raise ValueError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
+        if d.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--devices: {d} asked for but no CUDA device is visible")
+    if not devices:
+        raise ValueError("--devices needs at least one device")
+    return devices
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
@@ -157,13 +180,18 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from ..weights import model_from_spec
     from .runner import run_benchmark
 
-    model, dtype = model_from_spec(args.model, args.device, args.dtype)
+    devices = _parse_devices(args.devices) if args.devices else None
+    if devices is not None and len(devices) > 1:
+        model = None  # each worker loads its own copy
+        dtype = args.dtype if args.dtype != "auto" else ("bf16" if devices[0].startswith("cuda") else "fp32")
+    else:
+        model, dtype = model_from_spec(args.model, devices[0] if devices else args.device, args.dtype)
     options = {"window": args.window, "overlap": args.overlap, "align": args.align, "reset_every": args.reset_every,
                "start": args.start, "stride": args.stride, "max_frames": args.max_frames,
                "resolution": parse_resolution(args.resolution) if args.resolution else None,
                "eval_align": args.eval_align, "depth": args.depth}
     run_benchmark(args.benchmark, args.data, model, args.model, args.out, dtype=dtype, sequences=args.sequences,
-                  options=options)
+                  options=options, devices=devices)
     print((Path(args.out) / "results.md").read_text(), end="")
     return 0
 

@@ -180,13 +180,60 @@ def score_sequence(seq, run_dir: Path, dataset: str, eval_align: str, depth: boo
     return result
 
 
+_WORKER_MODEL: dict = {}
+
+
+def _worker_start(devices, workers: int, model_spec: str, dtype: str) -> None:
+    """A sharding worker takes the next free device and loads the model on it once."""
+    import torch
+
+    from ..weights import model_from_spec
+
+    device = devices.get()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the workers share the host's cores
+    _WORKER_MODEL["model"], _ = model_from_spec(model_spec, device, dtype)
+    _WORKER_MODEL["device"] = device
+
+
+def _worker_reconstruct(dataset: str, data: str, name: str, run_dir: str, model_spec: str, dtype: str,
+                        options: dict) -> str:
+    seq = open_dataset(dataset, data).load(name, **_selection(options))
+    model = _WORKER_MODEL["model"]
+    _reconstruct_sequence(seq, Path(run_dir), model, model_spec, dtype, model.config.name, options, None)
+    return _WORKER_MODEL["device"]
+
+
+def _reconstruct_sharded(dataset: str, data: str | os.PathLike, names: list[str], out: Path, model_spec: str,
+                         dtype: str, options: dict, devices: list[str]) -> None:
+    """Reconstruct ``names`` with one process per entry of ``devices``, each taking the next sequence."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    queue = context.Manager().Queue(len(devices))
+    for device in devices:
+        queue.put(device)
+    with ProcessPoolExecutor(len(devices), context, initializer=_worker_start,
+                             initargs=(queue, len(devices), model_spec, dtype)) as pool:
+        jobs = {name: pool.submit(_worker_reconstruct, dataset, str(data), name, str(out / "runs" / name),
+                                  model_spec, dtype, options) for name in names}
+        for name, job in jobs.items():
+            try:
+                job.result()
+            except Exception as e:  # a worker's error, named with its sequence
+                raise ValueError(f"sequence {name}: {e}") from e
+
+
 def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str, out: str | os.PathLike, *,
                   dtype: str = "fp32", sequences: list[str] | None = None, options: dict | None = None,
-                  progress=None) -> dict:
+                  progress=None, devices: list[str] | None = None) -> dict:
     """Reconstruct and score ``sequences`` (default: the protocol's, those present) of ``dataset``.
 
     ``options`` override the protocol (absent or ``None``: the protocol's value): window, overlap,
     align, reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth.
+    ``devices``: with more than one, sequences are spread over one worker process per device (each loads
+    ``model_spec`` itself; ``model`` may be ``None``); scoring then runs here, in sequence order, so the
+    results equal a one-device run's.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown benchmark {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -196,12 +243,15 @@ def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str,
     out = Path(out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    preset = model.config.name
+    sharded = devices is not None and len(devices) > 1
+    if sharded:
+        _reconstruct_sharded(dataset, data, names, out, model_spec, dtype, options, devices)
     rows = []
     for name in names:
         seq = reader.load(name, **_selection(options))
         run_dir = out / "runs" / name
-        _reconstruct_sequence(seq, run_dir, model, model_spec, dtype, preset, options, progress)
+        if not sharded:
+            _reconstruct_sequence(seq, run_dir, model, model_spec, dtype, model.config.name, options, progress)
         row = score_sequence(seq, run_dir, dataset, options.get("eval_align") or "sim3", bool(options.get("depth")),
                              plots)
         row["protocol"] = seq.protocol
