@@ -30,7 +30,8 @@ def build_model(preset: str | ModelConfig = "loger", device: torch.device | str 
 
 def load_model(source: str, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
                preset: str | None = None) -> LoGeR:
-    """Pretrained weights from an alias (``loger``, ``loger_star``, ``pi3``), a ``.pt`` or a ``.safetensors``.
+    """Pretrained weights from an alias (``loger``, ``loger_star``, ``pi3``; ``tiny_synthetic``, shipped in the
+    package), a ``.pt`` or a ``.safetensors``.
 
     See ``loger3d.weights.load_model``.
     """

@@ -6,6 +6,7 @@ arbitrary unpickling is refused with a way out, never loaded. Every failure a us
 raises :class:`WeightsError` with one line that names the problem and the fix.
 
     model = load_model("loger", device="cuda")          # alias: Hugging Face download, cached
+    model = load_model("tiny_synthetic")                 # the small model shipped in the package (offline)
     model = load_model("ckpts/LoGeR/latest.pt")          # local file, preset inferred
     convert("loger", "loger_bf16.safetensors", dtype="bf16")
 """
@@ -26,8 +27,8 @@ from torch import nn
 from .config import PRESETS, ModelConfig
 from .model import LoGeR
 
-__all__ = ["WeightsError", "ALIASES", "cached_path", "resolve_source", "read_state_dict", "infer_preset",
-           "check_compatible", "load_model", "model_from_spec", "convert"]
+__all__ = ["WeightsError", "ALIASES", "SHIPPED", "shipped_path", "cached_path", "resolve_source", "read_state_dict",
+           "infer_preset", "check_compatible", "load_model", "model_from_spec", "convert"]
 
 
 class WeightsError(ValueError):
@@ -39,6 +40,12 @@ ALIASES: dict[str, tuple[str, str, str]] = {
     "loger": ("Junyi42/LoGeR", "LoGeR/latest.pt", "loger"),
     "loger_star": ("Junyi42/LoGeR", "LoGeR_star/latest.pt", "loger_star"),
     "pi3": ("yyfz233/Pi3", "model.safetensors", "pi3"),
+}
+
+#: model name -> (file inside the loger3d package, preset): weights that ship with loger3d, so
+#: they load offline without any download (the demo's model; see README, "The shipped model").
+SHIPPED: dict[str, tuple[str, str]] = {
+    "tiny_synthetic": ("assets/tiny_synthetic.safetensors", "tiny"),
 }
 
 PT_SUFFIXES = (".pt", ".pth", ".bin")
@@ -138,19 +145,31 @@ def cached_path(alias: str) -> str | None:
     return path if isinstance(path, str) else None
 
 
+def shipped_path(name: str) -> str:
+    """The file of a model in :data:`SHIPPED`, inside the installed package."""
+    return str(Path(__file__).parent / SHIPPED[name][0])
+
+
+def _names() -> str:
+    return ", ".join([*ALIASES, *SHIPPED])
+
+
 def resolve_source(source: str | os.PathLike) -> tuple[str, str | None]:
     """A local checkpoint path for an alias or a path, and the alias's preset (``None`` for a path).
 
     An alias (a ``str`` equal to one of :data:`ALIASES`) is downloaded into the normal Hugging
-    Face cache, so later calls, and other tools, reuse it; a ``Path`` (or ``./loger``) is always a path.
+    Face cache, so later calls, and other tools, reuse it; a name in :data:`SHIPPED` is the file in
+    the package (no network); a ``Path`` (or ``./loger``) is always a path.
     """
     if isinstance(source, str) and source in ALIASES:
         return _download(source), ALIASES[source][2]
+    if isinstance(source, str) and source in SHIPPED:
+        return shipped_path(source), SHIPPED[source][1]
     if not isinstance(source, (str, os.PathLike)):
         raise WeightsError(f"weights source must be an alias or a path, not {type(source).__name__}")
     path = Path(source).expanduser()
     if not path.exists():
-        raise WeightsError(f"no such file {str(path)!r}; give an alias ({', '.join(ALIASES)}) or a path "
+        raise WeightsError(f"no such file {str(path)!r}; give an alias ({_names()}) or a path "
                            f"to a {'/'.join(_SUFFIXES)} file")
     if path.is_dir():
         raise WeightsError(f"{str(path)!r} is a directory; give the checkpoint file inside it "
@@ -240,7 +259,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         raw = _read_safetensors(path) if suffix in SAFETENSORS_SUFFIXES else _unwrap(_torch_load(path), path)
     except FileNotFoundError:
-        raise WeightsError(f"no such file {path!r}; give an alias ({', '.join(ALIASES)}) or a path") from None
+        raise WeightsError(f"no such file {path!r}; give an alias ({_names()}) or a path") from None
     except IsADirectoryError:
         raise WeightsError(f"{path!r} is a directory; give the checkpoint file inside it") from None
     except PermissionError:
@@ -494,6 +513,8 @@ def model_from_spec(spec: str, device: str = "auto", dtype: str = "auto") -> tup
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise WeightsError(f"device {device!r} was asked for but PyTorch sees no CUDA device; use cpu or auto")
     if dtype == "auto":
         dtype = "bf16" if str(device).startswith("cuda") else "fp32"
     if not spec.startswith("seeded:"):

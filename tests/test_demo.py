@@ -1,0 +1,105 @@
+"""``loger3d demo`` end to end on the CPU, the shipped model's offline alias, and bad output folders."""
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from loger3d import demo, weights
+from loger3d.cli import main
+from loger3d.eval.traj import associate_timestamps
+from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors
+from loger3d.io.trajectory import read_tum
+from loger3d.pipeline import RunError
+
+#: Measured 0.983 m (3.5 % of the 28 m path) on CPU; a regression guard, not an accuracy claim.
+ATE_LIMIT_M = 1.1
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "loger3d_demo"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(["demo", "-o", str(out), "--device", "cpu"])
+    return out, status, stdout.getvalue()
+
+
+def test_demo_writes_the_outputs_and_a_true_score(demo_run):
+    out, status, text = demo_run
+    assert status == 0
+    for name in ("run.json", "trajectory_tum.txt", "trajectory_kitti.txt", "cloud.ply", "intrinsics.txt",
+                 "transforms.json", "colmap/images.txt", "frames/chunk_00000.npz", demo.SCORE_FILE):
+        assert (out / name).exists(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["frames"] == 200
+    assert (run["settings"]["model"], run["settings"]["window"], run["settings"]["overlap"],
+            run["settings"]["align"], run["settings"]["resolution"]) == ("tiny_synthetic", 10, 2, "se3", [224, 126])
+
+    score = json.loads((out / demo.SCORE_FILE).read_text())
+    assert math.isfinite(score["ate_rmse"]) and score["num_poses"] == 200 and score["align"] == "sim3"
+    gt_stamps, gt = read_tum(demo.SAMPLE_GT)
+    est_stamps, est = read_tum(out / "trajectory_tum.txt")
+    gt_idx, est_idx = associate_timestamps(gt_stamps, est_stamps)
+    assert len(gt_idx) == 200
+    aligned, _ = align_trajectory(gt[gt_idx], est[est_idx], "sim3")
+    ate = float(np.sqrt(np.mean(ate_errors(gt[gt_idx], aligned) ** 2)))
+    assert score["ate_rmse"] == pytest.approx(ate, rel=1e-12)
+    assert score["ate_rmse"] < ATE_LIMIT_M
+    assert f"ATE RMSE {score['ate_rmse']:.2f} m" in text and f"loger3d view {out}" in text
+
+
+def test_the_shipped_model_loads_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("no download expected"))
+    path, preset = weights.resolve_source("tiny_synthetic")
+    assert path == weights.shipped_path("tiny_synthetic") and preset == "tiny"
+    model, dtype = weights.model_from_spec("tiny_synthetic", device="cpu")
+    assert model.config.name == "tiny" and dtype == "fp32" and not model.training
+
+
+def one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
+    for word in words:
+        assert word in err[0], err[0]
+
+
+def test_bad_output_folders_are_refused(demo_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        assert main(["demo", "-o", str(other), *extra]) == 2
+        one_line_error(capsys, "other than a loger3d demo")
+    assert (other / "keep.txt").read_text() == "mine"
+    assert main(["demo", "-o", str(other / "keep.txt")]) == 2
+    one_line_error(capsys, "is a file")
+    out, _, _ = demo_run
+    assert main(["demo", "-o", str(out)]) == 2
+    one_line_error(capsys, "already holds a demo", "--force")
+
+
+def test_force_replaces_only_an_earlier_demo(demo_run, tmp_path):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "run.json").write_text((demo_run[0] / "run.json").read_text())
+    with pytest.raises(RunError, match="--force"):
+        demo.prepare_output(earlier, force=False)
+    demo.prepare_output(earlier, force=True)
+    assert not earlier.exists()
+
+
+def test_help_and_info_name_the_demo_model(capsys):
+    assert main(["demo", "--help"]) == 0
+    text = capsys.readouterr().out
+    for fact in ("tiny_synthetic", "demo_score.json", "--force", "--resume", "not LoGeR's accuracy", "loger3d_demo"):
+        assert fact in text
+    assert main(["info"]) == 0
+    assert "weights tiny_synthetic (preset tiny) shipped with loger3d" in capsys.readouterr().out
