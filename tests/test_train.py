@@ -338,3 +338,24 @@ def test_ablation_variants_start_from_hybrid_weights(tmp_path):
         assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
     with pytest.raises(TrainingError, match="model.options"):
         build_training_model(config_from_dict(small_config(model={"options": {"no_such_field": 1}})))
+
+
+def test_ctrl_c_mid_step_saves_the_last_completed_step_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = config_from_dict(small_config(steps=4))
+    Trainer(cfg, tmp_path / "straight", progress=False).run()
+    trainer = Trainer(cfg, tmp_path / "cut", progress=False)
+    sample = trainer.mixture.sample
+
+    def interrupting(step, slot, frames, device="cpu"):
+        if step == 2 and slot == 1:  # after the first micro-step's backward of step 3
+            raise KeyboardInterrupt
+        return sample(step, slot, frames, device)
+
+    monkeypatch.setattr(trainer.mixture, "sample", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["step"] == 2
+    assert Trainer(cfg, tmp_path / "cut", resume=True, progress=False).run().finished
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("straight", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 __all__ = ["add_train_parser", "cmd_train"]
 
@@ -46,7 +47,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_train_config(args.config, overrides)
     out = args.output or os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
     trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:
+        if trainer.main:
+            print(f"loger3d: interrupted at step {trainer.step}; the last completed step is saved in {out}. "
+                  f"Continue with: loger3d train {args.config} -o {out} --resume", file=sys.stderr)
+        return 130
     if trainer.main and not args.quiet:
         loss = result.last.get("total")
         state = "finished" if result.finished else "paused (continue with --resume)"
