@@ -2,6 +2,8 @@
 
 1. The golden cases (official outputs, CPU fp32) rerun on CUDA in fp32 and in bf16.
 2. A realistic input (N frames at 280x504, window 32, overlap 3) in bf16 against CUDA fp32.
+With --fast, both also run the fast path (bf16, ``set_fast_path``: cuDNN attention, compiled
+blocks) and compare it with the CUDA fp32 eager path, the oracle, and with the bf16 eager path.
 
 Writes JSON to --out and prints a table. Needs a CUDA GPU; no download (seeded weights).
     python benchmarks/precision_parity.py --out results.json
@@ -73,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--frames", type=int, default=96)
+    parser.add_argument("--fast", action="store_true", help="also measure the fast path")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 path is the oracle: no tf32 anywhere
     torch.backends.cudnn.allow_tf32 = False
@@ -91,6 +94,12 @@ def main() -> None:
         bf16 = run(model, golden["images"], **kw)
         report["golden"][case] = {"cuda_fp32_vs_official_cpu": compare(fp32, ref),
                                   "cuda_bf16_vs_official_cpu": compare(bf16, ref)}
+        if args.fast:
+            model.set_fast_path()
+            fast = run(model, golden["images"], **kw)
+            report["golden"][case].update(cuda_bf16_vs_cuda_fp32=compare(bf16, fp32),
+                                          cuda_fast_vs_cuda_fp32=compare(fast, fp32),
+                                          cuda_fast_vs_cuda_bf16=compare(fast, bf16))
         del model
         torch.cuda.empty_cache()
 
@@ -114,6 +123,13 @@ def main() -> None:
                                        "bf16_vs_cuda_fp32": compare(bf16, fp32),
                                        "seconds_fp32": t_fp32, "seconds_bf16": t_bf16,
                                        "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        if args.fast:
+            model.set_fast_path()
+            run(model, images[:64], **kw)  # warm-up: compiles the first chunk, one with memory, a shorter one
+            t0 = time.perf_counter()
+            fast = run(model, images, **kw)
+            report["realistic"][preset].update(fast_vs_cuda_fp32=compare(fast, fp32), fast_vs_bf16=compare(fast, bf16),
+                                               seconds_fast=time.perf_counter() - t0)
         del model
         torch.cuda.empty_cache()
 
@@ -124,10 +140,15 @@ def main() -> None:
             for key in ("points", "conf_logit", "camera_poses"):
                 print(f"{case + ' ' + mode:42.42s} {key:14s} {s[key]['p99']:10.2e} {s[key]['max']:10.2e}")
     for preset, r in report["realistic"].items():
-        s = r["bf16_vs_cuda_fp32"]
-        for key in ("points", "conf_logit", "camera_poses"):
-            print(f"{preset + ' realistic bf16 vs fp32':42s} {key:14s} {s[key]['p99']:10.2e} {s[key]['max']:10.2e}")
-        print(f"{preset}: poses {s['poses']}, fp32 {r['seconds_fp32']:.1f}s, bf16 {r['seconds_bf16']:.1f}s")
+        for mode in ("bf16_vs_cuda_fp32", "fast_vs_cuda_fp32", "fast_vs_bf16"):
+            if mode not in r:
+                continue
+            s = r[mode]
+            for key in ("points", "conf_logit", "camera_poses"):
+                print(f"{preset + ' realistic ' + mode:42.42s} {key:14s} {s[key]['p99']:10.2e} {s[key]['max']:10.2e}")
+            print(f"{preset} {mode}: poses {s['poses']}")
+        print(f"{preset}: fp32 {r['seconds_fp32']:.1f}s, bf16 {r['seconds_bf16']:.1f}s, "
+              f"fast {r.get('seconds_fast', float('nan')):.1f}s")
     finite = [v for r in report["realistic"].values() for v in r["bf16_vs_cuda_fp32"]["points"].values()]
     assert all(math.isfinite(v) for v in finite)
 

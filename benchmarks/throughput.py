@@ -44,7 +44,8 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0):
 
 
 def to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255)
+    """Decoded frames as the model takes them: uint8 ``[n, 3, H, W]``, scaled to [0, 1] on the device."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
 def run_stream(model, args) -> dict:
@@ -96,8 +97,8 @@ def run_single_window(model, args) -> dict:
     return {"seconds": seconds, "frames_per_second": args.frames / seconds, "chunks": 1}
 
 
-def profile(model, args) -> list[dict]:
-    """Top CUDA kernels over a few steady-state chunks."""
+def profile(model, args) -> dict:
+    """Top CUDA kernels over a few steady-state chunks, and how much of the wall time the GPU was busy."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -107,13 +108,19 @@ def profile(model, args) -> list[dict]:
         stream.push(to_tensor(frames[:args.window]))  # warm-up chunk
         torch.cuda.synchronize()
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t0 = time.perf_counter()
             stream.push(to_tensor(frames[args.window:]))
             torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.self_device_time_total for e in events) or 1.0
     events.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    return [{"kernel": e.key[:120], "calls": e.count, "ms": e.self_device_time_total / 1e3,
-             "share": e.self_device_time_total / total} for e in events[:25]]
+    top = [{"kernel": e.key[:120], "calls": e.count, "ms": e.self_device_time_total / 1e3,
+            "share": e.self_device_time_total / total} for e in events[:30]]
+    # Host waits: where the Python side blocks on the GPU (a chunk should have none but its output copies).
+    waits = [{"call": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3} for e in prof.key_averages()
+             if "Synchronize" in e.key or e.key in ("cudaMemcpy", "cudaMemcpy2D")]
+    return {"wall_ms": 1e3 * wall, "kernel_ms": total / 1e3, "top": top, "host_waits": waits}
 
 
 def main() -> None:
@@ -127,6 +134,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=504)
     parser.add_argument("--height", type=int, default=280)
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    parser.add_argument("--fast", action="store_true", help="the fast path: LoGeR.set_fast_path (cuDNN attention, "
+                        "compiled blocks and TTT layers)")
+    parser.add_argument("--attention", default="cudnn", choices=("cudnn", "flash"), help="fast path: attention kernel")
+    parser.add_argument("--no-compile", action="store_true", help="fast path without torch.compile")
     parser.add_argument("--single-window", action="store_true", help="one chunk over all frames (full attention)")
     parser.add_argument("--profile", action="store_true", help="add the top CUDA kernels of a few chunks")
     parser.add_argument("--verify", action="store_true", help="check the offloading path against an on-device run")
@@ -137,9 +148,19 @@ def main() -> None:
     model = fill_seeded_(loger3d.build_model(args.preset, device="meta"), 0, device="cuda").eval()
     if args.dtype == "bf16":
         model.set_precision(torch.bfloat16)
-    with torch.no_grad():  # warm-up: kernels selected, allocator primed
-        model.forward_chunk(to_tensor(list(synthetic_frames(min(args.window, 8), args.width, args.height))))
+    if args.fast:
+        model.set_fast_path(attention=args.attention, compile=not args.no_compile)
+    t0 = time.perf_counter()
+    with torch.no_grad():  # warm-up: kernels selected (and compiled), allocator primed
+        if args.single_window:
+            model.forward_chunk(to_tensor(list(synthetic_frames(min(args.frames, 8), args.width, args.height))))
+        else:  # a first chunk, one with memory and a shorter last one: every compiled graph
+            warm = Reconstructor(model, args.window, args.overlap, args.align)
+            warm.push(to_tensor(list(synthetic_frames(2 * args.window - args.overlap + 1, args.width, args.height))))
+            warm.finish()
+            del warm  # its memory (fast weights, KV caches) must not count in the measured peak
     torch.cuda.synchronize()
+    warmup_seconds = time.perf_counter() - t0
     torch.cuda.reset_peak_memory_stats()
     samples, stop = [], threading.Event()
 
@@ -154,7 +175,7 @@ def main() -> None:
         result = run_single_window(model, args) if args.single_window else run_stream(model, args)
     stop.set()
     sampler.join()
-    result.update(gpu_peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+    result.update(warmup_seconds=warmup_seconds, gpu_peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
                   gpu_peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
                   host_rss_peak_gib=max(samples) / 2**30)
     if args.profile:
@@ -164,16 +185,25 @@ def main() -> None:
             verify_offload(model, args)
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"out": None}, "result": result}
+    path = "_fast" if args.fast else ""
+    if args.fast and (args.attention != "cudnn" or args.no_compile):
+        path += f"_{args.attention}{'_eager' if args.no_compile else ''}"
     name = (f"throughput_{args.preset}_{'single' if args.single_window else f'w{args.window}'}_n{args.frames}"
-            f"_{args.dtype}.json")
+            f"_{args.dtype}{path}.json")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / name).write_text(json.dumps(report, indent=1))
     mem = result["gpu_peak_allocated_gib"]
     print(f"{args.preset} {'single window' if args.single_window else f'window {args.window}'} N={args.frames} "
-          f"{args.dtype}: {result['frames_per_second']:.1f} frames/s, GPU peak {mem:.2f} GiB, "
+          f"{args.dtype}{path}: {result['frames_per_second']:.1f} frames/s (warm-up {warmup_seconds:.0f} s), "
+          f"GPU peak {mem:.2f} GiB, "
           f"host RSS {result['host_rss_peak_gib']:.2f} GiB")
-    for row in result.get("profile", [])[:15]:
-        print(f"  {row['share']:6.1%} {row['ms']:9.2f} ms {row['calls']:6d}  {row['kernel']}")
+    if args.profile:
+        prof = result["profile"]
+        print(f"  profile: {prof['kernel_ms']:.0f} ms of kernels in {prof['wall_ms']:.0f} ms of wall time")
+        for row in prof["host_waits"]:
+            print(f"  host wait: {row['call']} x{row['calls']}, {row['ms']:.1f} ms")
+        for row in prof["top"][:15]:
+            print(f"  {row['share']:6.1%} {row['ms']:9.2f} ms {row['calls']:6d}  {row['kernel']}")
 
 
 if __name__ == "__main__":

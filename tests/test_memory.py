@@ -137,7 +137,7 @@ def test_four_d_input_and_key_access(tiny_model):
 @pytest.mark.parametrize("images,match", [
     (torch.rand(2, 3, 40, 56), "multiple of 14"),
     (torch.rand(2, 4, 42, 56), r"\[B, N, 3, H, W\]"),
-    ((torch.rand(2, 3, 42, 56) * 255).to(torch.uint8), "float"),
+    (torch.randint(0, 9, (2, 3, 42, 56), dtype=torch.int16), "uint8"),
 ])
 def test_bad_images_are_refused(tiny_model, images, match):
     with pytest.raises(ValueError, match=match):

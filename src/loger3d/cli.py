@@ -102,13 +102,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .weights import model_from_spec
 
     model, dtype = model_from_spec(args.model, args.device, args.dtype)
+    if args.fast:
+        model.set_fast_path()
     defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
     window, overlap, align = defaults or (32, 3, "none")
     settings = RunSettings(
         input=[str(p) for p in args.input], model=args.model,
         window=args.window if args.window is not None else window,
         overlap=args.overlap if args.overlap is not None else overlap,
-        align=args.align or align, reset_every=args.reset_every, dtype=dtype,
+        align=args.align or align, reset_every=args.reset_every, dtype=dtype, fast=args.fast,
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
         resolution=_parse_size(args.resolution) if args.resolution else None, max_pixels=args.max_pixels,
         store_dtype="float16" if args.float16 else "float32", conf_threshold=args.conf_threshold,
@@ -315,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     rec.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="weights precision (default: bf16 on CUDA, fp32 on CPU)")
+    rec.add_argument("--fast", action="store_true",
+                     help="faster kernels: cuDNN attention and compiled blocks (about 1.7x on an H100; outputs within "
+                          "the tolerance in docs/performance.md; the first chunks pay about a minute of compilation)")
     rec.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     rec.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                      help="save the resume state at most this often (default: 30; Ctrl-C always saves; a crash "

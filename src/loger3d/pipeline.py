@@ -66,6 +66,7 @@ class RunSettings:
     align: str = "none"
     reset_every: int = 0
     dtype: str = "fp32"
+    fast: bool = False
     start: int = 0
     end: int | None = None
     stride: int = 1
@@ -350,14 +351,14 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
             if len(pending) == stream.frames_until_chunk:
                 at_boundary = False
                 with timings.measure("model"):
-                    done = stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
+                    done = stream.push(frames_to_tensor(np.stack([f.image for f in pending]), scaled=False))
                 pending = []
                 checkpoint(done)
                 at_boundary = True
         at_boundary = False
         with timings.measure("model"):
             if pending:
-                stream.push(frames_to_tensor(np.stack([f.image for f in pending])))
+                stream.push(frames_to_tensor(np.stack([f.image for f in pending]), scaled=False))
             done = stream.finish()
         checkpoint(done)
         writer.drain()

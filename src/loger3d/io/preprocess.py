@@ -101,9 +101,14 @@ def resize_frame(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def frames_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[n,H,W,3]`` → float32 ``[n,3,H,W]`` in [0, 1], the model's input (add the batch axis yourself)."""
+def frames_to_tensor(images: np.ndarray, scaled: bool = True) -> torch.Tensor:
+    """uint8 ``[n,H,W,3]`` → float32 ``[n,3,H,W]`` in [0, 1], the model's input (add the batch axis yourself).
+
+    ``scaled=False`` keeps uint8 ``[n,3,H,W]``: the model scales it on its device, bit for bit the
+    same, after moving a quarter of the bytes.
+    """
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [n,H,W,3], got {images.dtype} {list(images.shape)}; "
                          "stack Frame.image arrays with np.stack")
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    channels_first = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return channels_first.float().div_(255.0) if scaled else channels_first.contiguous()

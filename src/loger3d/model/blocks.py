@@ -1,7 +1,7 @@
 """Transformer building blocks shared by the encoder, the decoder, the SWA layers and the heads.
 
 Tensors: tokens ``[B, L, C]``; per-head queries/keys/values ``[B, heads, L, C/heads]``;
-positions ``[L, 2]`` integers (see rope.py).
+positions ``[L, 2]`` integers or their prepared ``RotaryTable`` (see rope.py).
 """
 
 from __future__ import annotations
@@ -12,22 +12,28 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-from .rope import RoPE2D
+from .compiled import compiled, mark_dynamic
+from .rope import RoPE2D, RotaryTable
 
 __all__ = ["Mlp", "LayerScale", "Attention", "Block", "attend"]
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention with the SDPA backends the official release restricts itself to.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           backends: tuple[SDPBackend, ...] | None = None) -> torch.Tensor:
+    """Softmax attention; by default with the SDPA backends the official release restricts itself to.
 
     bf16 goes to flash attention; anything else to {math, memory-efficient}, which on a CPU
-    means the math kernel, the one that reproduces the reference bit for bit.
+    means the math kernel, the one that reproduces the reference bit for bit. ``backends``
+    overrides the choice (the fast path puts cuDNN first).
     """
-    backends = [SDPBackend.FLASH_ATTENTION] if q.dtype in _LOW_PRECISION else [
-        SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION]
-    with sdpa_kernel(backends):
+    if backends is None:
+        backends = (SDPBackend.FLASH_ATTENTION,) if q.dtype in _LOW_PRECISION else (
+            SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION)
+        with sdpa_kernel(list(backends)):  # PyTorch's own order among them (memory-efficient before math on CUDA)
+            return F.scaled_dot_product_attention(q, k, v)
+    with sdpa_kernel(list(backends), set_priority=True):  # in the order given
         return F.scaled_dot_product_attention(q, k, v)
 
 
@@ -67,8 +73,9 @@ class Attention(nn.Module):
         self.q_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else None
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-5) if qk_norm else None
         self.rope = rope
+        self.backends: tuple[SDPBackend, ...] | None = None  # None: the official choice (see attend)
 
-    def project(self, x: torch.Tensor, pos: torch.Tensor | None):
+    def project(self, x: torch.Tensor, pos: torch.Tensor | RotaryTable | None):
         """Queries, keys and values ``[B, heads, L, D]`` of ``x``, normalised and rotated."""
         B, L, C = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.heads, C // self.heads).transpose(1, 3)
@@ -82,7 +89,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        pos: torch.Tensor | None = None,
+        pos: torch.Tensor | RotaryTable | None = None,
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_kv: bool = False,
     ):
@@ -92,7 +99,7 @@ class Attention(nn.Module):
             k_all, v_all = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
         else:
             k_all, v_all = k, v
-        out = attend(q, k_all, v_all).transpose(1, 2).reshape(B, L, C)
+        out = attend(q, k_all, v_all, self.backends).transpose(1, 2).reshape(B, L, C)
         out = self.proj(out)
         if return_kv:
             return out, (k.contiguous(), v.contiguous())
@@ -125,17 +132,28 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.activation_checkpointing = False
+        self.compiled = False  # run through torch.compile (the fast path; see compiled.py)
 
     def forward(
         self,
         x: torch.Tensor,
-        pos: torch.Tensor | None = None,
+        pos: torch.Tensor | RotaryTable | None = None,
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_kv: bool = False,
     ):
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             # Keep only the block's input; recompute its activations during the backward pass.
             return checkpoint(self._forward, x, pos, prefix, return_kv, use_reentrant=False)
+        if self.compiled:
+            # Token counts vary (frame vs chunk attention, a shorter last chunk): keep them symbolic.
+            mark_dynamic(x, 0, 1)
+            if isinstance(pos, RotaryTable):
+                mark_dynamic(pos.cos, 0)
+                mark_dynamic(pos.sin, 0)
+            if prefix is not None:
+                mark_dynamic(prefix[0], 2)
+                mark_dynamic(prefix[1], 2)
+            return compiled(Block._forward)(self, x, pos, prefix, return_kv)
         return self._forward(x, pos, prefix, return_kv)
 
     def _forward(self, x, pos, prefix, return_kv):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Block
-from .rope import RoPE2D
+from .rope import RoPE2D, RotaryTable
 
 __all__ = ["HeadDecoder", "PixelHead", "CameraHead", "rotation_from_9d"]
 
@@ -27,7 +27,7 @@ class HeadDecoder(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm_eps=1e-6, rope=rope) for _ in range(depth))
         self.linear_out = nn.Linear(dim, out_dim)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | RotaryTable) -> torch.Tensor:
         x = self.projects(x)
         for block in self.blocks:
             x = block(x, pos)

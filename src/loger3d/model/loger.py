@@ -14,22 +14,41 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend
 
 from ..config import ModelConfig, get_config
 from ..geometry import local_to_world
-from .blocks import Block
+from .blocks import Attention, Block
+from .compiled import compiled, mark_dynamic
 from .dinov2 import DinoV2Encoder
 from .heads import CameraHead, HeadDecoder, PixelHead
 from .memory import ChunkMemory, KVCache
 from .outputs import ChunkPrediction, Prediction
-from .rope import RoPE2D, token_positions
+from .rope import RoPE2D, RotaryTable, token_positions
 from .ttt import FastWeightMemory
 
-__all__ = ["LoGeR"]
+__all__ = ["LoGeR", "gated_residual"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _FP32_MODULES = ("point_head", "conf_head", "camera_head")  # the official release runs them in fp32
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: torch.Tensor,
+                   x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A memory layer's contribution ``x_in + out·silu(proj(gate_input))``, and the gate's mean |value|.
+
+    Tokens ``[B, N, T, C]``; the gate is one scalar per token (zero-initialised: memory off).
+    """
+    gate = F.silu(proj(gate_input))
+    return out * gate + x_in, gate.detach().abs().mean()
+
+
+def _compiled_gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: torch.Tensor,
+                              x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for t in (gate_input, out, x_in):
+        mark_dynamic(t, 1, 2)  # frames per chunk, tokens per frame
+    return compiled(gated_residual)(proj, gate_input, out, x_in)
 
 
 class LoGeR(nn.Module):
@@ -75,6 +94,7 @@ class LoGeR(nn.Module):
             nn.init.zeros_(gate.weight)
             nn.init.zeros_(gate.bias)  # the memory starts switched off, as in the official training
 
+        self.compiled = False  # the memory layers' gating through torch.compile (set_fast_path)
         self._ttt_slot = {layer: j for j, layer in enumerate(cfg.ttt_insert_after)}
         self._swa_slot = {layer: j for j, layer in enumerate(cfg.swa_insert_after)}
 
@@ -114,6 +134,33 @@ class LoGeR(nn.Module):
                 module.activation_checkpointing = enabled
         return self
 
+    def set_fast_path(self, enabled: bool = True, *, attention: str = "cudnn", compile: bool = True) -> LoGeR:
+        """Faster inference kernels, within a measured tolerance of the eager path (docs/performance.md).
+
+        ``attention="cudnn"`` puts cuDNN's fused attention first (flash, memory-efficient and
+        math follow where it does not apply); ``"flash"`` keeps the official kernel. ``compile``
+        runs every transformer block and TTT layer through ``torch.compile``, which fuses norms,
+        casts, RoPE and the elementwise tails (the first chunk of each shape pays the compilation).
+        The TTT layers' unused ``to_qkv_stack`` weights move to host memory (they stay in the
+        state dict). ``enabled=False`` restores the eager path with the official kernels: the oracle.
+        """
+        if attention not in ("cudnn", "flash"):
+            raise ValueError(f"attention must be 'cudnn' or 'flash', not {attention!r}")
+        backends = None
+        if enabled and attention == "cudnn":
+            backends = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backends = backends
+            if hasattr(module, "compiled"):
+                module.compiled = enabled and compile
+        if enabled:
+            # The official checkpoints carry a projection the forward pass never reads: keep it off the GPU.
+            for layer in self.ttt_layers:
+                layer.to_qkv_stack.to("cpu")
+        return self
+
     # ------------------------------------------------------------------ memory
     def new_memory(self) -> ChunkMemory:
         """An empty memory: fast weights at their parameters, no previous chunk."""
@@ -130,10 +177,22 @@ class LoGeR(nn.Module):
             tokens.append(table[roles].to(dtype).repeat(B, 1).reshape(B * N, 1, C))
         return torch.cat(tokens, dim=1)
 
-    def _decode(self, tokens: torch.Tensor, B: int, N: int, pos: torch.Tensor, memory: ChunkMemory):
-        """Decoder with the memory layers. ``tokens`` ``[B*N, T, C]`` → ``[B*N, T, 2C]``."""
+    def _rotary_tables(self, h: int, w: int, device: torch.device) -> dict[int, RotaryTable]:
+        """One frame's RoPE rotations for each head width in the model, gathered once per chunk."""
+        cfg = self.config
+        pos = token_positions(h, w, cfg.num_special_tokens, device)
+        dtype = self.compute_dtype
+        widths = {cfg.dec_dim // cfg.dec_heads, cfg.head_dim // cfg.head_heads}
+        return {d: self.rope.table(pos, d, dtype, max_position=max(h, w)) for d in widths}
+
+    def _decode(self, tokens: torch.Tensor, B: int, N: int, pos: RotaryTable, memory: ChunkMemory):
+        """Decoder with the memory layers. ``tokens`` ``[B*N, T, C]`` → ``[B*N, T, 2C]``.
+
+        ``pos``: one frame's rotations; the global blocks see them repeated over the chunk's frames.
+        """
         _, T, C = tokens.shape
-        pos_global = pos.repeat(N, 1)
+        pos_global = pos.repeat(N)
+        gated = _compiled_gated_residual if self.compiled else gated_residual
         fast_weights = list(memory.fast_weights)
         kv_caches = list(memory.kv_caches)
         ttt_gates, swa_gates, streams = [], [], []
@@ -147,10 +206,9 @@ class LoGeR(nn.Module):
             if i in self._ttt_slot:
                 j = self._ttt_slot[i]
                 x_in = x.view(B, N, T, C)
-                gate = F.silu(self.ttt_gate_projs[j](x_in))
                 out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j])
-                x = out * gate + x_in
-                ttt_gates.append(gate.detach().abs().mean())
+                x, gate = gated(self.ttt_gate_projs[j], x_in, out, x_in)
+                ttt_gates.append(gate)
             if i in self._swa_slot:
                 j = self._swa_slot[i]
                 x_in = x.view(B, N, T, C)
@@ -159,10 +217,10 @@ class LoGeR(nn.Module):
                 out, (k, v) = self.swa_layers[j](x_in.reshape(B, N * T, C), pos_global, prefix=prefix,
                                                  return_kv=True)
                 out = out.reshape(B, N, T, C)
-                gate = F.silu(self.swa_gate_projs[j](out))
-                x = (out * gate + x_in).reshape(B * N, T, C)
+                x, gate = gated(self.swa_gate_projs[j], out, out, x_in)
+                x = x.reshape(B * N, T, C)
                 kv_caches[j] = KVCache(k, v)
-                swa_gates.append(gate.detach().abs().mean())
+                swa_gates.append(gate)
             if i >= depth - 2:
                 streams.append(x.reshape(B * N, T, C))
         new_memory = ChunkMemory(fast_weights, kv_caches, memory.chunks_seen + 1)
@@ -179,7 +237,8 @@ class LoGeR(nn.Module):
         """Run one chunk.
 
         Args:
-            images: ``[B, N, 3, H, W]`` (or ``[N, 3, H, W]``) RGB in [0, 1], H and W multiples of 14.
+            images: ``[B, N, 3, H, W]`` (or ``[N, 3, H, W]``) RGB in [0, 1] (or uint8 in [0, 255]),
+                H and W multiples of 14.
             memory: the state after the previous chunk; ``None`` starts a new sequence.
             frame_roles: per frame, which pe token it gets: 0 = also in the previous chunk,
                 1 = interior, 2 = also in the next chunk (see ``inference.windows.frame_roles``);
@@ -191,8 +250,8 @@ class LoGeR(nn.Module):
             images = images.unsqueeze(0)
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be float RGB in [0, 1], got {images.dtype}; divide 8-bit frames by 255")
+        if not (images.is_floating_point() or images.dtype == torch.uint8):
+            raise ValueError(f"images must be float RGB in [0, 1] or uint8 in [0, 255], got {images.dtype}")
         cfg = self.config
         B, N, _, H, W = images.shape
         p = cfg.patch_size
@@ -208,6 +267,8 @@ class LoGeR(nn.Module):
             raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
         roles = roles.to(device)
 
+        if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
+            images = images.to(device, non_blocking=True).float().div_(255)
         x = (images.to(device) - self.image_mean) / self.image_std
         h, w = H // p, W // p
         with self._autocast(device):
@@ -215,11 +276,12 @@ class LoGeR(nn.Module):
             specials = self._special_tokens(B, roles, patches.dtype)
             tokens = torch.cat([specials, patches], dim=1)
             S = specials.shape[1]
-            pos = token_positions(h, w, S, device)
-            hidden, memory, ttt_gate, swa_gate = self._decode(tokens, B, N, pos, memory)
-            point_hidden = self.point_decoder(hidden, pos)
-            conf_hidden = self.conf_decoder(hidden, pos)
-            camera_hidden = self.camera_decoder(hidden, pos)
+            rot = self._rotary_tables(h, w, device)
+            hidden, memory, ttt_gate, swa_gate = self._decode(tokens, B, N, rot[cfg.dec_dim // cfg.dec_heads], memory)
+            head_rot = rot[cfg.head_dim // cfg.head_heads]
+            point_hidden = self.point_decoder(hidden, head_rot)
+            conf_hidden = self.conf_decoder(hidden, head_rot)
+            camera_hidden = self.camera_decoder(hidden, head_rot)
         with torch.autocast(device_type=device.type, enabled=False):
             xyz = self.point_head(point_hidden.float()[:, S:], h, w).reshape(B, N, H, W, -1)
             xy, z = xyz.split([2, 1], dim=-1)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .compiled import compiled, mark_dynamic
 from .memory import FastWeights
 
 __all__ = ["FastWeightMemory", "newton_schulz5", "fast_weight_gradients", "apply_fast_weights",
@@ -110,6 +111,7 @@ class FastWeightMemory(nn.Module):
         self.pre_norm = nn.RMSNorm(dim, eps=1e-5) if pre_norm else None
         self.o_norm = nn.RMSNorm(head_dim, eps=1e-5)
         self.activation_checkpointing = False
+        self.compiled = False  # run through torch.compile (the fast path; see compiled.py)
 
     def initial_state(self, batch: int) -> FastWeights:
         return FastWeights(self.w0.repeat(batch, 1, 1), self.w1.repeat(batch, 1, 1), self.w2.repeat(batch, 1, 1))
@@ -117,6 +119,9 @@ class FastWeightMemory(nn.Module):
     def forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(self._forward, x, state, use_reentrant=False)
+        if self.compiled:
+            mark_dynamic(x, 1, 2)  # frames per chunk and tokens per frame: a shorter last chunk reuses the graph
+            return compiled(FastWeightMemory._forward)(self, x, state)
         return self._forward(x, state)
 
     def _forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:

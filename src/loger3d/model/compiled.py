@@ -1,0 +1,41 @@
+"""torch.compile for the fast path, shared by every layer of a kind.
+
+A layer's forward function (not the module) is compiled once; its parameters enter the graph
+as inputs, so the 36 decoder blocks, the encoder's and the heads' blocks reuse the same
+compiled code wherever their structure agrees. Token counts are marked dynamic so that frame
+attention, chunk attention and a shorter last chunk do not each trigger a new compilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["compiled", "mark_dynamic"]
+
+_COMPILED: dict[Callable, Callable] = {}
+
+
+# One layer function has a dozen variants (frame or chunk attention, with or without the previous
+# chunk, first chunk or not, each image size): past PyTorch's default of 8 it would quietly fall
+# back to eager, so the limit is raised for the process.
+_RECOMPILE_LIMIT = 64
+
+
+def compiled(fn: Callable) -> Callable:
+    """The compiled version of ``fn`` (compiled on first use, then cached for the process).
+
+    bf16 intermediates are rounded where eager rounds them (``emulate_precision_casts``), so that
+    the compiled layers follow the eager numerics as closely as fusion allows.
+    """
+    if fn not in _COMPILED:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
+        _COMPILED[fn] = torch.compile(fn, dynamic=False, options={"emulate_precision_casts": True})
+    return _COMPILED[fn]
+
+
+def mark_dynamic(tensor: torch.Tensor, *dims: int) -> None:
+    """Let ``dims`` of ``tensor`` stay symbolic in the compiled graph (a hint, never an error)."""
+    for dim in dims:
+        torch._dynamo.maybe_mark_dynamic(tensor, dim)

@@ -1,0 +1,85 @@
+"""The fast path (``LoGeR.set_fast_path``: compiled blocks and TTT layers, attention backend choice)
+against the eager path on the CPU, and the uint8 input route.
+
+The fast path is a different summation order, so it is compared within a tolerance; what
+follows a chunk through the TTT memory is compared given the same memory, because the
+memory's bf16 Newton–Schulz step turns any rounding difference into a bf16-sized step
+(benchmarks/results/fast_path/ measures the whole sequence on the GPU).
+"""
+
+import pytest
+import torch
+
+from .conftest import random_images, seeded_model
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b).abs() / (b.abs() + 1e-3)).flatten()
+
+
+def assert_close_outputs(out, ref, p99: float, worst: float) -> None:
+    for key in ("points", "local_points", "conf", "camera_poses"):
+        r = rel(getattr(out, key), getattr(ref, key))
+        assert torch.isfinite(r).all(), key
+        assert torch.quantile(r, 0.99) < p99, (key, torch.quantile(r, 0.99).item())
+        assert r.max() < worst, (key, r.max().item())
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    """Eager outputs of three chunks (8, 5 and 3 frames) and the memory before each."""
+    model = seeded_model("tiny", 0)
+    images = [random_images(n, 56, 84, seed=n, batch=1) for n in (8, 5, 3)]
+    memories, outputs, memory = [], [], None
+    with torch.no_grad():
+        for x in images:
+            memories.append(memory)
+            pred, memory = model.forward_chunk(x, memory)
+            outputs.append(pred)
+    return model, images, memories, outputs
+
+
+def test_compiled_chunks_match_eager_given_the_same_memory(chunks):
+    model, images, memories, outputs = chunks
+    counters = torch._dynamo.utils.counters["stats"]
+    try:
+        model.set_fast_path(attention="flash")
+        with torch.no_grad():
+            for x, memory, ref in zip(images[:2], memories, outputs):
+                pred, _ = model.forward_chunk(x, memory)
+                assert_close_outputs(pred, ref, p99=1e-4, worst=2e-2)
+            graphs = counters["unique_graphs"]
+            # A shorter chunk with memory reuses the compiled graphs (token counts are symbolic).
+            pred, _ = model.forward_chunk(images[2], memories[2])
+            assert counters["unique_graphs"] == graphs
+            assert_close_outputs(pred, outputs[2], p99=1e-4, worst=2e-2)
+    finally:
+        model.set_fast_path(False)
+    assert model.ttt_layers[0].to_qkv_stack[0].weight.device.type == "cpu"
+
+
+def test_turning_the_fast_path_off_restores_the_eager_bits(chunks):
+    model, images, memories, outputs = chunks
+    model.set_fast_path(compile=False)  # attention backends only; on the CPU the math kernel still serves
+    model.set_fast_path(False)
+    assert not any(getattr(m, "compiled", False) for m in model.modules())
+    with torch.no_grad():
+        pred, _ = model.forward_chunk(images[1], memories[1])
+    for key in ("points", "conf", "camera_poses"):
+        assert torch.equal(getattr(pred, key), getattr(outputs[1], key)), key
+
+
+def test_fast_path_rejects_unknown_attention(tiny_model):
+    with pytest.raises(ValueError, match="attention must be"):
+        tiny_model.set_fast_path(attention="xformers")
+
+
+def test_uint8_frames_equal_float_frames(tiny_model):
+    frames = torch.randint(0, 256, (1, 4, 3, 42, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, _ = tiny_model.forward_chunk(frames)
+        b, _ = tiny_model.forward_chunk(frames.float() / 255)
+    for key in ("points", "conf", "camera_poses"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+    with pytest.raises(ValueError, match="uint8"):
+        tiny_model.forward_chunk(frames.to(torch.int32))
