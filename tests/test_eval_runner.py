@@ -100,3 +100,17 @@ def test_sequences_sharded_over_two_workers_score_like_one(tmp_path, capsys):
     assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(tmp_path / "x"),
                  "--devices", "gpu7", *TINY]) == 2
     assert "--devices" in capsys.readouterr().err
+
+
+def test_fast_path_benchmark_is_recorded(tmp_path, capsys):
+    """``--fast``: the runs use the fast path and say so; a later run without it refuses to mix."""
+    _kitti(tmp_path / "kitti", n=6)
+    out = tmp_path / "out"
+    args = ["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(out), "--sequences", "00", *TINY]
+    assert main([*args, "--fast"]) == 0
+    run = json.loads((out / "runs" / "00" / "run.json").read_text())
+    assert run["status"] == "complete" and run["settings"]["fast"] is True
+    assert json.loads((out / "results.json").read_text())["sequences"][0]["frames"] == 6
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "other settings" in capsys.readouterr().err

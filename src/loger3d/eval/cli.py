@@ -152,6 +152,9 @@ def _add_benchmarks(runners: argparse._SubParsersAction) -> None:
                            help="spread the sequences over several devices, one process each: 'all' (every CUDA "
                                 "GPU) or a comma list such as cuda:0,cuda:1; metrics equal a one-device run's")
         bench.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+        bench.add_argument("--fast", action="store_true",
+                           help="the fast path (cuDNN attention, compiled layers; docs/performance.md): faster on a "
+                                "GPU, outputs within its measured tolerance rather than the reference numerics")
         bench.set_defaults(func=_run_benchmark, benchmark=name)
 
 
@@ -189,7 +192,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     options = {"window": args.window, "overlap": args.overlap, "align": args.align, "reset_every": args.reset_every,
                "start": args.start, "stride": args.stride, "max_frames": args.max_frames,
                "resolution": parse_resolution(args.resolution) if args.resolution else None,
-               "eval_align": args.eval_align, "depth": args.depth}
+               "eval_align": args.eval_align, "depth": args.depth, "fast": args.fast}
     run_benchmark(args.benchmark, args.data, model, args.model, args.out, dtype=dtype, sequences=args.sequences,
                   options=options, devices=devices)
     print((Path(args.out) / "results.md").read_text(), end="")

@@ -49,8 +49,11 @@ def _selection(options: dict) -> dict:
 def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str, preset: str, options: dict,
                           progress) -> None:
     window, overlap, reset_every, align = protocol_settings(seq.protocol, preset)
+    fast = bool(options.get("fast"))
+    if fast:
+        model.set_fast_path()
     settings = RunSettings(
-        input=list(seq.image_paths), model=model_spec, dtype=dtype,
+        input=list(seq.image_paths), model=model_spec, dtype=dtype, fast=fast,
         window=options.get("window") or window,
         overlap=options["overlap"] if options.get("overlap") is not None else overlap,
         align=options.get("align") or align,
@@ -230,7 +233,8 @@ def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str,
     """Reconstruct and score ``sequences`` (default: the protocol's, those present) of ``dataset``.
 
     ``options`` override the protocol (absent or ``None``: the protocol's value): window, overlap,
-    align, reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth.
+    align, reset_every, start, stride, max_frames, resolution, max_pixels, eval_align, depth; ``fast``
+    runs the model's fast path (``LoGeR.set_fast_path``).
     ``devices``: with more than one, sequences are spread over one worker process per device (each loads
     ``model_spec`` itself; ``model`` may be ``None``); scoring then runs here, in sequence order, so the
     results equal a one-device run's.
