@@ -57,6 +57,23 @@ def test_fast_path_reconstructs_and_is_recorded(video, tmp_path):
     np.testing.assert_allclose(b[:4, 1:4], a[:4, 1:4], rtol=1e-2, atol=1e-4)
 
 
+def test_reconstruct_builds_no_autograd_graph(video, tmp_path, monkeypatch):
+    """The streaming job is inference: every chunk runs with gradients off (a full-size chunk's
+    autograd graph would not fit in GPU memory)."""
+    from loger3d.model.loger import LoGeR
+
+    seen = []
+    original = LoGeR.forward_chunk
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoGeR, "forward_chunk", spy)
+    assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--quiet", *TINY]) == 0
+    assert seen and not any(seen)
+
+
 def test_help_states_the_defaults(capsys):
     assert main(["reconstruct", "--help"]) == 0
     text = capsys.readouterr().out

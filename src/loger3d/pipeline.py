@@ -276,6 +276,7 @@ def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None
     return write_exports(out, cloud, formats)
 
 
+@torch.no_grad()  # inference: no autograd graph (a full-size chunk's would not fit in GPU memory)
 def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
                 progress=None, checkpoint_every: float = 30.0) -> dict:
     """Run (or resume) a reconstruction into ``out``; returns the final run.json contents.
