@@ -70,10 +70,7 @@ def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str
         resume = True
     else:
         resume = False
-    import torch
-
-    with torch.no_grad():
-        reconstruct(list(seq.image_paths), run_dir, model, settings, resume=resume, progress=progress)
+    reconstruct(list(seq.image_paths), run_dir, model, settings, resume=resume, progress=progress)
 
 
 def _depth_scores(seq, store: FrameStore, cap: float | None, align: str) -> dict:

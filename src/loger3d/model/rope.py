@@ -44,10 +44,6 @@ class RotaryTable:
     cos: torch.Tensor
     sin: torch.Tensor
 
-    @property
-    def head_dim(self) -> int:
-        return self.cos.shape[-1]
-
     def repeat(self, times: int) -> RotaryTable:
         """The table of ``times`` consecutive copies of the tokens (a chunk's frames side by side)."""
         return RotaryTable(self.cos.repeat(times, 1), self.sin.repeat(times, 1))

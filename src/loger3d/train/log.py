@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..io.store import atomic_open
+
 __all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
 
 
@@ -37,9 +39,8 @@ def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
     ax_lr.plot(steps, [r["lr"] for r in records], color="k", lw=1)
     ax_lr.set_xlabel("step")
     ax_lr.set_title("learning rate")
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     return True
 
 
@@ -55,9 +56,8 @@ class MetricsLog:
             return
         # A run that stopped between a log line and its checkpoint logged steps it will now redo: drop them.
         kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        with open(self.path + ".tmp", "w") as f:
+        with atomic_open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(self.path + ".tmp", self.path)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

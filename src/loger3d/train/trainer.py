@@ -24,6 +24,7 @@ import torch.distributed as dist
 import yaml
 
 from ..config import ModelConfig, get_config
+from ..io.store import atomic_open
 from ..model.loger import LoGeR
 from ..weights import read_state_dict
 from .clip import stack_clips
@@ -100,12 +101,6 @@ def _comparable(config: dict) -> dict:
             for s, sec in config.items()}
 
 
-def _atomic_save(obj: dict, path: str) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """``Trainer(config, out, resume=False).run()``; see the module docstring."""
 
@@ -172,9 +167,8 @@ class Trainer:
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
         self.objective = objective
         if self.main:
-            with open(os.path.join(self.out, "config.yaml.tmp"), "w") as f:
+            with atomic_open(os.path.join(self.out, "config.yaml"), "w") as f:
                 yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-            os.replace(os.path.join(self.out, "config.yaml.tmp"), os.path.join(self.out, "config.yaml"))
         self.log = MetricsLog(self.out, enabled=self.main, resume_step=self.step)
 
     # ------------------------------------------------------------------ state
@@ -184,9 +178,10 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.main:
-            _atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                          "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
-                          "world_size": self.world}, os.path.join(self.out, "checkpoint.pt"))
+            with atomic_open(os.path.join(self.out, "checkpoint.pt")) as f:
+                torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                            "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
+                            "world_size": self.world}, f)
             self.log.flush()
         if self.world > 1:
             dist.barrier()
@@ -217,10 +212,10 @@ class Trainer:
         """One optimiser step at ``self.step``; returns its logged record."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
+        slots = self._slots()
         for ahead in range(1, _PREFETCH_STEPS + 1):
             if self.step + ahead < self.total_steps:
-                self.mixture.prefetch(self.step + ahead, self._slots(),
-                                      self.curriculum.at(self.step + ahead)[0].frames)
+                self.mixture.prefetch(self.step + ahead, slots, self.curriculum.at(self.step + ahead)[0].frames)
         factor = lr_factor(self.step, self.total_steps, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
@@ -230,8 +225,8 @@ class Trainer:
         sums: dict[str, float] = {}
         for m in range(self.accumulation):
             t0 = time.perf_counter()
-            slots = self._slots()[m * cfg.train.micro_batch:(m + 1) * cfg.train.micro_batch]
-            batch = stack_clips([self.mixture.sample(self.step, s, stage.frames, self.device) for s in slots])
+            micro = slots[m * cfg.train.micro_batch:(m + 1) * cfg.train.micro_batch]
+            batch = stack_clips([self.mixture.sample(self.step, s, stage.frames, self.device) for s in micro])
             data_time += time.perf_counter() - t0
             sync = contextlib.nullcontext()
             if self.world > 1 and m < self.accumulation - 1:
