@@ -2,7 +2,8 @@
 
 Hypothesis: the fast-weight update's Newton-Schulz step, which always rounds to bf16, turns any
 last-bit difference into a visible one, chunk after chunk. Test: rerun with that step in fp32
-("ns_fp32", a diagnostic switch, not the official numerics) and with the TTT gates at zero.
+("ns_fp32": ``LoGeR.set_newton_schulz_dtype(torch.float32)``, not the official numerics) and with
+the TTT gates at zero.
 
     python benchmarks/precision_diagnosis.py --out diagnosis.json
 """
@@ -10,7 +11,6 @@ last-bit difference into a visible one, chunk after chunk. Test: rerun with that
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from contextlib import contextmanager
@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 import loger3d
-import loger3d.model.ttt as ttt
 from loger3d.seeded import fill_seeded_
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,15 +26,13 @@ KEYS = ("points", "local_points", "conf", "camera_poses")
 
 
 @contextmanager
-def newton_schulz_in(dtype: torch.dtype | None):
-    """Run the Newton-Schulz step in ``dtype`` (None: the official bf16)."""
-    original = ttt.newton_schulz5
-    if dtype is not None:
-        ttt.newton_schulz5 = functools.partial(original, dtype=dtype)
+def newton_schulz_in(model, dtype: torch.dtype | None):
+    """Run the model's Newton-Schulz step in ``dtype`` (None: the official bf16), then restore bf16."""
+    model.set_newton_schulz_dtype(dtype or torch.bfloat16)
     try:
         yield
     finally:
-        ttt.newton_schulz5 = original
+        model.set_newton_schulz_dtype(torch.bfloat16)
 
 
 def p99_rel(a, b) -> float:
@@ -71,7 +68,7 @@ def main() -> None:
     model = fill_seeded_(loger3d.build_model("loger", device="meta"), c["weight_seed"]).eval()
     cpu_vs_cuda = {}
     for label, ns in (("ns_bf16_official", None), ("ns_fp32", torch.float32)):
-        with newton_schulz_in(ns):
+        with newton_schulz_in(model, ns):
             cpu = run(model, golden["images"], "cpu", **kw)
             cuda = run(model, golden["images"], "cuda", **kw)
         cpu_vs_cuda[label] = summary(cuda, cpu)
@@ -96,7 +93,7 @@ def main() -> None:
                 gate.weight.data.zero_()
                 gate.bias.data.fill_(-30.0)  # silu(-30) ~ -3e-12: the TTT branch contributes nothing
         seeded.to("cuda")
-        with newton_schulz_in(ns):
+        with newton_schulz_in(seeded, ns):
             fp32 = run(seeded, images, "cuda", **kw)
             seeded.set_precision(torch.bfloat16)
             bf16 = run(seeded, images, "cuda", **kw)

@@ -2,9 +2,9 @@
 against the eager path on the CPU, and the uint8 input route.
 
 The fast path is a different summation order, so it is compared within a tolerance; what
-follows a chunk through the TTT memory is compared given the same memory, because the
-memory's bf16 Newton–Schulz step turns any rounding difference into a bf16-sized step
-(benchmarks/results/fast_path/ measures the whole sequence on the GPU).
+follows a chunk through the TTT memory is compared given the same memory, because with the
+release's numerics the memory's bf16 Newton–Schulz step turns any rounding difference into a
+bf16-sized step (benchmarks/results/fast_path/ measures the whole sequence on the GPU).
 """
 
 import pytest

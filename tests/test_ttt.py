@@ -1,5 +1,6 @@
 """TTT fast weights: the hand-written update against autograd, Newton-Schulz, apply-then-update."""
 
+import pytest
 import torch
 
 from loger3d.model.memory import FastWeights
@@ -10,6 +11,8 @@ from loger3d.model.ttt import (
     newton_schulz5,
     update_fast_weights,
 )
+
+from .conftest import seeded_model
 
 
 def random_problem(n=2, L=9, d=8, dh=16, seed=0):
@@ -81,3 +84,32 @@ def test_batch_elements_are_independent_problems():
     out1, state1 = layer(x[1:], None)
     torch.testing.assert_close(out[1:], out1, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(state.w0[2:], state1.w0, rtol=1e-4, atol=1e-5)
+
+
+def test_newton_schulz_runs_in_its_dtype_under_autocast():
+    g = torch.randn(2, 32, 48, generator=torch.Generator().manual_seed(3))
+    plain = newton_schulz5(g, 5, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = newton_schulz5(g, 5, torch.float32)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, plain)
+
+
+def test_set_newton_schulz_dtype_round_trips():
+    tiny_model = seeded_model("tiny", 0, newton_schulz=torch.bfloat16)
+    images = torch.rand(5, 3, 28, 42, generator=torch.Generator().manual_seed(4))
+
+    def run():
+        with torch.no_grad():
+            return tiny_model(images, window_size=3, overlap_size=1).points
+
+    assert tiny_model.newton_schulz_dtype == torch.bfloat16  # the release's numerics by default
+    release = run()
+    assert tiny_model.set_newton_schulz_dtype(torch.float32) is tiny_model
+    assert all(layer.ns_dtype == torch.float32 for layer in tiny_model.ttt_layers)
+    fp32 = run()
+    assert not torch.equal(fp32, release)
+    tiny_model.set_newton_schulz_dtype(torch.bfloat16)
+    assert torch.equal(run(), release)
+    with pytest.raises(ValueError, match="Newton–Schulz dtype"):
+        tiny_model.set_newton_schulz_dtype(torch.int8)

@@ -118,6 +118,26 @@ class LoGeR(nn.Module):
                 module.to(dtype)
         return self
 
+    @property
+    def newton_schulz_dtype(self) -> torch.dtype:
+        """The dtype of the TTT update's Newton–Schulz orthogonalisation (bf16 unless changed)."""
+        return self.ttt_layers[0].ns_dtype if len(self.ttt_layers) else torch.bfloat16
+
+    def set_newton_schulz_dtype(self, dtype: torch.dtype) -> LoGeR:
+        """Run the TTT update's Newton–Schulz orthogonalisation in ``dtype``.
+
+        ``torch.bfloat16`` (the default) is the official release's numerics. bf16 products differ in
+        their last bits between CPUs and GPUs and the iteration amplifies that, so outputs are
+        reproducible only on matching hardware; ``torch.float32`` gives results that hold on every
+        machine (the hardware-independent golden cases). Memory saved under one dtype resumes
+        under another, but the outputs then follow the new dtype.
+        """
+        if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+            raise ValueError(f"Newton–Schulz dtype must be a floating torch dtype such as torch.float32, not {dtype!r}")
+        for layer in self.ttt_layers:
+            layer.ns_dtype = dtype
+        return self
+
     def _autocast(self, device: torch.device):
         dtype = self.compute_dtype
         if dtype == torch.float32:

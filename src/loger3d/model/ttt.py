@@ -3,8 +3,8 @@ updated from each chunk's tokens (LaCT style), apply first, then update.
 
 The fast MLP is ``f_W(x) = (silu(x·W0) ⊙ (x·W2))·W1``. One update is a gradient *ascent* step on
 ``Σ_t η_t ⟨f_W(k_t), v_t⟩`` over all tokens of the chunk, each weight's step orthogonalised by
-five Newton–Schulz iterations (always in bf16, as in the official release), followed by
-restoring each weight's column norms.
+five Newton–Schulz iterations (in bf16 as in the official release, or in the dtype chosen by
+``LoGeR.set_newton_schulz_dtype``), followed by restoring each weight's column norms.
 """
 
 from __future__ import annotations
@@ -28,18 +28,21 @@ _NS_COEFFS = (3.4445, -4.7750, 2.0315)
 def newton_schulz5(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Approximate orthogonalisation of a batch of matrices ``[n, r, c]``, computed and returned in ``dtype``.
 
-    The official release always uses bf16 (the default); other dtypes serve numerical diagnosis.
+    The official release uses bf16 (the default). bf16 products are computed by different kernels
+    on different hardware and the iteration amplifies their last-bit differences, so fp32 serves
+    checks that must hold on every machine. Autocast is off inside: ``dtype`` is what runs.
     """
     a, b, c = _NS_COEFFS
-    x = g.to(dtype)
-    tall = g.size(1) > g.size(2)
-    if tall:
-        x = x.transpose(1, 2)
-    x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
-    for _ in range(steps):
-        gram = x @ x.transpose(1, 2)
-        poly = b * gram + c * gram @ gram
-        x = a * x + poly @ x
+    with torch.autocast(device_type=g.device.type, enabled=False):
+        x = g.to(dtype)
+        tall = g.size(1) > g.size(2)
+        if tall:
+            x = x.transpose(1, 2)
+        x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
+        for _ in range(steps):
+            gram = x @ x.transpose(1, 2)
+            poly = b * gram + c * gram @ gram
+            x = a * x + poly @ x
     return x.transpose(1, 2) if tall else x
 
 
@@ -69,13 +72,14 @@ def fast_weight_gradients(w: FastWeights, k: torch.Tensor, v: torch.Tensor, lr0:
 
 
 def update_fast_weights(w: FastWeights, k: torch.Tensor, v: torch.Tensor, lr0: torch.Tensor,
-                        lr1: torch.Tensor, lr2: torch.Tensor, ns_steps: int) -> FastWeights:
-    """One orthogonalised ascent step over all tokens, then the column norms restored."""
+                        lr1: torch.Tensor, lr2: torch.Tensor, ns_steps: int,
+                        ns_dtype: torch.dtype = torch.bfloat16) -> FastWeights:
+    """One orthogonalised ascent step over all tokens (Newton–Schulz in ``ns_dtype``), then column norms restored."""
     norms = [t.detach().norm(dim=1, keepdim=True) for t in (w.w0, w.w1, w.w2)]
     g0, g1, g2 = fast_weight_gradients(w, k, v, lr0, lr1, lr2)
-    w1 = w.w1 + newton_schulz5(g1, ns_steps)
-    w0 = w.w0 + newton_schulz5(g0, ns_steps)
-    w2 = w.w2 + newton_schulz5(g2, ns_steps)
+    w1 = w.w1 + newton_schulz5(g1, ns_steps, ns_dtype)
+    w0 = w.w0 + newton_schulz5(g0, ns_steps, ns_dtype)
+    w2 = w.w2 + newton_schulz5(g2, ns_steps, ns_dtype)
     w0, w1, w2 = (t / (t.norm(dim=1, keepdim=True) + 1e-5) * n for t, n in zip((w0, w1, w2), norms))
     return FastWeights(w0, w1, w2)
 
@@ -98,6 +102,7 @@ class FastWeightMemory(nn.Module):
         super().__init__()
         self.heads = dim // head_dim
         self.ns_steps = ns_steps
+        self.ns_dtype = torch.bfloat16  # the release's; LoGeR.set_newton_schulz_dtype changes it
         hidden = head_dim * inter_multi
         self.w0 = nn.Parameter(torch.randn(self.heads, head_dim, hidden) * math.sqrt(2.0 / head_dim))
         self.w1 = nn.Parameter(torch.randn(self.heads, hidden, head_dim) * math.sqrt(2.0 / hidden))
@@ -138,7 +143,7 @@ class FastWeightMemory(nn.Module):
         if state is None:
             state = self.initial_state(B)
         out = apply_fast_weights(state, q)
-        new_state = update_fast_weights(state, k, v, lr0, lr1, lr2, self.ns_steps)
+        new_state = update_fast_weights(state, k, v, lr0, lr1, lr2, self.ns_steps, self.ns_dtype)
         out = self.o_norm(out)
         out = out.reshape(B, self.heads, N * T, -1).permute(0, 2, 1, 3).reshape(B, N * T, C)
         out = self.c_proj(out).reshape(B, N, T, C).to(x.dtype)
