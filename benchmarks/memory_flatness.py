@@ -49,7 +49,7 @@ def one_run(args) -> dict:
     import torch
 
     import loger3d
-    from loger3d.pipeline import RunSettings, reconstruct
+    from loger3d.run import RunSettings, reconstruct
     from loger3d.seeded import fill_seeded_
 
     cuda = args.device.startswith("cuda")

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from loger3d.io.colmap import read_colmap_text, write_colmap_text
-from loger3d.io.intrinsics import estimate_intrinsics, estimate_shared_intrinsics, shared_intrinsics
-from loger3d.io.nerfstudio import OPENCV_TO_OPENGL, write_transforms_json
+from loger3d.sinks.colmap import read_colmap_text, write_colmap_text
+from loger3d.sinks.intrinsics import estimate_intrinsics, estimate_shared_intrinsics, shared_intrinsics
+from loger3d.sinks.nerfstudio import OPENCV_TO_OPENGL, write_transforms_json
 
 H, W = 20, 28
 K = np.array([[30.0, 0.0, 13.2], [0.0, 31.0, 9.7], [0.0, 0.0, 1.0]])

@@ -12,8 +12,8 @@ from loger3d import demo, weights
 from loger3d.cli import main
 from loger3d.eval.traj import associate_timestamps
 from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors
-from loger3d.io.trajectory import read_tum
-from loger3d.pipeline import RunError
+from loger3d.run import RunError
+from loger3d.sinks.trajectory import read_tum
 
 #: Measured 0.983 m (3.5 % of the 28 m path) on CPU; a regression guard, not an accuracy claim.
 ATE_LIMIT_M = 1.1

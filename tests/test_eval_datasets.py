@@ -27,8 +27,8 @@ from loger3d.eval.datasets import (
 from loger3d.eval.datasets.association import associate, greedy_matches, nearest_matches
 from loger3d.eval.datasets.base import DPT_TAG, Selection, read_dpt
 from loger3d.eval.datasets.bonn import T_M, T_M_PUBLISHED, T_ROS
-from loger3d.io.sources import open_source
-from loger3d.io.trajectory import quaternion_to_rotation, rotation_to_quaternion
+from loger3d.sinks.trajectory import quaternion_to_rotation, rotation_to_quaternion
+from loger3d.sources import open_source
 
 W, H = 16, 14  # tiny, but at least one 14-pixel patch so the frame source accepts them
 

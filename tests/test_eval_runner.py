@@ -28,7 +28,7 @@ def test_kitti_benchmark_scores_reuses_and_reports(tmp_path, capsys):
     assert run["settings"]["reset_every"] == 5 and run["settings"]["window"] == 4
     # The estimate scored is the run's own trajectory, paired frame by frame with the ground truth.
     from loger3d.eval.traj import score_trajectory
-    from loger3d.io.trajectory import read_kitti
+    from loger3d.sinks.trajectory import read_kitti
 
     est = read_kitti(out / "runs" / "00" / "trajectory_kitti.txt")
     assert np.isclose(score_trajectory(gt, est).metrics["ate_rmse"], row["ate_rmse"])
@@ -57,7 +57,7 @@ def test_sevenscenes_scores_the_reconstruction(tmp_path):
     """A fake 7-Scenes sequence of a textured wall with full depth: Acc/Comp/NC are computed."""
     from PIL import Image
 
-    from loger3d.io.trajectory import quaternion_to_rotation
+    from loger3d.sinks.trajectory import quaternion_to_rotation
 
     folder = tmp_path / "7s" / "chess" / "seq-01"
     folder.mkdir(parents=True)

@@ -9,7 +9,7 @@ import pytest
 
 from loger3d.eval.cli import add_eval_parser
 from loger3d.eval.traj import associate_timestamps, detect_format, load_trajectory_pair, score_trajectory
-from loger3d.io.trajectory import write_kitti, write_tum
+from loger3d.sinks.trajectory import write_kitti, write_tum
 
 from .test_eval_metrics import noisy_estimate, smooth_trajectory, straight_track
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from loger3d.inference.reconstructor import Reconstructor
-from loger3d.io.preprocess import frames_to_tensor
-from loger3d.io.sources import open_source
-from loger3d.io.store import FrameStore
-from loger3d.pipeline import RunError, RunSettings, export_run, reconstruct
+from loger3d.run import RunError, RunSettings, export_run, reconstruct
+from loger3d.sinks.store import FrameStore
+from loger3d.sources import open_source
+from loger3d.sources.preprocess import frames_to_tensor
 
 from .conftest import write_video
 
@@ -43,7 +43,7 @@ def output_files(out):
 
 
 def test_stream_equals_whole_sequence_forward(tiny_model, video, tmp_path):
-    summary = run(video, tmp_path / "out", tiny_model)
+    summary = run(video, tmp_path / "out", tiny_model, save=["depth", "conf", "points"], store_precision="float32")
     assert summary["status"] == "complete" and summary["frames"] == 30
     images = frames_to_tensor(np.stack([f.image for f in open_source(video, resolution=tuple(SIZE)).frames()]))
     with torch.no_grad():
@@ -98,20 +98,20 @@ def test_ctrl_c_between_chunks_saves_the_state_at_once(tiny_model, video, tmp_pa
     """With periodic saving off (a huge interval), Ctrl-C at a chunk boundary still saves, so nothing is lost;
     work after the last saved state is redone after a crash without one."""
     run(video, tmp_path / "plain", tiny_model)
-    import loger3d.pipeline as pipeline
+    import loger3d.run.writer as writer
 
-    original = pipeline._to_batch
+    original = writer.to_batch
     calls = {"n": 0}
 
-    def interrupting(done, meta):  # Ctrl-C right after the second chunk has been handed to the writer
+    def interrupting(done, meta):  # Ctrl-C while the second chunk is being handed over
         calls["n"] += 1
         batch = original(done, meta)
         if calls["n"] == 2:
-            pipeline._to_batch = original
+            writer.to_batch = original
             raise KeyboardInterrupt
         return batch
 
-    monkeypatch.setattr(pipeline, "_to_batch", interrupting)
+    monkeypatch.setattr(writer, "to_batch", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run(video, tmp_path / "resumed", tiny_model, checkpoint_every=1e9)
     saved = json.loads((tmp_path / "resumed" / "run.json").read_text())["checkpoint"]
@@ -122,7 +122,7 @@ def test_ctrl_c_between_chunks_saves_the_state_at_once(tiny_model, video, tmp_pa
 
     calls["n"] = 0
     frames_seen = {"n": 0}
-    import loger3d.io.sources as sources
+    import loger3d.sources.readers as sources
 
     original_frames = sources.FrameSource.frames
 
@@ -161,7 +161,7 @@ def test_exports_parse_with_independent_tools(tiny_model, video, tmp_path):
     assert {"x", "y", "z", "red", "green", "blue"} <= {p.name for p in ply["vertex"].properties}
     doc = json.loads((out / "transforms.json").read_text())
     assert len(doc["frames"]) == 30 and all((out / f["file_path"]).exists() for f in doc["frames"])
-    from loger3d.io.colmap import read_colmap_text
+    from loger3d.sinks.colmap import read_colmap_text
 
     model = read_colmap_text(out / "colmap")
     assert len(model.image_names) == 30

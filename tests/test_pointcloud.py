@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loger3d.io.pointcloud import VoxelCloud, filter_mask, read_ply, write_glb, write_ply
+from loger3d.sinks.cloud import VoxelCloud, filter_mask
+from loger3d.sinks.pointcloud import read_ply, write_glb, write_ply
 
 
 def official_mask(depth: np.ndarray, conf: np.ndarray, threshold: float = 0.1, rtol: float = 0.03) -> np.ndarray:
@@ -181,7 +182,7 @@ def test_glb(tmp_path, monkeypatch):
 
 
 def test_intrinsics_on_a_pixel_subsample_match_the_full_fit():
-    from loger3d.io.intrinsics import estimate_intrinsics
+    from loger3d.sinks.intrinsics import estimate_intrinsics
 
     h, w = 40, 56
     K = np.array([[50.0, 0, 27.5], [0, 48.0, 19.0], [0, 0, 1]])
@@ -190,3 +191,35 @@ def test_intrinsics_on_a_pixel_subsample_match_the_full_fit():
     local = np.stack([(cols - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z], axis=-1)
     for step in (1, 3, 4):
         np.testing.assert_allclose(estimate_intrinsics(local, step=step)[0], K, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+def test_strided_filter_mask_equals_the_full_mask_subsampled(stride):
+    rng = np.random.default_rng(7)
+    depth = rng.uniform(1.0, 3.0, size=(2, 17, 23)).astype(np.float32)
+    depth[0, 5:, 9:] += 4.0  # depth steps
+    depth[1, ::4, ::5] = np.nan
+    conf = rng.uniform(0, 1, size=depth.shape).astype(np.float32)
+    for rtol in (0.03, 0.0):
+        full = filter_mask(depth, conf, 0.2, rtol)
+        np.testing.assert_array_equal(filter_mask(depth, conf, 0.2, rtol, stride=stride), full[:, ::stride, ::stride])
+
+
+def test_voxel_cloud_state_round_trip_continues_identically():
+    rng = np.random.default_rng(8)
+    batches = [(rng.normal(size=(2, 6, 7, 3)), rng.integers(0, 255, size=(2, 6, 7, 3)).astype(np.uint8))
+               for _ in range(3)]
+    mask = np.ones((2, 6, 7), bool)
+    straight = VoxelCloud(max_points=60)
+    for xyz, rgb in batches:
+        straight.add(xyz, rgb, mask)
+    first = VoxelCloud(max_points=60)
+    first.add(*batches[0], mask)
+    resumed = VoxelCloud(max_points=60)
+    resumed.load_state_dict({k: np.array(v) for k, v in first.state_dict().items()})
+    for xyz, rgb in batches[1:]:
+        resumed.add(xyz, rgb, mask)
+    assert resumed.voxel_size == straight.voxel_size
+    for a, b in zip(resumed.points(), straight.points()):
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(VoxelCloud().state_dict()["voxel_size"])  # no size chosen yet

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from loger3d.io.preprocess import demo_target_size, frames_to_tensor, parse_resolution, resize_frame, to_rgb8
-from loger3d.io.sources import Frame, Prefetcher, SourceError, natural_key, open_source
+from loger3d.sources import Frame, Prefetcher, SourceError, natural_key, open_source
+from loger3d.sources.preprocess import demo_target_size, frames_to_tensor, parse_resolution, resize_frame, to_rgb8
 
 SMALL = (56, 42)  # a fixed resolution that keeps resizing cheap where the automatic size is not under test
 
@@ -334,7 +334,7 @@ def test_prefetch_stops_when_the_consumer_leaves():
 
 
 def test_prefetch_does_not_hold_the_interpreter_at_exit():
-    code = "from loger3d.io.sources import Prefetcher\nitems = Prefetcher(iter(int, 1), depth=2)\nprint(next(items))"
+    code = "from loger3d.sources import Prefetcher\nitems = Prefetcher(iter(int, 1), depth=2)\nprint(next(items))"
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

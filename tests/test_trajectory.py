@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loger3d.io.trajectory import (
+from loger3d.sinks.trajectory import (
     quaternion_to_rotation,
     read_kitti,
     read_tum,

@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 from loger3d.cli import main
-from loger3d.io.frames import FrameBatch
-from loger3d.io.store import FrameStore
+from loger3d.sinks.base import FrameBatch
+from loger3d.sinks.images import ImageWriter
+from loger3d.sinks.store import FrameStore
 from loger3d.viewer import MAX_TRAJECTORY_POINTS, colorize_depth, evenly_spaced, is_loopback, load_scene
 
 from .conftest import write_video
@@ -90,14 +91,17 @@ def write_synthetic_run(out: Path, n: int = 36, width: int = 128, height: int = 
         images.append(rgb.reshape(height, width, 3))
         local.append((rays * t.reshape(height, width, 1)).astype(np.float32))
         conf.append(c.reshape(height, width).astype(np.float32))
-    store = FrameStore(out)
+    store = FrameStore(out, keep=("depth", "conf", "points"), precision="float32")
+    jpegs = ImageWriter(out)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        store.append(FrameBatch(
+        batch = FrameBatch(
             index=np.arange(s, e), source_index=np.arange(s, e), timestamp=np.arange(s, e) / 10.0,
             name=[f"frame_{i:06d}" for i in range(s, e)], image=np.stack(images[s:e]),
-            local_points=np.stack(local[s:e]), conf=np.stack(conf[s:e]), camera_poses=np.stack(poses[s:e]),
-            points=np.zeros((e - s, height, width, 3), np.float32)))
+            local_points=np.stack(local[s:e]), conf=np.stack(conf[s:e]), camera_poses=np.stack(poses[s:e]))
+        store.append(batch)
+        jpegs.write(batch)
+    jpegs.finish()
     (out / "run.json").write_text(json.dumps({"settings": {"conf_threshold": 0.1, "edge_rtol": 0.03},
                                               "status": "complete", "frames": n}))
     return out
@@ -188,7 +192,7 @@ def test_long_run_stays_bounded(tmp_path):
             index=np.arange(s, s + chunk), source_index=np.arange(s, s + chunk), timestamp=np.arange(s, s + chunk) / 30,
             name=[f"f{i}" for i in range(s, s + chunk)], image=np.zeros((chunk, h, w, 3), np.uint8),
             local_points=np.broadcast_to(local, (chunk, h, w, 3)), conf=np.full((chunk, h, w), 0.5, np.float32),
-            camera_poses=poses, points=np.zeros((chunk, h, w, 3), np.float32)))
+            camera_poses=poses))
     (tmp_path / "run.json").write_text(json.dumps({"settings": {"conf_threshold": 0.1, "edge_rtol": 0.0}}))
     t0 = time.perf_counter()
     scene = load_scene(tmp_path, max_points=20_000, max_frustums=300)

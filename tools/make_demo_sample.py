@@ -28,7 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from loger3d.io.trajectory import write_tum
+from loger3d.sinks.trajectory import write_tum
 from loger3d.train.worlds import SyntheticWorld, WorldConfig
 
 FAMILY, TRAJECTORY, SEED = "terrain", "walk", 1_000_000_001

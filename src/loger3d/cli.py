@@ -89,38 +89,54 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> list[int]:
-    from .io.preprocess import parse_resolution
+    from .sources.preprocess import parse_resolution
 
     return list(parse_resolution(text))
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """``reconstruct INPUT -o OUT``: see ``loger3d.pipeline.reconstruct``."""
+    """``reconstruct INPUT -o OUT``: see ``loger3d.run.reconstruct``."""
     import torch
 
-    from .pipeline import RunSettings, reconstruct
+    from .run import RunSettings, parse_save, reconstruct
+    from .run.compile_cache import FAST_MIN_FRAMES, use_compile_cache
+    from .run.job import open_run_source
     from .weights import model_from_spec
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give at least 1")
+        torch.set_num_threads(args.threads)
+    save = parse_save(args.save)
+    _status(args, f"loading model {args.model} ...")
     model, dtype = model_from_spec(args.model, args.device, args.dtype)
-    if args.fast:
-        model.set_fast_path()
     defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
     window, overlap, align = defaults or (32, 3, "none")
     settings = RunSettings(
         input=[str(p) for p in args.input], model=args.model,
         window=args.window if args.window is not None else window,
         overlap=args.overlap if args.overlap is not None else overlap,
-        align=args.align or align, reset_every=args.reset_every, dtype=dtype, fast=args.fast,
+        align=args.align or align, reset_every=args.reset_every, dtype=dtype,
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
         resolution=_parse_size(args.resolution) if args.resolution else None, max_pixels=args.max_pixels,
-        store_dtype="float16" if args.float16 else "float32", conf_threshold=args.conf_threshold,
+        save=save, store_precision="float32" if args.float32 else "float16", conf_threshold=args.conf_threshold,
         edge_rtol=args.edge_rtol, cloud_stride=args.cloud_stride, voxel_size=args.voxel_size,
         max_points=args.max_points)
     source = settings.input[0] if len(settings.input) == 1 else settings.input
+    if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
+        frames = open_run_source(source, settings).num_frames
+        settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)
+    else:
+        settings.fast = args.fast
+    if settings.fast:
+        cache = use_compile_cache()
+        model.set_fast_path()
+        _status(args, f"fast path on: the first chunk compiles the model (about a minute; about 20 s with the "
+                      f"compile cache in {cache} warm)")
     bar = None if args.quiet else _ProgressBar()
     try:
         run = reconstruct(source, args.output, model, settings, resume=args.resume, progress=bar,
-                          checkpoint_every=args.checkpoint_every)
+                          checkpoint_every=args.checkpoint_every, keep_state=args.keep_state)
     except KeyboardInterrupt:
         print(f"loger3d: interrupted; finished chunks are saved in {args.output}: run the same command with "
               f"--resume to continue", file=sys.stderr)
@@ -139,6 +155,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         rate = t["frames_per_second"] or 0.0
         print(f"{run['frames']} frames in {t['total_s']:.1f} s ({rate:.2f} frames/s) -> {args.output}")
     return 0
+
+
+def _status(args: argparse.Namespace, message: str) -> None:
+    """A line about what happens before the first chunk (the progress bar starts with it)."""
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 _DEMO_HELP = """\
@@ -220,7 +242,7 @@ class _ProgressBar:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``export OUT --format ...``: rebuild exports from a run's frame store."""
-    from .pipeline import export_run
+    from .run import export_run
 
     for path in export_run(args.run, args.format, conf_threshold=args.conf_threshold, voxel_size=args.voxel_size):
         print(f"wrote {path}")
@@ -317,9 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     rec.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="weights precision (default: bf16 on CUDA, fp32 on CPU)")
-    rec.add_argument("--fast", action="store_true",
-                     help="faster kernels: cuDNN attention and compiled blocks (about 1.7x on an H100; outputs within "
-                          "the tolerance in docs/performance.md; the first chunks pay about a minute of compilation)")
+    fast = rec.add_mutually_exclusive_group()
+    fast.add_argument("--fast", dest="fast", action="store_true", default=None,
+                      help="faster kernels: cuDNN attention and compiled blocks (about 1.7x; outputs within the "
+                           "tolerance in docs/performance.md). Default: on for CUDA runs of 3,000 frames or more, "
+                           "which repay the first chunk's compilation (about a minute; ~20 s with the cache warm)")
+    fast.add_argument("--no-fast", dest="fast", action="store_false", help="the eager kernels, whatever the length")
+    rec.add_argument("--threads", type=int, metavar="N",
+                     help="CPU threads of the model (default: PyTorch's choice, one per core)")
     rec.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")
     rec.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                      help="save the resume state at most this often (default: 30; Ctrl-C always saves; a crash "
@@ -333,7 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--max-pixels", type=int, default=255000,
                      help="pixel budget of the automatic size (default: 255000, as the official demo)")
     outp = rec.add_argument_group("outputs")
-    outp.add_argument("--float16", action="store_true", help="store depth, confidence and points in float16")
+    outp.add_argument("--save", default="depth,conf,images", metavar="LIST",
+                      help="per-frame data to keep: depth, conf, points (local point maps) in frames/, images (JPEG "
+                           "in images/), comma-separated, or all / none (default: depth,conf,images, about 1 MB a "
+                           "frame at 924x266; poses, intrinsics and the fused cloud are always written)")
+    outp.add_argument("--float32", action="store_true",
+                      help="keep depth, confidence and points in float32, the model's outputs bit for bit (default: "
+                           "float16 depth and points, 8-bit confidence)")
+    outp.add_argument("--keep-state", action="store_true",
+                      help="keep the resume state (state/) after the run completes (default: removed)")
     outp.add_argument("--conf-threshold", type=float, default=0.1,
                       help="minimum confidence (0-1) of a pixel in the fused cloud (default: 0.1)")
     outp.add_argument("--edge-rtol", type=float, default=0.03,

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from .eval.traj import load_trajectory_pair, score_trajectory
-from .io.store import atomic_open
-from .pipeline import RUN_FILE, RunError
+from .run import RUN_FILE, RunError
+from .util.atomic import atomic_open
 
 __all__ = ["MODEL", "SAMPLE_DIR", "SAMPLE_VIDEO", "SAMPLE_GT", "SAMPLE_RESOLUTION", "SCORE_FILE",
            "prepare_output", "score_run"]

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loger3d.io.intrinsics import shared_intrinsics
-from loger3d.io.pointcloud import filter_mask
-from loger3d.io.store import FrameStore
+from loger3d.sinks.cloud import filter_mask
+from loger3d.sinks.images import read_image
+from loger3d.sinks.intrinsics import shared_intrinsics
+from loger3d.sinks.store import FrameStore
 
 if TYPE_CHECKING:
     import viser
@@ -105,6 +106,17 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
+def frame_images(run_dir: Path, names, size: tuple[int, int], stored: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """The frames ``[n, H, W, 3]`` uint8: as stored (runs of loger3d 0.1), from ``images/``, or grey if not kept."""
+    if stored is not None:
+        return stored
+    try:
+        return np.stack([read_image(run_dir, str(name)) for name in names])
+    except FileNotFoundError:
+        return np.full((len(names), *size, 3), 128, np.uint8)
+
+
 def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frustums: int = 300,
                seed: int = 0) -> Scene:
     """Read a run folder into a :class:`Scene`, streaming the frame store one chunk at a time.
@@ -128,9 +140,12 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
     rng = np.random.default_rng(seed)
     xyz, rgb, conf, depth, size = [], [], [], [], None
     for chunk in store.iter_batches():
+        if "local_points" not in chunk:
+            raise ValueError(f"the run in {run_dir} kept no depth or point maps (--save), so there is no cloud to view")
         local = chunk["local_points"].astype(np.float32)  # [n,H,W,3]
-        chunk_conf = chunk["conf"].astype(np.float32)  # [n,H,W]
+        chunk_conf = chunk["conf"] if "conf" in chunk else np.ones(local.shape[:3], np.float32)  # [n,H,W]
         size = (local.shape[2], local.shape[1])
+        images = frame_images(run_dir, chunk["name"], local.shape[1:3], chunk.get("image"))
         keep = filter_mask(local[..., 2], chunk_conf, -np.inf, edge_rtol)
         for j in range(len(local)):
             valid = np.flatnonzero(keep[j])
@@ -138,7 +153,7 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
             pts = local[j].reshape(-1, 3)[pick].astype(np.float64)
             pose = chunk["camera_poses"][j]
             xyz.append((pts @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32))
-            rgb.append(chunk["image"][j].reshape(-1, 3)[pick])
+            rgb.append(images[j].reshape(-1, 3)[pick])
             conf.append(chunk_conf[j].reshape(-1)[pick])
             depth.append(pts[:, 2].astype(np.float32))
     xyz, rgb, conf, depth = (np.concatenate(a) for a in (xyz, rgb, conf, depth))
@@ -325,12 +340,13 @@ def _build(server: viser.ViserServer, scene: Scene) -> None:
     def update_frame() -> None:
         row = min(int(frame_slider.value), n - 1)
         frame = store.read_frame(int(scene.index[row]))
+        picture = frame_images(scene.run_dir, [str(frame["name"])], frame["depth"].shape, frame.get("image"))[0]
         pose = scene.poses[row]
         q = SO3.from_matrix(pose[:3, :3]).wxyz
         with server.atomic():
-            image.image = frame["image"]
+            image.image = picture
             depth.image = colorize_depth(frame["depth"])
-            current.wxyz, current.position, current.image = q, pose[:3, 3], frame["image"]
+            current.wxyz, current.position, current.image = q, pose[:3, 3], picture
             label.content = f"`{scene.names[row]}`: frame {int(scene.index[row])}, {scene.timestamps[row]:.2f} s"
         if follow.value:
             for client in server.get_clients().values():

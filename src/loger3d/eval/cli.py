@@ -179,7 +179,7 @@ def _parse_devices(text: str) -> list[str]:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from ..io.preprocess import parse_resolution
+    from ..sources.preprocess import parse_resolution
     from ..weights import model_from_spec
     from .runner import run_benchmark
 

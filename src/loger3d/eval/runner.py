@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.store import FrameStore, atomic_open
-from ..pipeline import RUN_FILE, RunSettings, reconstruct
+from ..run import RUN_FILE, RunSettings, reconstruct
+from ..sinks.store import FrameStore
+from ..util.atomic import atomic_open
 from .datasets import DATASETS, open_dataset
 from .depth_metrics import combine_depth_metrics, video_depth_metrics
 from .pointcloud_metrics import pointcloud_metrics
@@ -59,7 +60,8 @@ def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str
         align=options.get("align") or align,
         reset_every=options["reset_every"] if options.get("reset_every") is not None else reset_every,
         resolution=list(options["resolution"]) if options.get("resolution") else None,
-        max_pixels=options.get("max_pixels") or 255000)
+        max_pixels=options.get("max_pixels") or 255000,
+        save=["depth", "conf", "points"], store_precision="float32")  # scores use the model's exact outputs
     run_file = run_dir / RUN_FILE
     if run_file.exists():
         previous = json.loads(run_file.read_text())

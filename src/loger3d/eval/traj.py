@@ -1,6 +1,6 @@
 """``loger3d eval traj``: score an estimated trajectory file against its ground truth.
 
-Reading (TUM or KITTI text files, see ``loger3d.io.trajectory``), association (TUM by
+Reading (TUM or KITTI text files, see ``loger3d.sinks.trajectory``), association (TUM by
 timestamp as evo's ``associate_trajectories``, KITTI by line), one alignment of the estimate,
 then ATE, RPE and, when the ground-truth path is long enough, the KITTI devkit segment errors;
 the report is a table or one JSON line (the last line of standard output).
@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from loger3d.io.trajectory import read_kitti, read_tum
+from loger3d.sinks.trajectory import read_kitti, read_tum
 
 from .datasets.association import nearest_matches
 from .trajectory_metrics import (

@@ -35,8 +35,8 @@ from loger3d.eval.datasets.base import (
     parse_floats,
     read_rows,
 )
-from loger3d.io.preprocess import frames_to_tensor, to_rgb8
-from loger3d.io.sources import IMAGE_EXTENSIONS, natural_key
+from loger3d.sources import IMAGE_EXTENSIONS, natural_key
+from loger3d.sources.preprocess import frames_to_tensor, to_rgb8
 
 from .clip import Clip
 from .depth_filter import DepthFilter

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from ..io.store import atomic_open
+from ..util.atomic import atomic_open
 
 __all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
 

@@ -24,8 +24,8 @@ import torch.distributed as dist
 import yaml
 
 from ..config import ModelConfig, get_config
-from ..io.store import atomic_open
 from ..model.loger import LoGeR
+from ..util.atomic import atomic_open
 from ..weights import read_state_dict
 from .clip import stack_clips
 from .config import TrainConfig

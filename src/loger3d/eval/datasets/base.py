@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from loger3d.io.sources import natural_key
-from loger3d.io.trajectory import quaternion_to_rotation
+from loger3d.sinks.trajectory import quaternion_to_rotation
+from loger3d.sources import natural_key
 
 __all__ = [
     "DPT_TAG",
@@ -88,7 +88,7 @@ def _is_int(value: object) -> bool:
 class Sequence:
     """One sequence of a dataset, after the protocol's frame selection.
 
-    ``image_paths`` ``[N]`` in order (what ``loger3d.io.sources.open_source`` takes); ``timestamps`` ``[N]``;
+    ``image_paths`` ``[N]`` in order (what ``loger3d.sources.open_source`` takes); ``timestamps`` ``[N]``;
     ``gt_poses`` ``[N, 4, 4]`` camera-to-world or None; ``intrinsics`` ``[3, 3]`` or None; ``depth_paths`` ``[N]``
     or None, decoded by :meth:`load_depth` as ``raw * depth_scale`` with 0 and ``depth_invalid`` marking no depth.
     ``protocol`` holds the LoGeR paper's settings for the dataset plus ``selection`` (the frames actually kept).

@@ -2,9 +2,9 @@
 
 COLMAP stores world-to-camera poses with w-first quaternions; our poses are camera-to-world, so
 they are inverted on the way out and back on the way in. COLMAP puts the first pixel's centre at
-(0.5, 0.5) while our K puts it at (0, 0) (see :mod:`loger3d.io.intrinsics`): cx and cy gain 0.5
+(0.5, 0.5) while our K puts it at (0, 0) (see :mod:`loger3d.sinks.intrinsics`): cx and cy gain 0.5
 in the file and lose it in :func:`read_colmap_text`. Image names are ``<name>.jpg`` relative to
-the ``images/`` folder :class:`~loger3d.io.store.ImageWriter` fills (COLMAP's ``--image_path``).
+the ``images/`` folder :class:`~loger3d.sinks.images.ImageWriter` fills (COLMAP's ``--image_path``).
 Points carry no tracks (allowed by COLMAP) and an error of -1 (COLMAP's "unknown").
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loger3d.io.store import atomic_open, image_relpath
-from loger3d.io.trajectory import quaternion_to_rotation, rotation_to_quaternion
+from loger3d.sinks.images import image_relpath
+from loger3d.sinks.trajectory import quaternion_to_rotation, rotation_to_quaternion
+from loger3d.util.atomic import atomic_open
 
 from .intrinsics import camera_arrays
 

@@ -7,8 +7,9 @@ the first selected frame gives (``preprocess.demo_target_size``). Videos are dec
 directly, and turned upright by their rotation metadata as the demo's OpenCV reader does.
 
 Sources are opened eagerly (bad input fails at ``open_source`` with a one-line
-:class:`SourceError`) but read lazily: iterating decodes frame by frame, in a background thread
-that runs a few frames ahead (:class:`Prefetcher`). Iteration is restartable, and
+:class:`SourceError`) but read lazily: iterating decodes and resizes frames on a pool of threads
+(results in order), fed by a background thread that runs up to ``prefetch`` frames ahead
+(:class:`Prefetcher`). Iteration is restartable, and
 ``frames(skip=k)`` resumes at sampled frame ``k``.
 
     source = open_source("walk.mp4", fps=10)
@@ -22,27 +23,26 @@ import contextlib
 import glob
 import itertools
 import os
-import queue
 import re
-import threading
 import warnings
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from ..util.workers import ordered_map
+from .prefetch import Prefetcher
 from .preprocess import PATCH, PIXEL_LIMIT, demo_target_size, parse_resolution, resize_frame
 
 if TYPE_CHECKING:
     import av
 
-__all__ = ["SourceError", "Frame", "FrameSource", "ImageSource", "VideoSource", "Prefetcher", "open_source",
-           "natural_key", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
+__all__ = ["SourceError", "Frame", "FrameSource", "ImageSource", "VideoSource", "open_source", "natural_key",
+           "default_decode_threads", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".flv", ".wmv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -63,7 +63,12 @@ def _video_errors() -> tuple[type[BaseException], ...]:
     return (_av().FFmpegError, OSError)
 _ROTATIONS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 
-T = TypeVar("T")
+
+
+def default_decode_threads() -> int:
+    """Threads that decode and resize frames ahead of the model: half the cores, 1 to 8 (PIL and FFmpeg
+    release the GIL, so they run beside the model's own threads)."""
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 
 class SourceError(ValueError):
@@ -103,94 +108,6 @@ def _is_image_file(path: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and "depth" not in name and os.path.isfile(path)
 
 
-# ----------------------------------------------------------------------------- prefetching
-class _Failure:
-    """What the producer thread sends when the wrapped iterator raised."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_END = object()
-
-
-def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set first; False when stopped (the consumer has gone)."""
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _produce(iterator: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
-    """Thread body; it holds no reference to the Prefetcher, so dropping that one stops the thread."""
-    try:
-        for item in iterator:
-            if not _put(out, item, stop):
-                return
-        _put(out, _END, stop)
-    except BaseException as e:  # handed to the consumer, raised there at the point of failure
-        _put(out, _Failure(e), stop)
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:  # a generator: runs its cleanup (closes the video) in this thread
-            close()
-
-
-class Prefetcher(Generic[T]):
-    """Runs ``iterable`` in a daemon thread up to ``depth`` items ahead, so decoding overlaps the model.
-
-    An exception of the iterable is raised by ``next()`` after the items produced before it.
-    ``close()`` (also on ``with`` exit, when the prefetcher is garbage-collected, and at
-    interpreter exit) stops the thread: it finishes the item in hand, then exits.
-    """
-
-    def __init__(self, iterable: Iterable[T], depth: int = 8) -> None:
-        if depth < 1:
-            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=_produce, args=(iter(iterable), self._queue, self._stop),
-                                        name="loger3d-prefetch", daemon=True)
-        weakref.finalize(self, self._stop.set)
-        self._thread.start()
-
-    def __iter__(self) -> Prefetcher[T]:
-        return self
-
-    def __next__(self) -> T:
-        if self._done:
-            raise StopIteration
-        item = self._queue.get()
-        if item is _END:
-            self._done = True
-            raise StopIteration
-        if isinstance(item, _Failure):
-            self.close()
-            raise item.error
-        return item
-
-    def close(self) -> None:
-        """Stop the producer thread and wait for it to finish the item in hand."""
-        self._done = True
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-        with contextlib.suppress(queue.Empty):
-            while True:  # let go of frames already decoded
-                self._queue.get_nowait()
-
-    def __enter__(self) -> Prefetcher[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 # ----------------------------------------------------------------------------- sources
 class FrameSource:
     """The sampled, resized frames of one input; iterate it (restartable) or call ``frames(skip)`` to resume."""
@@ -198,8 +115,9 @@ class FrameSource:
     kind: str = ""
 
     def __init__(self, path: str | list[str], original_size: tuple[int, int], size: tuple[int, int] | None,
-                 start: int, end: int | None, stride: int, max_pixels: int) -> None:
+                 start: int, end: int | None, stride: int, max_pixels: int, decode_threads: int | None = None) -> None:
         self.path = path
+        self.decode_threads = decode_threads or default_decode_threads()
         self.original_size = original_size
         self._fixed = size is not None
         self._size = size if size is not None else demo_target_size(*original_size, max_pixels=max_pixels)
@@ -223,7 +141,10 @@ class FrameSource:
                 "frames_exact": self.kind != "video"}
 
     def frames(self, skip: int = 0, prefetch: int = 8) -> Iterator[Frame]:
-        """Frames from sampled index ``skip`` on, decoded ``prefetch`` frames ahead in a thread (0: inline)."""
+        """Frames from sampled index ``skip`` on, decoded ``prefetch`` frames ahead in a thread (0: inline).
+
+        Decoding and resizing run on ``decode_threads`` threads, results in order.
+        """
         if skip < 0:
             raise SourceError(f"skip must be >= 0, got {skip}")
         frames = self._frames(skip)
@@ -256,7 +177,7 @@ class ImageSource(FrameSource):
 
     def __init__(self, paths: Sequence[str], *, kind: str, path: str | list[str], start: int = 0,
                  end: int | None = None, stride: int = 1, resolution: tuple[int, int] | None = None,
-                 max_pixels: int = PIXEL_LIMIT, mixed_sizes: str = "resize") -> None:
+                 max_pixels: int = PIXEL_LIMIT, mixed_sizes: str = "resize", decode_threads: int | None = None) -> None:
         self.kind = kind
         indices = range(len(paths))[start:end:stride]
         if not indices:
@@ -270,7 +191,7 @@ class ImageSource(FrameSource):
                 raise SourceError(f"image {p} is {w}x{h}, smaller than one {PATCH}-pixel patch")
         first = sizes[0]
         differ = [(p, s) for p, s in zip(self._paths, sizes) if s != first]
-        super().__init__(path, first, resolution, start, end, stride, max_pixels)
+        super().__init__(path, first, resolution, start, end, stride, max_pixels, decode_threads)
         self.mixed_sizes = len(differ)
         if differ and mixed_sizes == "error":
             (p, (w, h)) = differ[0]
@@ -289,14 +210,17 @@ class ImageSource(FrameSource):
         return {**super().describe(), "mixed_sizes": self.mixed_sizes}
 
     def _frames(self, skip: int) -> Iterator[Frame]:
-        for index in range(skip, len(self._paths)):
-            path, source_index = self._paths[index], self._indices[index]
-            try:
-                with Image.open(path) as img:
-                    image = resize_frame(img, self.size)
-            except _IMAGE_ERRORS as e:
-                raise SourceError(f"cannot read image {path}: {_one_line(e)}") from None
-            yield Frame(index, source_index, float(source_index), Path(path).stem, image)
+        yield from ordered_map(self._read, range(skip, len(self._paths)), self.decode_threads,
+                               2 * self.decode_threads)
+
+    def _read(self, index: int) -> Frame:
+        path, source_index = self._paths[index], self._indices[index]
+        try:
+            with Image.open(path) as img:
+                image = resize_frame(img, self.size)
+        except _IMAGE_ERRORS as e:
+            raise SourceError(f"cannot read image {path}: {_one_line(e)}") from None
+        return Frame(index, source_index, float(source_index), Path(path).stem, image)
 
 
 def _decode(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
@@ -371,7 +295,7 @@ class VideoSource(FrameSource):
 
     def __init__(self, path: str, *, start: int = 0, end: int | None = None, stride: int = 1,
                  fps: float | None = None, resolution: tuple[int, int] | None = None,
-                 max_pixels: int = PIXEL_LIMIT) -> None:
+                 max_pixels: int = PIXEL_LIMIT, decode_threads: int | None = None) -> None:
         if start < 0 or (end is not None and end < 0):
             raise SourceError(f"start and end must be >= 0 for a video (got start={start}, end={end}): "
                               "its frame count is not known before decoding")
@@ -395,7 +319,7 @@ class VideoSource(FrameSource):
         width, height, self.rotation = first
         self.rate: Fraction | None = rate
         original = (height, width) if _quarter_turns(self.rotation) % 2 else (width, height)
-        super().__init__(path, original, resolution, start, end, stride, max_pixels)
+        super().__init__(path, original, resolution, start, end, stride, max_pixels, decode_threads)
 
     @property
     def num_frames(self) -> int | None:
@@ -418,15 +342,18 @@ class VideoSource(FrameSource):
         try:
             with _av().open(self.path) as container, contextlib.closing(timed(container)) as frames:
                 sequence = frames if self.fps is None else _resample(frames, self.fps, self.path)
-                for i, time, frame in itertools.islice(sequence, self.start + skip * self.stride, self.end,
-                                                       self.stride):
-                    image = resize_frame(_upright(frame), self.size)
+                picked = itertools.islice(sequence, self.start + skip * self.stride, self.end, self.stride)
+                for i, time, image in ordered_map(self._convert, picked, self.decode_threads, 2 * self.decode_threads):
                     yield Frame(index, i, float(i if time is None else time), f"frame_{i:06d}", image)
                     index += 1
         except _video_errors() as e:
             raise SourceError(f"cannot read video {self.path}: {_one_line(e)}; is it a video file?") from None
         if index == 0:
             raise SourceError(_no_frames(self.path, decoded, self.start, self.end, self.stride, self.fps))
+
+    def _convert(self, item: tuple[int, Fraction | None, Any]) -> tuple[int, Fraction | None, np.ndarray]:
+        i, time, frame = item
+        return i, time, resize_frame(_upright(frame), self.size)
 
 
 # ----------------------------------------------------------------------------- opening
@@ -451,7 +378,8 @@ def _resolve(path: str) -> tuple[str, list[str]]:
 
 def open_source(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, start: int = 0, end: int | None = None,
                 stride: int = 1, fps: float | None = None, resolution: str | tuple[int, int] | None = None,
-                max_pixels: int = PIXEL_LIMIT, mixed_sizes: str = "resize") -> FrameSource:
+                max_pixels: int = PIXEL_LIMIT, mixed_sizes: str = "resize",
+                decode_threads: int | None = None) -> FrameSource:
     """Open a video file, an image folder, a glob pattern or a list of image paths (kept in order).
 
     ``[start:end:stride]`` picks frames as Python slicing does (for a video: of the decoded
@@ -460,7 +388,7 @@ def open_source(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, star
     same frame twice: above the native rate every frame comes once. ``resolution`` ("WxH" or
     ``(W, H)``, multiples of 14) replaces the demo's automatic size, which ``max_pixels`` tunes.
     ``mixed_sizes``: images sized unlike the first are resized anyway with a warning ("resize")
-    or refused ("error").
+    or refused ("error"). ``decode_threads``: threads decoding ahead (default: half the cores, 1 to 8).
     """
     if stride < 1:
         raise SourceError(f"stride must be >= 1, got {stride}")
@@ -486,8 +414,9 @@ def open_source(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, star
                 raise SourceError(f"no such file or folder: {p}")
         label = paths
     if kind == "video":
-        return VideoSource(label, start=start, end=end, stride=stride, fps=fps, resolution=size, max_pixels=max_pixels)
+        return VideoSource(label, start=start, end=end, stride=stride, fps=fps, resolution=size, max_pixels=max_pixels,
+                           decode_threads=decode_threads)
     if fps is not None:
         raise SourceError("--fps applies to videos; use --stride for image folders")
     return ImageSource(paths, kind=kind, path=label, start=start, end=end, stride=stride, resolution=size,
-                       max_pixels=max_pixels, mixed_sizes=mixed_sizes)
+                       max_pixels=max_pixels, mixed_sizes=mixed_sizes, decode_threads=decode_threads)

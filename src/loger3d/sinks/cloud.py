@@ -1,4 +1,4 @@
-"""The fused point cloud of a run: filtering, bounded voxel fusion, and PLY/GLB files.
+"""The fused point cloud of a run: filtering, bounded voxel fusion, and the sink that feeds it.
 
 Filtering follows the official Pi3/LoGeR demos: keep a pixel when ``sigmoid(conf) > 0.1`` and it
 is not on a depth edge (``depth_edge(depth, rtol=0.03)``). Fusion averages points per voxel so a
@@ -8,24 +8,12 @@ long video gives a cloud of bounded size: memory is about 52 bytes per voxel, at
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
-
 import numpy as np
 
-from loger3d.io.store import atomic_open
+from .base import FrameBatch, SinkState
 
-__all__ = [
-    "DEFAULT_CONF_THRESHOLD",
-    "OPENCV_TO_GLTF",
-    "VOXELS_PER_MEDIAN_DISTANCE",
-    "VoxelCloud",
-    "filter_mask",
-    "read_ply",
-    "write_glb",
-    "write_ply",
-]
+__all__ = ["CloudSink", "DEFAULT_CONF_THRESHOLD", "VOXELS_PER_MEDIAN_DISTANCE", "VoxelCloud", "add_to_cloud",
+           "filter_mask"]
 
 DEFAULT_CONF_THRESHOLD = 0.1
 """The official demos' threshold on the sigmoid confidence: drops sky and the most uncertain pixels only."""
@@ -44,33 +32,37 @@ def filter_mask(
     conf: np.ndarray,
     threshold: float = DEFAULT_CONF_THRESHOLD,
     edge_rtol: float = 0.03,
+    stride: int = 1,
 ) -> np.ndarray:
     """Pixels to keep, bool ``[..., H, W]``, from depth (local Z) and sigmoid confidence ``[..., H, W]``.
 
     Kept: finite depth > 0, ``conf > threshold`` (strict, as the official demos), and not an edge.
     An edge is a pixel whose 3×3 neighbourhood spans more than ``edge_rtol`` times its depth
     (max − min over the real, finite neighbours: the image border is padded like ``max_pool2d``);
-    ``edge_rtol <= 0`` keeps edges.
+    ``edge_rtol <= 0`` keeps edges. ``stride`` returns the mask of every stride-th row and column
+    only, ``filter_mask(...)[..., ::stride, ::stride]`` exactly, at a fraction of the cost.
     """
     depth = np.asarray(depth, dtype=np.float32)
     conf = np.asarray(conf)
     if depth.ndim < 2 or conf.shape != depth.shape:
         raise ValueError(f"depth {depth.shape} and conf {conf.shape} must both be [..., H, W]")
     finite = np.isfinite(depth)
-    span = _max_pool3(np.where(finite, depth, -np.inf)) + _max_pool3(np.where(finite, -depth, -np.inf))
-    good = finite & (depth > 0)
+    picked = depth[..., ::stride, ::stride]
+    good = finite[..., ::stride, ::stride] & (picked > 0) & (conf[..., ::stride, ::stride] > threshold)
     if edge_rtol <= 0:
-        return good & (conf > threshold)
+        return good
+    span = _max_pool3(np.where(finite, depth, -np.inf), stride) + _max_pool3(np.where(finite, -depth, -np.inf), stride)
     with np.errstate(divide="ignore", invalid="ignore"):
-        edge = span / np.where(good, depth, 1.0) > edge_rtol
-    return good & ~edge & (conf > threshold)
+        edge = span / np.where(good, picked, 1.0) > edge_rtol
+    return good & ~edge
 
 
-def _max_pool3(x: np.ndarray) -> np.ndarray:
-    """3×3 max over the last two axes, stride 1, padding with -inf (separable: rows, then columns)."""
+def _max_pool3(x: np.ndarray, stride: int = 1) -> np.ndarray:
+    """3×3 max over the last two axes at every stride-th row and column, padding with -inf (rows, then columns)."""
+    h, w = x.shape[-2:]
     p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
-    rows = np.maximum(np.maximum(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
-    return np.maximum(np.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+    rows = np.maximum(np.maximum(p[..., 0:h:stride, :], p[..., 1:h + 1:stride, :]), p[..., 2:h + 2:stride, :])
+    return np.maximum(np.maximum(rows[..., 0:w:stride], rows[..., 1:w + 1:stride]), rows[..., 2:w + 2:stride])
 
 
 class VoxelCloud:
@@ -129,6 +121,20 @@ class VoxelCloud:
         self._merge(ukeys, _group_mean(inverse, xyz[inside], count), _group_mean(inverse, rgb[inside], count), count)
         while len(self._keys) > self.max_points:
             self._coarsen()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The table as arrays (a run's checkpoint holds it); :meth:`load_state_dict` restores it exactly."""
+        size = np.nan if self.voxel_size is None else self.voxel_size
+        return {"keys": self._keys, "xyz": self._xyz, "rgb": self._rgb, "count": self._count,
+                "voxel_size": np.array(size, np.float64)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        size = float(np.asarray(state["voxel_size"]).reshape(-1)[0])
+        self.voxel_size = None if np.isnan(size) else size
+        self._keys = np.array(state["keys"], np.int64)
+        self._xyz = np.array(state["xyz"], np.float64).reshape(-1, 3)
+        self._rgb = np.array(state["rgb"], np.float32).reshape(-1, 3)
+        self._count = np.array(state["count"], np.int64)
 
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         """Voxel means: positions ``[M, 3]`` float32 and colours ``[M, 3]`` uint8, in voxel-key order."""
@@ -193,103 +199,47 @@ def _group_mean(inverse: np.ndarray, values: np.ndarray, count: np.ndarray) -> n
     return sums / count[:, None]
 
 
-_PLY_TYPES = {"float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8", "uchar": "u1", "uint8": "u1"}
+def add_to_cloud(cloud: VoxelCloud, poses: np.ndarray, local: np.ndarray, conf: np.ndarray, images: np.ndarray,
+                 conf_threshold: float, edge_rtol: float, stride: int = 1) -> None:
+    """Filter (confidence, depth edges) and fuse ``n`` frames into the voxel cloud.
 
-
-def write_ply(
-    path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, extra: Mapping[str, np.ndarray] | None = None
-) -> None:
-    """Binary little-endian PLY: float x y z ``[M, 3]``, uchar red green blue ``[M, 3]``, then float ``extra`` ``[M]``.
-
-    ``extra`` adds per-point float properties, e.g. ``{"confidence": conf}``.
+    ``stride`` keeps every stride-th pixel row and column after filtering (the filter still sees
+    the full-resolution neighbourhoods): consecutive video frames see the same surfaces, so the
+    cloud loses little and fusion runs stride² times faster.
     """
-    xyz, rgb = np.asarray(xyz), np.asarray(rgb)
-    m = len(xyz)
-    extra = dict(extra or {})
-    if xyz.shape != (m, 3) or rgb.shape != (m, 3) or any(np.shape(v) != (m,) for v in extra.values()):
-        raise ValueError(f"xyz {xyz.shape}, rgb {rgb.shape} and extra properties must be [M, 3], [M, 3], [M]")
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"rgb is {rgb.dtype}: convert colours to uint8 0..255")
-    for name in extra:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in ("x", "y", "z", "red", "green", "blue"):
-            raise ValueError(f"extra property name {name!r} is not usable: use a new identifier like 'confidence'")
-    fields = [(a, "<f4") for a in "xyz"] + [(c, "u1") for c in ("red", "green", "blue")]
-    fields += [(name, "<f4") for name in extra]
-    vertices = np.empty(m, dtype=fields)
-    for i, a in enumerate("xyz"):
-        vertices[a] = xyz[:, i]
-    for i, c in enumerate(("red", "green", "blue")):
-        vertices[c] = rgb[:, i]
-    for name, values in extra.items():
-        vertices[name] = values
-    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in fields)
-    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {m}\n{props}end_header\n"
-    with atomic_open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(vertices.tobytes())
+    mask = filter_mask(local[..., 2], conf, conf_threshold, edge_rtol, stride=stride)
+    local, images = local[:, ::stride, ::stride], images[:, ::stride, ::stride]
+    cloud.add(_world_points(poses, local), images, mask, centers=poses[:, :3, 3])
 
 
-def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Positions ``[M, 3]`` float32, colours ``[M, 3]`` uint8 and other vertex properties from a binary LE PLY.
+def _world_points(poses: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``[n,H,W,3]`` world points from camera-to-world ``[n,4,4]`` and camera-frame points."""
+    rot = poses[:, None, None, :3, :3].astype(np.float32)
+    return (rot @ local[..., None])[..., 0] + poses[:, None, None, :3, 3].astype(np.float32)
 
-    Reads what :func:`write_ply` writes: one ``vertex`` element of scalar properties.
+
+class CloudSink:
+    """A sink fusing every finished frame into a :class:`VoxelCloud`, from the model's full-precision outputs.
+
+    Its state (the voxel table) goes into the run's checkpoint, so a resumed run's cloud is the
+    one an uninterrupted run builds, whatever the frame store keeps. The exports write it at the end.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    end = data.find(b"end_header\n")
-    if not data.startswith(b"ply\n") or end < 0:
-        raise ValueError(f"{path} is not a PLY file: no 'ply' magic or 'end_header' line")
-    fields, count = [], None
-    for line in data[:end].decode("ascii").splitlines()[1:]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format" and words[1] != "binary_little_endian":
-            raise ValueError(f"{path} is PLY {words[1]}: only binary_little_endian is read")
-        if words[0] == "element":
-            if count is not None or words[1] != "vertex":
-                raise ValueError(f"{path} has element {words[1]!r}: only a single vertex element is read")
-            count = int(words[2])
-        if words[0] == "property":
-            if words[1] == "list" or words[1] not in _PLY_TYPES:
-                raise ValueError(f"{path} has property {' '.join(words[1:])!r}: only float, double and uchar are read")
-            fields.append((words[2], _PLY_TYPES[words[1]]))
-    vertices = np.frombuffer(data, dtype=fields, count=count or 0, offset=end + len(b"end_header\n"))
-    xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
-    rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
-    extra = {n: vertices[n].copy() for n, _ in fields if n not in ("x", "y", "z", "red", "green", "blue")}
-    return xyz, rgb, extra
 
+    def __init__(self, conf_threshold: float = DEFAULT_CONF_THRESHOLD, edge_rtol: float = 0.03, stride: int = 2,
+                 voxel_size: float | None = None, max_points: int = 5_000_000) -> None:
+        self.conf_threshold, self.edge_rtol, self.stride = conf_threshold, edge_rtol, stride
+        self.cloud = VoxelCloud(voxel_size=voxel_size, max_points=max_points)
 
-OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0])
-"""World rotation applied in GLB files: our world (the first camera's OpenCV axes, y down, z forward)
-turned 180° about x so that glTF viewers (y up, looking down -z) show the scene upright."""
+    def write(self, batch: FrameBatch) -> None:
+        add_to_cloud(self.cloud, batch.camera_poses, batch.local_points, batch.conf, batch.image,
+                     self.conf_threshold, self.edge_rtol, self.stride)
 
+    def state(self) -> SinkState:
+        return self.cloud.state_dict()
 
-def write_glb(path: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, cameras: np.ndarray | None = None) -> None:
-    """A GLB scene of the cloud (``[M, 3]``, uint8 ``[M, 3]``) and camera markers (camera-to-world ``[n, 4, 4]``).
+    def restore(self, state: SinkState, frames: int) -> None:
+        if state:
+            self.cloud.load_state_dict(state)
 
-    Each camera is drawn as a wire pyramid (apex at the centre, 4:3 base facing forward) sized 2% of
-    the scene's bounding-box diagonal. Coordinates are rotated by :data:`OPENCV_TO_GLTF`.
-    """
-    try:
-        import trimesh
-    except ImportError:
-        raise ImportError("pip install trimesh to export GLB") from None
-    xyz = np.asarray(xyz, dtype=np.float64)
-    rgb = np.asarray(rgb, dtype=np.uint8)
-    rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-    scene = trimesh.Scene()
-    scene.add_geometry(trimesh.PointCloud(xyz @ OPENCV_TO_GLTF.T, colors=rgba), geom_name="points")
-    if cameras is not None and len(cameras):
-        cameras = np.asarray(cameras, dtype=np.float64)
-        every = np.concatenate([xyz, cameras[:, :3, 3]])
-        size = 0.02 * (float(np.linalg.norm(every.max(axis=0) - every.min(axis=0))) or 1.0)
-        corners = size * np.array([[0, 0, 0], [-0.5, -0.375, 1], [0.5, -0.375, 1], [0.5, 0.375, 1], [-0.5, 0.375, 1]])
-        edges = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1]])
-        world = np.einsum("nij,kj->nki", cameras[:, :3, :3], corners) + cameras[:, None, :3, 3]  # [n, 5, 3]
-        segments = world[:, edges].reshape(-1, 2, 3) @ OPENCV_TO_GLTF.T
-        scene.add_geometry(trimesh.load_path(segments), geom_name="cameras")
-    data = scene.export(file_type="glb")
-    with atomic_open(path, "wb") as f:
-        f.write(data)
+    def finish(self) -> None:
+        pass

@@ -1,16 +1,21 @@
-"""The unit that flows from the reconstructor to the sinks: a batch of finished frames.
+"""What flows into the sinks, and what every sink does with it.
 
-A frame is finished once no later chunk can change its prediction (ARCHITECTURE.md §9.3: each
-overlap frame is taken from the later chunk). Arrays are NumPy on the host, frames in order.
+A frame is finished once no later chunk can change its prediction (each overlap frame is taken
+from the later chunk). The run loop hands finished frames to the sinks as :class:`FrameBatch`es,
+NumPy on the host, frames in order, all on one writer thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["FrameBatch"]
+__all__ = ["FrameBatch", "Sink", "SinkState"]
+
+SinkState = dict[str, np.ndarray]
+"""What a sink needs, beyond the files it has written, to continue after a resume (saved with the run's checkpoint)."""
 
 
 @dataclass
@@ -26,7 +31,6 @@ class FrameBatch:
     local_points [n,H,W,3] float32 camera-frame points (x·z, y·z, z); depth is [..., 2]
     conf         [n,H,W]   float32 confidence in [0, 1] (sigmoid of the model's logits)
     camera_poses [n,4,4]   float64 camera-to-world, OpenCV axes
-    points       [n,H,W,3] float32 world points
     """
 
     index: np.ndarray
@@ -37,7 +41,6 @@ class FrameBatch:
     local_points: np.ndarray
     conf: np.ndarray
     camera_poses: np.ndarray
-    points: np.ndarray
 
     def __len__(self) -> int:
         return len(self.index)
@@ -45,3 +48,23 @@ class FrameBatch:
     @property
     def depth(self) -> np.ndarray:
         return self.local_points[..., 2]
+
+
+class Sink(Protocol):
+    """One kind of output of a run. The run calls, on its writer thread:
+
+    - ``write(batch)`` for each batch of finished frames, in order;
+    - ``state()`` at a checkpoint: arrays saved with the run's resume state (``{}`` when the
+      files written so far are all a resume needs);
+    - ``restore(state, frames)`` when a run resumes: go back to the checkpoint that covered the
+      first ``frames`` finished frames and saved ``state`` (drop what was written after it);
+    - ``finish()`` once after the last batch.
+    """
+
+    def write(self, batch: FrameBatch) -> None: ...
+
+    def state(self) -> SinkState: ...
+
+    def restore(self, state: SinkState, frames: int) -> None: ...
+
+    def finish(self) -> None: ...

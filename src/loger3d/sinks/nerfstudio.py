@@ -3,7 +3,7 @@
 nerfstudio wants camera-to-world matrices with OpenGL axes (x right, y up, z back): ours have
 OpenCV axes, so each pose is multiplied on the right by diag(1, -1, -1, 1) (the camera's y and z
 flip; the world frame is unchanged). Like COLMAP, nerfstudio puts the first pixel's centre at 0.5,
-so cx and cy gain 0.5 over our K (see :mod:`loger3d.io.intrinsics`). Image paths are relative to
+so cx and cy gain 0.5 over our K (see :mod:`loger3d.sinks.intrinsics`). Image paths are relative to
 the JSON file, which therefore belongs in the output folder beside ``images/``.
 """
 
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from loger3d.io.store import atomic_open, image_relpath
+from loger3d.sinks.images import image_relpath
+from loger3d.util.atomic import atomic_open
 
 from .intrinsics import camera_arrays
 

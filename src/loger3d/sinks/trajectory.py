@@ -1,4 +1,5 @@
-"""Camera trajectories as TUM and KITTI text files, the formats that evaluation tools (evo) read.
+"""Camera trajectories as TUM and KITTI text files, the formats that evaluation tools (evo) read,
+and the sink that appends a run's poses to them.
 
 Poses are camera-to-world ``[N, 4, 4]`` float64 with OpenCV axes; the files hold them as they are
 (no axis change). Numbers are written with ``repr`` (the shortest string that parses back to the
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
-from loger3d.io.store import atomic_open
+from ..util.atomic import atomic_open
+from .base import FrameBatch, SinkState
 
 __all__ = [
+    "TrajectoryWriter",
     "quaternion_to_rotation",
     "read_kitti",
     "read_tum",
@@ -146,3 +150,39 @@ def _read_rows(path: str | os.PathLike, width: int) -> np.ndarray:
                 raise ValueError(f"{path}:{lineno}: {len(values)} numbers, expected {width}: wrong trajectory format")
             rows.append([float(v) for v in values])
     return np.asarray(rows, dtype=np.float64).reshape(-1, width)
+
+
+class TrajectoryWriter:
+    """A sink appending each finished frame's pose to ``trajectory_tum.txt`` and ``trajectory_kitti.txt``."""
+
+    FILES = ("trajectory_tum.txt", "trajectory_kitti.txt")
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def write(self, batch: FrameBatch) -> None:
+        write_tum(self.root / self.FILES[0], batch.timestamp, batch.camera_poses, append=True)
+        write_kitti(self.root / self.FILES[1], batch.camera_poses, append=True)
+
+    def state(self) -> SinkState:
+        return {}
+
+    def restore(self, state: SinkState, frames: int) -> None:
+        """Keep the first ``frames`` poses of each file (lines after the checkpoint are rewritten)."""
+        for name in self.FILES:
+            path = self.root / name
+            if not path.exists():
+                continue
+            kept, count = [], 0
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if not line.startswith("#"):
+                        if count == frames:
+                            break
+                        count += 1
+                    kept.append(line)
+            with atomic_open(path, "w") as f:
+                f.writelines(kept if count else [])
+
+    def finish(self) -> None:
+        pass

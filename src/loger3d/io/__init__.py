@@ -1,1 +1,0 @@
-"""Getting frames in (sources) and results out (frame store, trajectories, point clouds, exports)."""

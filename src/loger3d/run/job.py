@@ -1,0 +1,168 @@
+"""The reconstruct job: frames from a source, through the streaming reconstructor, into the sinks.
+
+    source ──frames (decoded ahead, in parallel)──▶ Reconstructor ──finished frames──▶ RunWriter thread
+                                                     (the model)                        sinks, checkpoint, run.json
+
+A run stopped at any point (Ctrl-C, a crash) leaves every completed chunk on disk; ``resume=True``
+continues from the last checkpoint with results identical to an uninterrupted run. Memory does
+not grow with the video: the source decodes two chunks ahead, the reconstructor keeps one chunk,
+the cloud is voxel-bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..inference.reconstructor import FinishedFrames, Reconstructor
+from ..sinks.base import Sink
+from ..sinks.cloud import CloudSink
+from ..sinks.images import ImageWriter
+from ..sinks.store import FrameStore
+from ..sinks.trajectory import TrajectoryWriter
+from ..sources import Frame, FrameSource, open_source
+from ..sources.preprocess import frames_to_tensor
+from .exports import write_exports
+from .folder import CHECKPOINT_FILE, RunRecord, environment, load_checkpoint, prepare_folder
+from .settings import RunSettings
+from .writer import RunWriter, StageClock
+
+__all__ = ["reconstruct", "build_sinks", "open_run_source"]
+
+
+def open_run_source(source_spec, settings: RunSettings, decode_threads: int | None = None) -> FrameSource:
+    """The run's frames, as its settings select and size them."""
+    return open_source(source_spec, start=settings.start, end=settings.end, stride=settings.stride, fps=settings.fps,
+                       resolution=tuple(settings.resolution) if settings.resolution else None,
+                       max_pixels=settings.max_pixels, decode_threads=decode_threads)
+
+
+def build_sinks(out: Path, settings: RunSettings) -> dict[str, Sink]:
+    """The sinks a run writes, by name (the names key their state in the checkpoint)."""
+    sinks: dict[str, Sink] = {
+        "store": FrameStore(out, keep=settings.store_fields, precision=settings.store_precision),
+        "trajectory": TrajectoryWriter(out),
+        "cloud": CloudSink(settings.conf_threshold, settings.edge_rtol, settings.cloud_stride, settings.voxel_size,
+                           settings.max_points),
+    }
+    if "images" in settings.save:
+        sinks["images"] = ImageWriter(out)
+    return sinks
+
+
+@torch.no_grad()  # inference: no autograd graph (a full-size chunk's would not fit in GPU memory)
+def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
+                progress: Callable[[int, int | None], None] | None = None, checkpoint_every: float = 30.0,
+                keep_state: bool = False, decode_threads: int | None = None) -> dict:
+    """Run (or resume) a reconstruction into ``out``; returns the final run.json contents.
+
+    ``progress(frames_done, frames_total_or_None)`` is called (from the writer thread) after each
+    chunk. The resume state is saved at most every ``checkpoint_every`` seconds (0: after every
+    chunk), and on Ctrl-C whenever the stream is at a chunk boundary; it is removed when the run
+    completes unless ``keep_state``.
+    """
+    out = Path(out)
+    source = open_run_source(source_spec, settings, decode_threads)  # checked before the folder is touched
+    previous = prepare_folder(out, settings, resume)
+    stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every)
+    sinks = build_sinks(out, settings)
+    record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe())
+    if previous is not None:
+        record.timings_previous_runs = previous.get("timings") or None
+        if (out / CHECKPOINT_FILE).exists():
+            checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
+            stream.load_state_dict(checkpoint.stream)
+            record.frames, record.chunks = checkpoint.frames, checkpoint.chunks
+            record.checkpoint = {"frames": checkpoint.frames, "chunks": checkpoint.chunks}
+        for name, sink in sinks.items():
+            sink.restore(checkpoint.sinks.get(name, {}) if record.checkpoint else {}, record.frames)
+    record.write(out)
+
+    clock = StageClock()
+    writer = RunWriter(out, sinks, record, clock, progress, source.num_frames)
+    meta: dict[int, Frame] = {}
+    last_save = time.perf_counter()
+
+    def hand_over(done: list[FinishedFrames], force: bool = False) -> None:
+        nonlocal last_save
+        due = force or time.perf_counter() - last_save >= checkpoint_every
+        if due:  # the checkpoint covers every finished frame: the chunk in flight is finalised first
+            last_save = time.perf_counter()
+            done = done + stream.flush()
+        parts = [(part, [meta.pop(i) for i in range(part.start, part.stop)]) for part in done]
+        writer.submit(parts, stream.chunks_run, stream.state_dict() if due else None)
+
+    def run_chunk(frames: list[Frame]) -> list[FinishedFrames]:
+        t0 = time.perf_counter()
+        done = stream.push(frames_to_tensor(np.stack([f.image for f in frames]), scaled=False)) if frames else []
+        clock.model += time.perf_counter() - t0
+        return done
+
+    frames = source.frames(skip=stream.frames_finished, prefetch=2 * settings.window + 8)
+    pending: list[Frame] = []
+    at_boundary = True  # the stream's state matches what has been handed to the writer
+    try:
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            clock.decode += time.perf_counter() - t0
+            if frame is None:
+                break
+            meta[frame.index] = frame
+            if frame.index < stream.frames_pushed:
+                continue  # already in the reconstructor's buffer (resumed): only its metadata was needed
+            pending.append(frame)
+            if len(pending) == stream.frames_until_chunk:
+                at_boundary = False
+                done, pending = run_chunk(pending), []
+                hand_over(done)
+                at_boundary = True
+        at_boundary = False
+        done = run_chunk(pending)
+        t0 = time.perf_counter()
+        done += stream.finish()
+        clock.model += time.perf_counter() - t0
+        hand_over(done)
+        writer.drain()
+        _finish_sinks(sinks)
+        t0 = time.perf_counter()
+        write_exports(out, sinks["cloud"].cloud, size=source.size)
+        clock.sinks += time.perf_counter() - t0
+    except BaseException as error:
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if interrupted and at_boundary and stream.chunks_run > 0:  # lose nothing on Ctrl-C
+            hand_over([], force=True)
+        writer.drain(raise_errors=False)  # chunks already handed over are finished: resume starts after them
+        _finish_sinks(sinks, raise_errors=False)
+        record.status = "interrupted" if interrupted else "failed"
+        record.write(out)
+        raise
+    finally:
+        writer.close()
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    record.status = "complete"
+    record.cloud_points = len(sinks["cloud"].cloud)
+    record.timings = clock.report(time.perf_counter() - writer.started, record.frames)
+    if not keep_state:
+        shutil.rmtree(out / CHECKPOINT_FILE.parent, ignore_errors=True)
+        record.checkpoint = None
+    record.write(out)
+    return asdict(record)
+
+
+def _finish_sinks(sinks: dict[str, Sink], raise_errors: bool = True) -> None:
+    for sink in sinks.values():
+        try:
+            sink.finish()
+        except Exception:
+            if raise_errors:
+                raise

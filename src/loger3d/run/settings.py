@@ -1,0 +1,61 @@
+"""What decides a run's outputs: recorded in run.json and compared when a run resumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["RunError", "RunSettings", "SAVE_CHOICES", "DEFAULT_SAVE", "parse_save"]
+
+SAVE_CHOICES = ("depth", "conf", "points", "images")
+"""Per-frame data a run can keep: depth maps, confidence maps and local point maps in the frame store
+(``frames/``), the frames as JPEG (``images/``). Poses, intrinsics and the fused cloud are always written."""
+DEFAULT_SAVE = ("depth", "conf", "images")
+
+
+class RunError(ValueError):
+    """A problem with the output folder or the run's settings; one line with the fix."""
+
+
+def parse_save(text: str) -> list[str]:
+    """``--save`` values: a comma-separated subset of :data:`SAVE_CHOICES`, ``all`` or ``none``."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if words == ["none"]:
+        return []
+    if words == ["all"]:
+        return list(SAVE_CHOICES)
+    unknown = [w for w in words if w not in SAVE_CHOICES]
+    if unknown or not words:
+        raise RunError(f"--save {text!r}: choose from {', '.join(SAVE_CHOICES)} (comma-separated), 'all' or 'none'")
+    return [w for w in SAVE_CHOICES if w in words]
+
+
+@dataclass
+class RunSettings:
+    """Everything that decides a run's outputs (compared on ``--resume``)."""
+
+    input: list[str]
+    model: str
+    window: int
+    overlap: int
+    align: str = "none"
+    reset_every: int = 0
+    dtype: str = "fp32"
+    fast: bool = False
+    start: int = 0
+    end: int | None = None
+    stride: int = 1
+    fps: float | None = None
+    resolution: list[int] | None = None
+    max_pixels: int = 255000
+    save: list[str] = field(default_factory=lambda: list(DEFAULT_SAVE))
+    store_precision: str = "float16"
+    conf_threshold: float = 0.1
+    edge_rtol: float = 0.03
+    cloud_stride: int = 2
+    voxel_size: float | None = None
+    max_points: int = 5_000_000
+
+    @property
+    def store_fields(self) -> tuple[str, ...]:
+        """What the frame store keeps (the ``save`` entries other than images)."""
+        return tuple(s for s in self.save if s != "images")
