@@ -118,6 +118,8 @@ class Reconstructor:
             images = images.unsqueeze(0)
         if images.dim() != 5 or images.shape[2] != 3:
             raise ValueError(f"frames must be [n, 3, H, W] or [B, n, 3, H, W], got {tuple(images.shape)}")
+        if self._buffer is not None and self._buffer.device != images.device:  # a resumed buffer, or a device change
+            self._buffer = self._buffer.to(images.device)
         if self._buffer is not None and (images.shape[0] != self._buffer.shape[0]
                                          or images.shape[3:] != self._buffer.shape[3:]):
             raise ValueError(f"frames of size {tuple(images.shape[3:])} (batch {images.shape[0]}) do not match the "

@@ -99,9 +99,11 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         parts = [(part, [meta.pop(i) for i in range(part.start, part.stop)]) for part in done]
         writer.submit(parts, stream.chunks_run, stream.state_dict() if due else None)
 
+    device = model.image_mean.device
+
     def run_chunk(frames: list[Frame]) -> list[FinishedFrames]:
         t0 = time.perf_counter()
-        done = stream.push(frames_to_tensor(np.stack([f.image for f in frames]), scaled=False)) if frames else []
+        done = stream.push(upload(frames, device)) if frames else []
         clock.model += time.perf_counter() - t0
         return done
 
@@ -157,6 +159,19 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         record.checkpoint = None
     record.write(out)
     return asdict(record)
+
+
+def upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
+    """A chunk's frames as uint8 ``[n, 3, H, W]`` on ``device``.
+
+    On CUDA through pinned memory without waiting: a copy from pageable memory would make the host
+    wait for the GPU to finish the previous chunk before it could queue this one, and the GPU would
+    then idle while the first kernels are launched.
+    """
+    host = frames_to_tensor(np.stack([f.image for f in frames]), scaled=False)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _finish_sinks(sinks: dict[str, Sink], raise_errors: bool = True) -> None:
