@@ -42,6 +42,28 @@ def test_reconstruct_writes_the_documented_outputs(video, tmp_path, capsys):
     assert run["settings"]["window"] == 6 and run["environment"]["torch"] == torch.__version__
     assert main(["export", str(out), "--format", "ply", "--format", "nerfstudio"]) == 0
     assert "cloud.ply" in capsys.readouterr().out
+    assert not (out / "state").exists() and run["checkpoint"] is None  # removed once complete
+    assert run["settings"]["fast"] is False  # the CPU never gets the fast path by default
+    with np.load(out / "frames" / "chunk_00000.npz") as z:
+        assert z["depth"].dtype == np.float16 and z["conf"].dtype == np.uint8 and "local_points" not in z.files
+
+
+def test_save_options_choose_what_is_kept(video, tmp_path, capsys):
+    bare, full = tmp_path / "bare", tmp_path / "full"
+    assert main(["reconstruct", video, "-o", str(bare), "--quiet", "--save", "none", *TINY]) == 0
+    with np.load(bare / "frames" / "chunk_00000.npz") as z:
+        assert {"depth", "conf", "local_points"}.isdisjoint(z.files) and "camera_poses" in z.files
+    assert not (bare / "images").exists() and (bare / "cloud.ply").exists()
+    assert main(["export", str(bare), "--format", "ply"]) == 2
+    one_line_error(capsys, "kept no depth or conf", "--save")
+    assert main(["reconstruct", video, "-o", str(full), "--quiet", "--save", "all", "--float32", "--keep-state",
+                 *TINY]) == 0
+    with np.load(full / "frames" / "chunk_00000.npz") as z:
+        assert z["local_points"].dtype == z["depth"].dtype == z["conf"].dtype == np.float32
+    assert (full / "state" / "checkpoint.safetensors").exists()
+    assert main(["reconstruct", video, "-o", str(tmp_path / "bad"), "--quiet", "--save", "depth,normals", *TINY]) == 2
+    one_line_error(capsys, "--save", "normals")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_fast_path_reconstructs_and_is_recorded(video, tmp_path):

@@ -166,7 +166,7 @@ def _status(args: argparse.Namespace, message: str) -> None:
 _DEMO_HELP = """\
 Reconstruct the sample video shipped in the package with the small model shipped in the package,
 then score the camera trajectory against the sample's ground truth. Offline, on the CPU in well
-under a minute (about 15 s on two cores): a first run that checks the installation and shows what
+under a minute (about 20 s on two cores): a first run that checks the installation and shows what
 'reconstruct' writes.
 
 It runs exactly 'loger3d reconstruct' (model tiny_synthetic: window 10, overlap 2, SE(3) chaining;

@@ -131,7 +131,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         t0 = time.perf_counter()
         done += stream.finish()
         clock.model += time.perf_counter() - t0
-        hand_over(done)
+        hand_over(done, force=keep_state)  # a kept state covers the whole run
         writer.drain()
         _finish_sinks(sinks)
         t0 = time.perf_counter()
