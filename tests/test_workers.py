@@ -1,0 +1,80 @@
+"""The run loop's background helpers: ordered_map (decoding ahead on threads) and SerialWorker (the writer)."""
+
+import threading
+import time
+
+import pytest
+
+from loger3d.sources import open_source
+from loger3d.util.workers import SerialWorker, ordered_map
+
+
+def test_ordered_map_keeps_the_order_of_the_items():
+    def slow_for_early(i):
+        time.sleep(0.002 * (10 - i % 10))  # early items finish last
+        return i * i
+
+    assert list(ordered_map(slow_for_early, range(40), workers=4, ahead=8)) == [i * i for i in range(40)]
+    assert list(ordered_map(slow_for_early, range(5), workers=1, ahead=1)) == [i * i for i in range(5)]
+
+
+def test_ordered_map_raises_at_the_failing_item_after_the_ones_before():
+    def fail_at_7(i):
+        if i == 7:
+            raise ValueError("item 7 is bad")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="item 7"):
+        for value in ordered_map(fail_at_7, range(20), workers=3, ahead=6):
+            got.append(value)
+    assert got == list(range(7))
+
+
+def test_ordered_map_stays_bounded_and_stops_when_closed():
+    started = []
+
+    def record(i):
+        started.append(i)
+        return i
+
+    results = ordered_map(record, range(1000), workers=2, ahead=4)
+    assert next(results) == 0
+    time.sleep(0.05)
+    assert len(started) <= 5  # at most `ahead` in flight beyond what was consumed
+    results.close()
+    assert len(started) <= 6 and not any(t.name.startswith("loger3d-decode") for t in threading.enumerate())
+
+
+def test_serial_worker_runs_in_order_and_hands_back_the_first_error():
+    done = []
+    worker = SerialWorker(depth=2)
+    for i in range(5):
+        worker.submit(done.append, i)
+    worker.drain()
+    assert done == [0, 1, 2, 3, 4]
+
+    def fail():
+        raise OSError("disk full")
+
+    worker.submit(fail)
+    worker.submit(done.append, 99)  # not run: a later task never runs after an error
+    with pytest.raises(OSError, match="disk full"):
+        worker.drain()
+    assert 99 not in done
+    worker.close()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_image_folder_decoded_on_threads_gives_the_same_frames(tmp_path, threads):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        Image.fromarray(rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)).save(tmp_path / f"f{i}.png")
+    one = [f.image for f in open_source(str(tmp_path), resolution=(28, 28), decode_threads=1).frames(prefetch=0)]
+    many = list(open_source(str(tmp_path), resolution=(28, 28), decode_threads=threads).frames(skip=2))
+    assert [f.index for f in many] == list(range(2, 9)) and [f.name for f in many] == [f"f{i}" for i in range(2, 9)]
+    for a, b in zip(one[2:], many):
+        assert (a == b.image).all()
