@@ -122,16 +122,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         save=save, store_precision="float32" if args.float32 else "float16", conf_threshold=args.conf_threshold,
         edge_rtol=args.edge_rtol, cloud_stride=args.cloud_stride, voxel_size=args.voxel_size,
         max_points=args.max_points)
-    source = settings.input[0] if len(settings.input) == 1 else settings.input
+    source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
     if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
-        frames = open_run_source(source, settings).num_frames
+        frames = source.num_frames
         settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)
     else:
         settings.fast = args.fast
     if settings.fast:
         cache = use_compile_cache()
         model.set_fast_path()
-        _status(args, f"fast path on: the first chunk compiles the model (about a minute; about 20 s with the "
+        _status(args, f"fast path on: the first chunk compiles the model (about a minute; 20-30 s with the "
                       f"compile cache in {cache} warm)")
     bar = None if args.quiet else _ProgressBar()
     try:
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument("--fast", dest="fast", action="store_true", default=None,
                       help="faster kernels: cuDNN attention and compiled blocks (about 1.7x; outputs within the "
                            "tolerance in docs/performance.md). Default: on for CUDA runs of 3,000 frames or more, "
-                           "which repay the first chunk's compilation (about a minute; ~20 s with the cache warm)")
+                           "which repay the first chunk's compilation (about a minute; 20-30 s with the cache warm)")
     fast.add_argument("--no-fast", dest="fast", action="store_false", help="the eager kernels, whatever the length")
     rec.add_argument("--threads", type=int, metavar="N",
                      help="CPU threads of the model (default: PyTorch's choice, one per core)")

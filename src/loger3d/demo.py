@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .eval.traj import load_trajectory_pair, score_trajectory
 from .run import RUN_FILE, RunError
-from .util.atomic import atomic_open
+from .util.atomic import write_json
 
 __all__ = ["MODEL", "SAMPLE_DIR", "SAMPLE_VIDEO", "SAMPLE_GT", "SAMPLE_RESOLUTION", "SCORE_FILE",
            "prepare_output", "score_run"]
@@ -66,7 +66,5 @@ def score_run(out: Path) -> dict:
     metrics = score_trajectory(gt, est, "sim3").metrics
     score = {"model": MODEL, "sample": SAMPLE_VIDEO.name, **info, **metrics,
              "ate_percent_of_path": 100.0 * metrics["ate_rmse"] / metrics["path_length"]}
-    with atomic_open(out / SCORE_FILE, "w") as f:
-        json.dump(score, f, indent=1)
-        f.write("\n")
+    write_json(out / SCORE_FILE, score)
     return score

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from loger3d.sinks.cloud import filter_mask
-from loger3d.sinks.images import read_image
+from loger3d.sinks.images import read_images
 from loger3d.sinks.intrinsics import shared_intrinsics
 from loger3d.sinks.store import FrameStore
 
@@ -112,7 +112,7 @@ def frame_images(run_dir: Path, names, size: tuple[int, int], stored: np.ndarray
     if stored is not None:
         return stored
     try:
-        return np.stack([read_image(run_dir, str(name)) for name in names])
+        return read_images(run_dir, names)
     except FileNotFoundError:
         return np.full((len(names), *size, 3), 128, np.uint8)
 

@@ -17,13 +17,13 @@ the host's work overlap the next chunk's compute. ``flush()`` finalises the chun
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 
 import torch
 
 from ..model.memory import ChunkMemory
 from ..model.outputs import ChunkPrediction
+from ..util.atomic import atomic_path
 from .align import ALIGN_MODES, ChunkAligner, ChunkTransform
 from .windows import frame_roles
 
@@ -268,15 +268,8 @@ class Reconstructor:
         """Write the state (``state_dict()`` now, or one taken earlier) to a safetensors file atomically."""
         from safetensors.torch import save_file
 
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(self.state_dict() if state is None else state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(self.state_dict() if state is None else state, str(tmp))
 
     def load(self, path: str | os.PathLike) -> None:
         from safetensors.torch import load_file

@@ -1,9 +1,9 @@
 """When the fast path is worth its compilation, and where the compiled code is kept between runs.
 
-The fast path compiles each kind of layer once per process, on the first chunk: about a minute
-on a fresh machine, about 20 s when PyTorch's on-disk cache already holds the code. At 924×266 it
-then saves about 1/41 − 1/82 s a frame on an H100/H200, so it repays a cold compilation after a
-few thousand frames: :data:`FAST_MIN_FRAMES`.
+The fast path compiles each kind of layer once per process, on the first chunk: 42 s measured on
+an H200 with a cold cache, 26 to 31 s with PyTorch's on-disk cache warm (benchmarks/results/e2e_h200).
+It then saves about 8 ms a frame (82 against 50 frames/s at 504×280 on an H100, docs/performance.md),
+so it repays a warm compilation after about 3,000 frames: :data:`FAST_MIN_FRAMES`.
 """
 
 from __future__ import annotations

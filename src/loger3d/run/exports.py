@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..sinks.cloud import VoxelCloud, add_to_cloud
-from ..sinks.images import image_relpath, read_image
+from ..sinks.images import image_relpath, read_images
 from ..sinks.store import FrameStore
 from ..util.atomic import atomic_open
 from .folder import RUN_FILE
@@ -83,7 +83,7 @@ def rebuild_cloud(out: Path, conf_threshold: float, edge_rtol: float, voxel_size
 
 def _read_images(out: Path, names: np.ndarray) -> np.ndarray:
     try:
-        return np.stack([read_image(out, str(name)) for name in names])
+        return read_images(out, names)
     except FileNotFoundError:
         raise RunError(f"the run in {out} kept no images (--save), so its cloud has no colours to rebuild from; "
                        f"reconstruct again with --save depth,conf,images") from None

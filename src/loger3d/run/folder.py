@@ -9,7 +9,6 @@ consistent pair of checkpoint and files; ``run.json`` only reports.
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..sinks.base import SinkState
-from ..util.atomic import write_json
+from ..util.atomic import atomic_path, write_json
 from .settings import RunError, RunSettings
 
 __all__ = ["RUN_FILE", "CHECKPOINT_FILE", "Checkpoint", "RunRecord", "prepare_folder", "save_checkpoint",
@@ -48,13 +47,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
     for name, state in checkpoint.sinks.items():
         tensors.update({f"sink.{name}.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"frames": str(checkpoint.frames), "chunks": str(checkpoint.chunks)})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

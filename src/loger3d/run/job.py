@@ -61,7 +61,8 @@ def build_sinks(out: Path, settings: RunSettings) -> dict[str, Sink]:
 def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
                 progress: Callable[[int, int | None], None] | None = None, checkpoint_every: float = 30.0,
                 keep_state: bool = False, decode_threads: int | None = None) -> dict:
-    """Run (or resume) a reconstruction into ``out``; returns the final run.json contents.
+    """Run (or resume) a reconstruction of ``source_spec`` (what ``open_source`` takes, or a ``FrameSource``
+    from :func:`open_run_source`) into ``out``; returns the final run.json contents.
 
     ``progress(frames_done, frames_total_or_None)`` is called (from the writer thread) after each
     chunk. The resume state is saved at most every ``checkpoint_every`` seconds (0: after every
@@ -69,20 +70,22 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     completes unless ``keep_state``.
     """
     out = Path(out)
-    source = open_run_source(source_spec, settings, decode_threads)  # checked before the folder is touched
+    # The input is checked before the folder is touched (a FrameSource passed in was opened by open_run_source).
+    source = source_spec if isinstance(source_spec, FrameSource) else \
+        open_run_source(source_spec, settings, decode_threads)
     previous = prepare_folder(out, settings, resume)
     stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every)
     sinks = build_sinks(out, settings)
     record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe())
     if previous is not None:
         record.timings_previous_runs = previous.get("timings") or None
-        if (out / CHECKPOINT_FILE).exists():
-            checkpoint = load_checkpoint(out / CHECKPOINT_FILE)
+        checkpoint = load_checkpoint(out / CHECKPOINT_FILE) if (out / CHECKPOINT_FILE).exists() else None
+        if checkpoint is not None:
             stream.load_state_dict(checkpoint.stream)
             record.frames, record.chunks = checkpoint.frames, checkpoint.chunks
             record.checkpoint = {"frames": checkpoint.frames, "chunks": checkpoint.chunks}
-        for name, sink in sinks.items():
-            sink.restore(checkpoint.sinks.get(name, {}) if record.checkpoint else {}, record.frames)
+        for name, sink in sinks.items():  # back to the checkpoint (or to nothing, without one)
+            sink.restore(checkpoint.sinks.get(name, {}) if checkpoint else {}, record.frames)
     record.write(out)
 
     clock = StageClock()

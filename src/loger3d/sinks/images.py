@@ -12,7 +12,7 @@ from PIL import Image
 from ..util.atomic import atomic_open
 from .base import FrameBatch, SinkState
 
-__all__ = ["ImageWriter", "image_relpath", "read_image"]
+__all__ = ["ImageWriter", "image_relpath", "read_images"]
 
 JPEG_QUALITY = 95
 
@@ -22,10 +22,14 @@ def image_relpath(name: str) -> str:
     return f"images/{name}.jpg"
 
 
-def read_image(root: str | os.PathLike, name: str) -> np.ndarray:
-    """Frame ``name`` of a run as uint8 ``[H, W, 3]`` (decoded from its JPEG)."""
-    with Image.open(Path(root) / image_relpath(name)) as img:
-        return np.asarray(img.convert("RGB"))
+def read_images(root: str | os.PathLike, names) -> np.ndarray:
+    """Frames ``names`` of a run as uint8 ``[n, H, W, 3]``, decoded from their JPEGs (FileNotFoundError
+    when a run kept no images)."""
+    frames = []
+    for name in names:
+        with Image.open(Path(root) / image_relpath(str(name))) as img:
+            frames.append(np.asarray(img.convert("RGB")))
+    return np.stack(frames)
 
 
 class ImageWriter:
