@@ -18,6 +18,7 @@ import platform
 import statistics
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,16 @@ def profile(model, args) -> dict:
     # Host waits: where the Python side blocks on the GPU (a chunk should have none but its output copies).
     waits = [{"call": e.key, "calls": e.count, "ms": e.self_cpu_time_total / 1e3} for e in prof.key_averages()
              if "Synchronize" in e.key or e.key in ("cudaMemcpy", "cudaMemcpy2D")]
-    return {"wall_ms": 1e3 * wall, "kernel_ms": total / 1e3, "top": top, "host_waits": waits}
+    # Which lines make the host wait: CUDA's sync debug mode warns at each synchronising call of one chunk.
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            stream.push(to_tensor(frames[:args.window - args.overlap]))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)})
+    return {"wall_ms": 1e3 * wall, "kernel_ms": total / 1e3, "top": top, "host_waits": waits, "host_syncs": syncs}
 
 
 def main() -> None:
@@ -202,6 +212,7 @@ def main() -> None:
         print(f"  profile: {prof['kernel_ms']:.0f} ms of kernels in {prof['wall_ms']:.0f} ms of wall time")
         for row in prof["host_waits"]:
             print(f"  host wait: {row['call']} x{row['calls']}, {row['ms']:.1f} ms")
+        print(f"  synchronising lines in one chunk: {', '.join(prof['host_syncs']) or 'none'}")
         for row in prof["top"][:15]:
             print(f"  {row['share']:6.1%} {row['ms']:9.2f} ms {row['calls']:6d}  {row['kernel']}")
 

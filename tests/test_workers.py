@@ -1,11 +1,14 @@
-"""The run loop's background helpers: ordered_map (decoding ahead on threads) and SerialWorker (the writer)."""
+"""The run loop's background helpers: ordered_map (decoding ahead on threads), SerialWorker (the writer) and
+group_frames (chunks stacked ahead of the model)."""
 
 import threading
 import time
 
+import numpy as np
 import pytest
+import torch
 
-from loger3d.sources import open_source
+from loger3d.sources import Frame, group_frames, open_source
 from loger3d.util.workers import SerialWorker, ordered_map
 
 
@@ -78,3 +81,27 @@ def test_image_folder_decoded_on_threads_gives_the_same_frames(tmp_path, threads
     assert [f.index for f in many] == list(range(2, 9)) and [f.name for f in many] == [f"f{i}" for i in range(2, 9)]
     for a, b in zip(one[2:], many):
         assert (a == b.image).all()
+
+
+def _frames(n: int, size: int = 4) -> list[Frame]:
+    return [Frame(i, i, float(i), f"f{i}", np.full((size, size, 3), i, np.uint8)) for i in range(n)]
+
+
+def test_group_frames_follows_the_stream_and_stacks_each_push():
+    groups = list(group_frames(iter(_frames(12)), first=5, step=3))
+    assert [[f.index for f in g.frames] for g in groups] == [[0, 1, 2, 3, 4], [5, 6, 7], [8, 9, 10], [11]]
+    for g in groups:
+        assert g.images.dtype == torch.uint8 and g.images.shape == (len(g.frames), 3, 4, 4)
+        assert torch.equal(g.images[:, 0, 0, 0], torch.tensor([f.index for f in g.frames], dtype=torch.uint8))
+
+
+def test_group_frames_carries_resumed_frames_as_metadata_only():
+    # resumed with frames 2 and 3 already in the stream's buffer: the first push needs 3 more frames
+    groups = list(group_frames(iter(_frames(10)[2:]), first=3, step=3, pushed=4))
+    assert [[f.index for f in g.frames] for g in groups] == [[2, 3, 4, 5, 6], [7, 8, 9]]
+    assert groups[0].images[:, 0, 0, 0].tolist() == [4, 5, 6]
+    # nothing left to push after the resumed frames: metadata only
+    (only,) = group_frames(iter(_frames(4)[2:]), first=3, step=3, pushed=4)
+    assert [f.index for f in only.frames] == [2, 3] and only.images is None
+    with pytest.raises(ValueError, match="group sizes"):
+        next(group_frames(iter(_frames(2)), first=0, step=3))

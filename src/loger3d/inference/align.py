@@ -36,6 +36,9 @@ class ChunkTransform:
         return cls(torch.eye(3, device=device, dtype=dtype).expand(batch, 3, 3).clone(),
                    torch.zeros(batch, 3, device=device, dtype=dtype), torch.ones(batch, device=device, dtype=dtype))
 
+    def to(self, device: torch.device | str) -> ChunkTransform:
+        return ChunkTransform(self.rotation.to(device), self.translation.to(device), self.scale.to(device))
+
     def matrix(self) -> torch.Tensor:
         """The rigid part as ``[B,4,4]`` (the scale is kept apart, as in the official outputs)."""
         B = self.rotation.shape[0]
@@ -50,15 +53,16 @@ def median_depth_ratio(prev_depth: torch.Tensor, curr_depth: torch.Tensor) -> to
 
     Depths ``[B, H, W]``; a pixel is valid when both are finite and ``|curr|`` exceeds fp32
     epsilon. With no valid pixel the ratio is 1. Clamped to ``[1e-3, 1e3]``.
+    Computed without reading anything back to the host (no GPU synchronisation): the invalid
+    ratios sort last as +inf and the lower median of the ``n`` valid ones is the ``(n-1)//2``-th.
     """
     prev = prev_depth.float().reshape(prev_depth.shape[0], -1)
     curr = curr_depth.float().reshape(curr_depth.shape[0], -1)
     valid = torch.isfinite(prev) & torch.isfinite(curr) & (curr.abs() > torch.finfo(torch.float32).eps)
-    ratios = []
-    for b in range(prev.shape[0]):
-        m = valid[b]
-        ratios.append((prev[b, m] / curr[b, m]).median() if m.any() else torch.tensor(1.0, device=prev.device))
-    return torch.stack(ratios).to(prev_depth.dtype).clamp(1e-3, 1e3)
+    ratios = torch.where(valid, prev / curr, torch.inf).sort(dim=1).values
+    count = valid.sum(dim=1, keepdim=True)
+    median = ratios.gather(1, ((count - 1).clamp(min=0) // 2)).squeeze(1)
+    return torch.where(count.squeeze(1) > 0, median, 1.0).to(prev_depth.dtype).clamp(1e-3, 1e3)
 
 
 def estimate_chunk_transform(prev_pose: torch.Tensor, curr_pose: torch.Tensor, scale: torch.Tensor) -> ChunkTransform:

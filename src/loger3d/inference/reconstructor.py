@@ -8,10 +8,12 @@ held back, because the next chunk (if any) predicts them again and its predictio
 anchor, the images of the overlap frames and the held-back predictions; its state can be saved
 after any chunk and loaded to resume, with results identical to an uninterrupted run.
 
-On a GPU a chunk's outputs are copied to pinned host memory on a side stream, and a chunk is
-finalised (aligned, handed out) only once the next one has been launched, so that the copies and
-the host's work overlap the next chunk's compute. ``flush()`` finalises the chunk in flight
-(``finish()`` does it too); ``state_dict()`` needs a flushed stream.
+A chunk is aligned on the model's device as soon as it is launched (the alignment needs only the
+previous chunk's anchor, already there), then on a GPU copied to pinned host memory on a side
+stream; it is handed out only once the next chunk has been launched, so that the copies and the
+host's work overlap the next chunk's compute and nothing between two chunks waits for the GPU.
+``flush()`` finalises the chunk in flight (``finish()`` does it too); ``state_dict()`` needs a
+flushed stream.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class _InFlight:
     size: int
     last: bool
     prediction: ChunkPrediction
+    transform: ChunkTransform | None
     copied: torch.cuda.Event | None
 
 
@@ -156,32 +159,41 @@ class Reconstructor:
         if self.memory is not None and self.reset_every and index > 0 and index % self.reset_every == 0:
             self.memory = self.memory.reset_fast_weights()
         pred, self.memory = self.model.forward_chunk(images, self.memory, frame_roles(n, self.window, self.overlap))
+        pred, transform = self.aligner(index, pred)
         copied = None
         if self.offload:
-            pred, copied = self._to_host(pred.detach())
+            pred, transform, copied = self._to_host(pred.detach(), transform)
             self.memory = self.memory.detach()
-        previous, self._inflight = self._inflight, _InFlight(index, self._buffer_start, n, last, pred, copied)
+        previous, self._inflight = self._inflight, _InFlight(index, self._buffer_start, n, last, pred, transform,
+                                                             copied)
         self.chunks_run += 1
         self._processed = self._buffer_start + n
         return self._finalise(previous) if previous is not None else []
 
-    def _to_host(self, pred: ChunkPrediction) -> tuple[ChunkPrediction, torch.cuda.Event | None]:
+    def _to_host(self, pred: ChunkPrediction, transform: ChunkTransform | None
+                 ) -> tuple[ChunkPrediction, ChunkTransform | None, torch.cuda.Event | None]:
         """Outputs to the host: on CUDA into pinned memory on a side stream (no wait), else a plain copy."""
         if pred.camera_poses.device.type != "cuda":
-            return pred.to("cpu"), None
+            return pred.to("cpu"), transform.to("cpu") if transform is not None else None, None
         if self._copy_stream is None:
             self._copy_stream = torch.cuda.Stream(device=pred.camera_poses.device)
         stream = self._copy_stream
         stream.wait_stream(torch.cuda.current_stream())
-        host = {}
+
+        def pinned(value: torch.Tensor) -> torch.Tensor:
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
+            value.record_stream(stream)  # the device buffer outlives the copy
+            return host
+
         with torch.cuda.stream(stream):
-            for key, value in pred.items():
-                host[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
-                host[key].copy_(value, non_blocking=True)
-                value.record_stream(stream)  # the device buffer outlives the copy
+            pred = replace(pred, **{key: pinned(value) for key, value in pred.items()})
+            if transform is not None:
+                transform = ChunkTransform(pinned(transform.rotation), pinned(transform.translation),
+                                           pinned(transform.scale))
             copied = torch.cuda.Event()
             copied.record(stream)
-        return replace(pred, **host), copied
+        return pred, transform, copied
 
     def _finalise(self, chunk: _InFlight) -> list[FinishedFrames]:
         if chunk.copied is not None:
@@ -191,7 +203,7 @@ class Reconstructor:
             if gate is not None:
                 self._gate_sums[slot] += float(gate)
                 self._gate_counts[slot] += 1
-        pred, transform = self.aligner(chunk.index, pred)
+        transform = chunk.transform
         n = chunk.size
         keep = n if chunk.last else n - self.overlap
         self._held = None if chunk.last or keep == n else pred.frames(keep, n)
@@ -245,7 +257,8 @@ class Reconstructor:
             saved = f"window {settings[0]}, overlap {settings[1]}, align {ALIGN_MODES[settings[2]]}, " \
                     f"reset_every {settings[3]}"
             raise ValueError(f"the saved state was made with {saved}; resume with the same settings")
-        device = self.model.image_mean.device if not self.offload else torch.device("cpu")
+        device = self.model.image_mean.device  # the aligner works there; held frames are on the host when offloaded
+        held_device = torch.device("cpu") if self.offload else device
         (self.chunks_run, self.frames_pushed, self._buffer_start, self._processed,
          self._finished) = (int(x) for x in state["counters"])
         self._gate_sums = state["gate_sums"].clone()
@@ -257,11 +270,11 @@ class Reconstructor:
                                       if k.startswith("aligner.")})
         self._held = None
         if "held_meta" in state:
-            self._held = ChunkPrediction(*(state[f"held.{k}"].to(device) for k in _PRED_KEYS))
+            self._held = ChunkPrediction(*(state[f"held.{k}"].to(held_device) for k in _PRED_KEYS))
             self._held_start, self._held_chunk = (int(x) for x in state["held_meta"])
             self._held_transform = None
             if "held_transform.rotation" in state:
-                self._held_transform = ChunkTransform(*(state[f"held_transform.{k}"].to(device)
+                self._held_transform = ChunkTransform(*(state[f"held_transform.{k}"].to(held_device)
                                                         for k in ("rotation", "translation", "scale")))
 
     def save(self, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:

@@ -285,7 +285,8 @@ class LoGeR(nn.Module):
         roles = torch.as_tensor(frame_roles, dtype=torch.long)
         if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):  # checked on the host: no GPU sync
             raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
-        roles = roles.to(device)
+        # From pinned memory without waiting: a plain copy would make the host wait for the GPU's queue.
+        roles = roles.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else roles.to(device)
 
         if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
             images = images.to(device, non_blocking=True).float().div_(255)

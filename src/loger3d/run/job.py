@@ -1,7 +1,7 @@
 """The reconstruct job: frames from a source, through the streaming reconstructor, into the sinks.
 
-    source ──frames (decoded ahead, in parallel)──▶ Reconstructor ──finished frames──▶ RunWriter thread
-                                                     (the model)                        sinks, checkpoint, run.json
+    source ──frames (decoded ahead, in parallel; stacked and pinned per chunk in a thread)──▶
+    Reconstructor (the model) ──finished frames──▶ RunWriter thread (sinks, checkpoint, run.json)
 
 A run stopped at any point (Ctrl-C, a crash) leaves every completed chunk on disk; ``resume=True``
 continues from the last checkpoint with results identical to an uninterrupted run. Memory does
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..inference.reconstructor import FinishedFrames, Reconstructor
@@ -27,8 +26,7 @@ from ..sinks.cloud import CloudSink
 from ..sinks.images import ImageWriter
 from ..sinks.store import FrameStore
 from ..sinks.trajectory import TrajectoryWriter
-from ..sources import Frame, FrameSource, open_source
-from ..sources.preprocess import frames_to_tensor
+from ..sources import Frame, FrameSource, Prefetcher, group_frames, open_source
 from .exports import write_exports
 from .folder import CHECKPOINT_FILE, RunRecord, environment, load_checkpoint, prepare_folder
 from .settings import RunSettings
@@ -103,36 +101,31 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         writer.submit(parts, stream.chunks_run, stream.state_dict() if due else None)
 
     device = model.image_mean.device
-
-    def run_chunk(frames: list[Frame]) -> list[FinishedFrames]:
-        t0 = time.perf_counter()
-        done = stream.push(upload(frames, device)) if frames else []
-        clock.model += time.perf_counter() - t0
-        return done
-
+    step = settings.window - settings.overlap
     frames = source.frames(skip=stream.frames_finished, prefetch=2 * settings.window + 8)
-    pending: list[Frame] = []
+    chunks = Prefetcher(group_frames(frames, stream.frames_until_chunk, step, stream.frames_pushed,
+                                     pin=device.type == "cuda"), depth=2)
     at_boundary = True  # the stream's state matches what has been handed to the writer
     try:
         while True:
             t0 = time.perf_counter()
-            frame = next(frames, None)
+            chunk = next(chunks, None)
             clock.decode += time.perf_counter() - t0
-            if frame is None:
+            if chunk is None:
                 break
-            meta[frame.index] = frame
-            if frame.index < stream.frames_pushed:
-                continue  # already in the reconstructor's buffer (resumed): only its metadata was needed
-            pending.append(frame)
-            if len(pending) == stream.frames_until_chunk:
-                at_boundary = False
-                done, pending = run_chunk(pending), []
+            meta.update((frame.index, frame) for frame in chunk.frames)
+            if chunk.images is None:
+                continue  # every frame already in the reconstructor's buffer (resumed): only metadata needed
+            at_boundary = False
+            t0 = time.perf_counter()
+            done = stream.push(chunk.images.to(device, non_blocking=True))
+            clock.model += time.perf_counter() - t0
+            if stream.frames_until_chunk == step:  # a chunk ran: its frames go to the writer
                 hand_over(done)
                 at_boundary = True
         at_boundary = False
-        done = run_chunk(pending)
         t0 = time.perf_counter()
-        done += stream.finish()
+        done = stream.finish()
         clock.model += time.perf_counter() - t0
         hand_over(done, force=keep_state)  # a kept state covers the whole run
         writer.drain()
@@ -151,6 +144,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         raise
     finally:
         writer.close()
+        chunks.close()
         close = getattr(frames, "close", None)
         if close is not None:
             close()
@@ -162,19 +156,6 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         record.checkpoint = None
     record.write(out)
     return asdict(record)
-
-
-def upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
-    """A chunk's frames as uint8 ``[n, 3, H, W]`` on ``device``.
-
-    On CUDA through pinned memory without waiting: a copy from pageable memory would make the host
-    wait for the GPU to finish the previous chunk before it could queue this one, and the GPU would
-    then idle while the first kernels are launched.
-    """
-    host = frames_to_tensor(np.stack([f.image for f in frames]), scaled=False)
-    if device.type != "cuda":
-        return host
-    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _finish_sinks(sinks: dict[str, Sink], raise_errors: bool = True) -> None:
