@@ -70,6 +70,8 @@ class ChunkEvents:
 
     def report(self) -> dict:
         torch.cuda.synchronize()
+        if not self.pairs:  # a layer pipeline runs the model's units on its own threads, not forward_chunk
+            return {"chunks": 0}
         busy = [s.elapsed_time(e) / 1000 for s, e in self.pairs]
         gaps = [max(0.0, end.elapsed_time(start) / 1000) for (_, end), (start, _) in zip(self.pairs, self.pairs[1:])]
         steady = gaps[1:]  # after the first chunk (compilation)
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--run-dir", required=True, help="output folder of the job (replaced)")
     parser.add_argument("--out", required=True, help="folder for the JSON result")
     parser.add_argument("--label", default="e2e")
+    parser.add_argument("--devices", help="a layer pipeline over these GPUs (e.g. cuda:0,cuda:1 or all)")
     args = parser.parse_args()
 
     import shutil
@@ -128,7 +131,12 @@ def main() -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    record = reconstruct(args.folder, run_dir, model, settings, checkpoint_every=30.0)
+    devices = None
+    if args.devices:
+        from loger3d.inference.pipeline import parse_devices
+
+        devices = parse_devices(args.devices)
+    record = reconstruct(args.folder, run_dir, model, settings, checkpoint_every=30.0, devices=devices)
     wall = time.perf_counter() - t0
     sizes = disk_bytes(run_dir)
     frames = record["frames"]
@@ -142,16 +150,20 @@ def main() -> None:
         "fast": fast, "wall_s": round(wall, 2), "frames_per_second": round(frames / wall, 2),
         "job_timings": record["timings"], "gpu": events.report(),
         "gpu_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "gpu_peak_gib_per_device": {str(d): round(torch.cuda.max_memory_allocated(d) / 2**30, 2)
+                                    for d in (devices or [torch.device("cuda", 0)])},
         "disk_bytes": sizes, "disk_bytes_per_frame": round(sum(sizes.values()) / frames),
     }
-    steady_frames = frames - (args.window - args.overlap)
-    steady_wall = wall - result["gpu"]["first_chunk_s"]
-    result["frames_per_second_after_first_chunk"] = round(steady_frames / steady_wall, 2)
+    if result["gpu"]["chunks"]:
+        steady_frames = frames - (args.window - args.overlap)
+        steady_wall = wall - result["gpu"]["first_chunk_s"]
+        result["frames_per_second_after_first_chunk"] = round(steady_frames / steady_wall, 2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.label}.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("label", "frames", "wall_s", "frames_per_second",
-                                              "frames_per_second_after_first_chunk", "disk_bytes_per_frame")}))
+    print(json.dumps({k: result.get(k) for k in ("label", "frames", "wall_s", "frames_per_second",
+                                                  "frames_per_second_after_first_chunk", "disk_bytes_per_frame",
+                                                  "gpu_peak_gib_per_device")}))
     print(json.dumps(result["gpu"]), json.dumps(result["job_timings"]))
 
 

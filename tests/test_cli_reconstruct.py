@@ -189,3 +189,19 @@ def test_ctrl_c_says_how_to_resume(video, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Reconstructor, "push", original)
     assert main(["reconstruct", video, "-o", str(out), "--quiet", "--resume", *TINY]) == 0
     assert json.loads((out / "run.json").read_text())["frames"] == 14
+
+
+def test_devices_run_a_layer_pipeline_with_identical_files(video, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["reconstruct", video, "-o", str(one), "--quiet", *TINY]) == 0
+    assert main(["reconstruct", video, "-o", str(two), "--quiet", "--devices", "cpu,cpu", *TINY]) == 0
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file() and p.name != "run.json")
+    assert files and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file() and p.name != "run.json")
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert main(["reconstruct", video, "-o", str(tmp_path / "bad"), "--quiet", "--devices", "cpu,cpu",
+                 "--device", "cpu", *TINY]) == 2
+    one_line_error(capsys, "--device or --devices")
+    assert main(["reconstruct", video, "-o", str(tmp_path / "bad"), "--quiet", "--devices", "cuda:7,cuda:8",
+                 *TINY]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -108,6 +108,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads {args.threads}: give at least 1")
         torch.set_num_threads(args.threads)
     save = parse_save(args.save)
+    devices = None
+    if args.devices is not None:
+        from .inference.pipeline import parse_devices
+
+        devices = parse_devices(args.devices)
+        if args.device != "auto":
+            raise ValueError("give either --device or --devices, not both")
+        args.device = str(devices[0])
     _status(args, f"loading model {args.model} ...")
     model, dtype = model_from_spec(args.model, args.device, args.dtype)
     defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
@@ -131,12 +139,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if settings.fast:
         cache = use_compile_cache()
         model.set_fast_path()
-        _status(args, f"fast path on: the first chunk compiles the model (about a minute; 20-30 s with the "
+        _status(args, f"fast path on: the first chunk compiles the model (about a minute; 15 s with the "
                       f"compile cache in {cache} warm)")
     bar = None if args.quiet else _ProgressBar()
     try:
         run = reconstruct(source, args.output, model, settings, resume=args.resume, progress=bar,
-                          checkpoint_every=args.checkpoint_every, keep_state=args.keep_state)
+                          checkpoint_every=args.checkpoint_every, keep_state=args.keep_state, devices=devices)
     except KeyboardInterrupt:
         print(f"loger3d: interrupted; finished chunks are saved in {args.output}: run the same command with "
               f"--resume to continue", file=sys.stderr)
@@ -337,13 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--reset-every", type=int, default=0, metavar="K",
                      help="reset the fast weights every K chunks (paper: 5 for long videos; default 0: never)")
     rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    rec.add_argument("--devices", metavar="LIST",
+                     help="run the model over several GPUs as a layer pipeline (cuda:0,cuda:1 or all): each GPU holds "
+                          "a stage of consecutive layers and their memory, chunks overlap in time, outputs equal one "
+                          "GPU's (instead of --device)")
     rec.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="weights precision (default: bf16 on CUDA, fp32 on CPU)")
     fast = rec.add_mutually_exclusive_group()
     fast.add_argument("--fast", dest="fast", action="store_true", default=None,
                       help="faster kernels: cuDNN attention and compiled blocks (about 1.7x; outputs within the "
                            "tolerance in docs/performance.md). Default: on for CUDA runs of 3,000 frames or more, "
-                           "which repay the first chunk's compilation (about a minute; 20-30 s with the cache warm)")
+                           "which repay the first chunk's compilation (about a minute; 15 s with the cache warm)")
     fast.add_argument("--no-fast", dest="fast", action="store_false", help="the eager kernels, whatever the length")
     rec.add_argument("--threads", type=int, metavar="N",
                      help="CPU threads of the model (default: PyTorch's choice, one per core)")

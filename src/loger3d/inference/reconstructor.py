@@ -19,14 +19,20 @@ flushed stream.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 import torch
 
 from ..model.memory import ChunkMemory
 from ..model.outputs import ChunkPrediction
+from ..model.recurrence import ChunkRecurrence, MemoryPolicy
 from ..util.atomic import atomic_path
 from .align import ALIGN_MODES, ChunkAligner, ChunkTransform
+from .offload import to_host
+from .pipeline import LayerPipeline, parse_devices
 from .windows import frame_roles
 
 __all__ = ["FinishedFrames", "Reconstructor"]
@@ -53,15 +59,25 @@ class FinishedFrames:
 
 @dataclass
 class _InFlight:
-    """A chunk launched but not finalised: its prediction (host copy in progress) and where it sits."""
+    """A chunk launched but not finalised: where it sits, and its outputs (a host copy in progress) or,
+    in a layer pipeline, the future that will give them."""
 
     index: int
     start: int
     size: int
     last: bool
-    prediction: ChunkPrediction
-    transform: ChunkTransform | None
-    copied: torch.cuda.Event | None
+    prediction: ChunkPrediction | None = None
+    transform: ChunkTransform | None = None
+    copied: torch.cuda.Event | None = None
+    future: Future | None = None
+
+    def outputs(self) -> tuple[ChunkPrediction, ChunkTransform | None]:
+        """The chunk's aligned outputs, waiting for them if needed."""
+        if self.future is not None:
+            self.prediction, self.transform, self.copied = self.future.result()
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.prediction, self.transform
 
 
 class Reconstructor:
@@ -74,10 +90,15 @@ class Reconstructor:
         reset_every: reset the fast weights before every ``reset_every``-th chunk (0: never).
         offload: move each chunk's prediction to the CPU (detached) as soon as it is computed;
             ``False`` keeps it on the device with its autograd graph (training).
+        devices: two or more devices (``"cuda:0,cuda:1"``, ``"all"`` or a list) to run the model as a
+            layer pipeline (``inference.pipeline``): its units are moved there, chunks overlap in
+            time, the outputs are those of one device. ``None`` (or one device): the model where it is.
+        split: with ``devices``, the first unit of each stage after the first (default: balanced).
     """
 
     def __init__(self, model, window: int, overlap: int, align: str = "none", reset_every: int = 0,
-                 offload: bool = True) -> None:
+                 offload: bool = True, devices: str | Sequence[str | torch.device] | None = None,
+                 split: Sequence[int] | None = None) -> None:
         if window <= 0:
             raise ValueError(f"streaming needs a window of at least 1 frame, got {window}")
         if not 0 <= overlap < window:
@@ -91,7 +112,7 @@ class Reconstructor:
         self.reset_every = max(int(reset_every), 0)
         self.offload = offload
         self.aligner = ChunkAligner(align, self.reset_every, overlap)
-        self.memory: ChunkMemory | None = None
+        self.recurrence = ChunkRecurrence(model, MemoryPolicy(self.reset_every), inference=offload)
         self.chunks_run = 0
         self.frames_pushed = 0
         self._buffer: torch.Tensor | None = None  # [B, n, 3, H, W] frames the next chunk starts with
@@ -100,11 +121,26 @@ class Reconstructor:
         self._held: ChunkPrediction | None = None  # predictions of the last chunk's overlap frames
         self._gate_sums = torch.zeros(2, dtype=torch.float64)  # mean |gate| summed over chunks: TTT, SWA
         self._gate_counts = torch.zeros(2, dtype=torch.int64)
-        self._inflight: _InFlight | None = None
+        self._inflight: deque[_InFlight] = deque()
         self._finished = 0  # frames handed out as final
         self._copy_stream: torch.cuda.Stream | None = None
+        self.pipeline: LayerPipeline | None = None
+        if devices is not None:
+            devices = parse_devices(devices)
+            if len(devices) > 1:
+                if not offload:
+                    raise ValueError("the layer pipeline runs inference only (offload=True)")
+                self.pipeline = LayerPipeline(model, devices, self.aligner, split)
+            elif devices[0] != model.image_mean.device:
+                raise ValueError(f"the model is on {model.image_mean.device}, not on {devices[0]}; move it there "
+                                 "first (one device runs the model where it is)")
 
     # ------------------------------------------------------------------ streaming
+    @property
+    def memory(self) -> ChunkMemory | None:
+        """The memory after the last chunk (on one device; a layer pipeline keeps it in its stages)."""
+        return self.recurrence.memory
+
     @property
     def frames_finished(self) -> int:
         """Frames already handed out as final."""
@@ -145,65 +181,53 @@ class Reconstructor:
         if self._held is not None:
             done.append(self._release_held())
         self._buffer = None
+        if self.pipeline is not None:  # its threads stop; the memory stays
+            self.pipeline.pause(self.chunks_run)
         return done
 
     def flush(self) -> list[FinishedFrames]:
-        """Finalise the chunk in flight, if any (waits for its outputs)."""
-        inflight, self._inflight = self._inflight, None
-        return self._finalise(inflight) if inflight is not None else []
+        """Finalise the chunks in flight, if any (waits for their outputs)."""
+        done = []
+        while self._inflight:
+            done += self._finalise(self._inflight.popleft())
+        return done
+
+    def close(self) -> None:
+        """Stop a layer pipeline's threads (``finish`` does it too); nothing to do on one device."""
+        if self.pipeline is not None:
+            self.pipeline.close()
 
     def _run_chunk(self, images: torch.Tensor, last: bool) -> list[FinishedFrames]:
-        """Launch a chunk, then finalise the previous one while the device works on this one."""
+        """Launch a chunk, then finalise the chunks before it that no longer need to stay in flight
+        (one on one device: the previous chunk is handed out while the device works on this one)."""
         index = self.chunks_run
         n = images.shape[1]
-        if self.memory is not None and self.reset_every and index > 0 and index % self.reset_every == 0:
-            self.memory = self.memory.reset_fast_weights()
-        pred, self.memory = self.model.forward_chunk(images, self.memory, frame_roles(n, self.window, self.overlap))
-        pred, transform = self.aligner(index, pred)
-        copied = None
-        if self.offload:
-            pred, transform, copied = self._to_host(pred.detach(), transform)
-            self.memory = self.memory.detach()
-        previous, self._inflight = self._inflight, _InFlight(index, self._buffer_start, n, last, pred, transform,
-                                                             copied)
+        roles = frame_roles(n, self.window, self.overlap)
+        chunk = _InFlight(index, self._buffer_start, n, last)
+        if self.pipeline is not None:
+            chunk.future = self.pipeline.submit(index, images, roles, self.recurrence.policy.resets_before(index))
+        else:
+            pred, transform = self.aligner(index, self.recurrence(images, roles))
+            if self.offload:
+                if self._copy_stream is None and pred.camera_poses.device.type == "cuda":
+                    self._copy_stream = torch.cuda.Stream(device=pred.camera_poses.device)
+                pred, transform, chunk.copied = to_host(pred.detach(), transform, self._copy_stream)
+            chunk.prediction, chunk.transform = pred, transform
+        self._inflight.append(chunk)
         self.chunks_run += 1
         self._processed = self._buffer_start + n
-        return self._finalise(previous) if previous is not None else []
-
-    def _to_host(self, pred: ChunkPrediction, transform: ChunkTransform | None
-                 ) -> tuple[ChunkPrediction, ChunkTransform | None, torch.cuda.Event | None]:
-        """Outputs to the host: on CUDA into pinned memory on a side stream (no wait), else a plain copy."""
-        if pred.camera_poses.device.type != "cuda":
-            return pred.to("cpu"), transform.to("cpu") if transform is not None else None, None
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(device=pred.camera_poses.device)
-        stream = self._copy_stream
-        stream.wait_stream(torch.cuda.current_stream())
-
-        def pinned(value: torch.Tensor) -> torch.Tensor:
-            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
-            host.copy_(value, non_blocking=True)
-            value.record_stream(stream)  # the device buffer outlives the copy
-            return host
-
-        with torch.cuda.stream(stream):
-            pred = replace(pred, **{key: pinned(value) for key, value in pred.items()})
-            if transform is not None:
-                transform = ChunkTransform(pinned(transform.rotation), pinned(transform.translation),
-                                           pinned(transform.scale))
-            copied = torch.cuda.Event()
-            copied.record(stream)
-        return pred, transform, copied
+        in_flight = self.pipeline.depth if self.pipeline is not None else 1
+        done = []
+        while len(self._inflight) > in_flight:
+            done += self._finalise(self._inflight.popleft())
+        return done
 
     def _finalise(self, chunk: _InFlight) -> list[FinishedFrames]:
-        if chunk.copied is not None:
-            chunk.copied.synchronize()
-        pred = chunk.prediction
+        pred, transform = chunk.outputs()
         for slot, gate in enumerate((pred.ttt_gate, pred.swa_gate)):
             if gate is not None:
                 self._gate_sums[slot] += float(gate)
                 self._gate_counts[slot] += 1
-        transform = chunk.transform
         n = chunk.size
         keep = n if chunk.last else n - self.overlap
         self._held = None if chunk.last or keep == n else pred.frames(keep, n)
@@ -227,7 +251,7 @@ class Reconstructor:
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything needed to continue after the last chunk, as CPU tensors (call ``flush()`` first)."""
-        if self._inflight is not None:
+        if self._inflight:
             raise RuntimeError("a chunk is still in flight: call flush() and hand out its frames before saving")
         state = {
             "settings": torch.tensor([self.window, self.overlap, ALIGN_MODES.index(self.align), self.reset_every]),
@@ -235,8 +259,9 @@ class Reconstructor:
                                       self._finished]),
             "gate_sums": self._gate_sums, "gate_counts": self._gate_counts,
         }
-        if self.memory is not None:
-            state.update({f"memory.{k}": v for k, v in self.memory.state_dict().items()})
+        memory = self.pipeline.memory(self.chunks_run) if self.pipeline is not None else self.memory
+        if memory is not None:
+            state.update({f"memory.{k}": v for k, v in memory.state_dict().items()})
         if self._buffer is not None:
             state["buffer"] = self._buffer
         state.update({f"aligner.{k}": v for k, v in self.aligner.state_dict().items()})
@@ -257,14 +282,19 @@ class Reconstructor:
             saved = f"window {settings[0]}, overlap {settings[1]}, align {ALIGN_MODES[settings[2]]}, " \
                     f"reset_every {settings[3]}"
             raise ValueError(f"the saved state was made with {saved}; resume with the same settings")
-        device = self.model.image_mean.device  # the aligner works there; held frames are on the host when offloaded
+        # the aligner works where the heads are; held frames are on the host when offloaded
+        device = self.model.unit_device(self.model.num_units - 1)
         held_device = torch.device("cpu") if self.offload else device
         (self.chunks_run, self.frames_pushed, self._buffer_start, self._processed,
          self._finished) = (int(x) for x in state["counters"])
         self._gate_sums = state["gate_sums"].clone()
         self._gate_counts = state["gate_counts"].clone()
         memory = {k[len("memory."):]: v for k, v in state.items() if k.startswith("memory.")}
-        self.memory = ChunkMemory.from_state_dict(memory).to(self.model.image_mean.device) if memory else None
+        memory = ChunkMemory.from_state_dict(memory).to(self.model.image_mean.device) if memory else None
+        self.recurrence.memory, self.recurrence.chunks_run = memory, self.chunks_run
+        if self.pipeline is not None and memory is not None:
+            self.pipeline.load_memory(memory)
+            self.recurrence.memory = None
         self._buffer = state.get("buffer")
         self.aligner.load_state_dict({k[len("aligner."):]: v.to(device) for k, v in state.items()
                                       if k.startswith("aligner.")})

@@ -6,6 +6,9 @@ positions ``[L, 2]`` integers or their prepared ``RotaryTable`` (see rope.py).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,9 +18,36 @@ from torch.utils.checkpoint import checkpoint
 from .compiled import compiled, mark_dynamic
 from .rope import RoPE2D, RotaryTable
 
-__all__ = ["Mlp", "LayerScale", "Attention", "Block", "attend"]
+__all__ = ["Mlp", "LayerScale", "Attention", "Block", "attend", "pinned_attention", "resolve_backends"]
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def resolve_backends(dtype: torch.dtype, backends: tuple[SDPBackend, ...] | None
+                     ) -> tuple[tuple[SDPBackend, ...], bool]:
+    """The SDPA backends ``attend`` allows for queries of ``dtype``, and whether their order is a priority."""
+    if backends is None:
+        return ((SDPBackend.FLASH_ATTENTION,) if dtype in _LOW_PRECISION else
+                (SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION)), False
+    return tuple(backends), True
+
+
+# PyTorch's backend choice is process-wide state; a context per call is safe on one thread only.
+# While a layer pipeline runs stages on several threads it fixes the choice once (pinned_attention).
+_PINNED: tuple[tuple[SDPBackend, ...], bool] | None = None
+
+
+@contextlib.contextmanager
+def pinned_attention(backends: tuple[SDPBackend, ...], priority: bool) -> Iterator[None]:
+    """Fix the SDPA backends for the whole process while inside; ``attend`` calls that would ask for
+    exactly these then run without touching the process-wide choice (safe from several threads)."""
+    global _PINNED
+    with sdpa_kernel(list(backends), set_priority=priority):
+        _PINNED = (tuple(backends), priority)
+        try:
+            yield
+        finally:
+            _PINNED = None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -28,12 +58,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     means the math kernel, the one that reproduces the reference bit for bit. ``backends``
     overrides the choice (the fast path puts cuDNN first).
     """
-    if backends is None:
-        backends = (SDPBackend.FLASH_ATTENTION,) if q.dtype in _LOW_PRECISION else (
-            SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION)
-        with sdpa_kernel(list(backends)):  # PyTorch's own order among them (memory-efficient before math on CUDA)
-            return F.scaled_dot_product_attention(q, k, v)
-    with sdpa_kernel(list(backends), set_priority=True):  # in the order given
+    choice = resolve_backends(q.dtype, backends)
+    if _PINNED == choice:
+        return F.scaled_dot_product_attention(q, k, v)
+    allowed, priority = choice
+    # without priority: PyTorch's own order among them (memory-efficient before math on CUDA)
+    with sdpa_kernel(list(allowed), set_priority=priority):
         return F.scaled_dot_product_attention(q, k, v)
 
 

@@ -8,6 +8,7 @@ attention, chunk attention and a shorter last chunk do not each trigger a new co
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,12 @@ _COMPILED: dict[Callable, Callable] = {}
 _RECOMPILE_LIMIT = 64
 
 
+# Dynamo refuses to enter compiled code on one thread while it traces on another (the tracing flag is
+# process-wide), and a layer pipeline runs the stages on several threads: every call of compiled code
+# holds this lock. Calls only queue GPU work (no call waits for the GPU), so stages still overlap.
+_CALL_LOCK = threading.RLock()
+
+
 def compiled(fn: Callable) -> Callable:
     """The compiled version of ``fn`` (compiled on first use, then cached for the process).
 
@@ -31,7 +38,13 @@ def compiled(fn: Callable) -> Callable:
     """
     if fn not in _COMPILED:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-        _COMPILED[fn] = torch.compile(fn, dynamic=False, options={"emulate_precision_casts": True})
+        compiled_fn = torch.compile(fn, dynamic=False, options={"emulate_precision_casts": True})
+
+        def call(*args, **kwargs):
+            with _CALL_LOCK:
+                return compiled_fn(*args, **kwargs)
+
+        _COMPILED[fn] = call
     return _COMPILED[fn]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from torch.nn.attention import SDPBackend
 
 from ..config import ModelConfig, get_config
 from ..geometry import local_to_world
+from .activations import ChunkActivations
 from .blocks import Attention, Block
 from .compiled import compiled, mark_dynamic
 from .dinov2 import DinoV2Encoder
@@ -49,6 +51,31 @@ def _compiled_gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: tor
     for t in (gate_input, out, x_in):
         mark_dynamic(t, 1, 2)  # frames per chunk, tokens per frame
     return compiled(gated_residual)(proj, gate_input, out, x_in)
+
+
+class _RotaryCache:
+    """One chunk's RoPE tables, made once per device on first use (a stage's units share them)."""
+
+    def __init__(self, model: LoGeR, acts: ChunkActivations) -> None:
+        self.model = model
+        p = model.config.patch_size
+        self.h, self.w, self.frames = acts.height // p, acts.width // p, acts.frames
+        self._tables: dict[torch.device, tuple] = {}
+
+    def _get(self, device: torch.device) -> tuple:
+        if device not in self._tables:
+            cfg = self.model.config
+            tables = self.model._rotary_tables(self.h, self.w, device)
+            pos = tables[cfg.dec_dim // cfg.dec_heads]
+            self._tables[device] = (pos, pos.repeat(self.frames), tables[cfg.head_dim // cfg.head_heads])
+        return self._tables[device]
+
+    def decoder(self, device: torch.device) -> tuple[RotaryTable, RotaryTable]:
+        """One frame's rotations, and the same repeated over the chunk's frames (the global blocks')."""
+        return self._get(device)[:2]
+
+    def heads(self, device: torch.device) -> RotaryTable:
+        return self._get(device)[2]
 
 
 class LoGeR(nn.Module):
@@ -205,24 +232,125 @@ class LoGeR(nn.Module):
         widths = {cfg.dec_dim // cfg.dec_heads, cfg.head_dim // cfg.head_heads}
         return {d: self.rope.table(pos, d, dtype, max_position=max(h, w)) for d in widths}
 
-    def _decode(self, tokens: torch.Tensor, B: int, N: int, pos: RotaryTable, memory: ChunkMemory):
-        """Decoder with the memory layers. ``tokens`` ``[B*N, T, C]`` → ``[B*N, T, 2C]``.
+    # ------------------------------------------------------------------ units
+    @property
+    def num_units(self) -> int:
+        """The chunk's units in order: 0 the encoder, 1..D the decoder blocks (each with the memory
+        layer after it), D+1 the heads. A layer pipeline splits them into contiguous stages."""
+        return len(self.decoder) + 2
 
-        ``pos``: one frame's rotations; the global blocks see them repeated over the chunk's frames.
-        """
-        _, T, C = tokens.shape
-        pos_global = pos.repeat(N)
-        gated = _compiled_gated_residual if self.compiled else gated_residual
-        fast_weights = list(memory.fast_weights)
-        kv_caches = list(memory.kv_caches)
-        ttt_gates, swa_gates, streams = [], [], []
-        x = tokens
+    def unit_modules(self, unit: int) -> list[nn.Module]:
+        """The submodules (parameters, buffers) unit ``unit`` computes with."""
         depth = len(self.decoder)
-        for i, block in enumerate(self.decoder):
-            if i % 2 == 0:
-                x = block(x.reshape(B * N, T, C), pos)
+        if unit == 0:
+            return [self.encoder]
+        if unit == depth + 1:
+            return [self.point_decoder, self.point_head, self.conf_decoder, self.conf_head, self.camera_decoder,
+                    self.camera_head]
+        i = unit - 1
+        modules: list[nn.Module] = [self.decoder[i]]
+        if i in self._ttt_slot:
+            modules += [self.ttt_layers[self._ttt_slot[i]], self.ttt_gate_projs[self._ttt_slot[i]]]
+        if i in self._swa_slot:
+            modules += [self.swa_layers[self._swa_slot[i]], self.swa_gate_projs[self._swa_slot[i]]]
+        return modules
+
+    def unit_memory_slots(self, unit: int) -> tuple[list[int], list[int]]:
+        """The TTT and SWA memory slots that unit ``unit`` reads and writes."""
+        i = unit - 1
+        ttt = [self._ttt_slot[i]] if i in self._ttt_slot else []
+        return ttt, [self._swa_slot[i]] if i in self._swa_slot else []
+
+    def unit_device(self, unit: int) -> torch.device:
+        """Where unit ``unit``'s parameters are."""
+        return next(p for m in self.unit_modules(unit) for p in m.parameters()).device
+
+    def place_units(self, devices: Sequence[torch.device | str]) -> LoGeR:
+        """Put each unit's parameters on ``devices[unit]`` (a layer pipeline); the model's own tokens
+        and input statistics go with the encoder. ``place_units([d] * num_units)`` undoes a split."""
+        if len(devices) != self.num_units:
+            raise ValueError(f"need one device per unit ({self.num_units}), got {len(devices)}")
+        unused_on_host = any(layer.to_qkv_stack[0].weight.device.type == "cpu" for layer in self.ttt_layers)
+        for unit, device in enumerate(devices):
+            for module in self.unit_modules(unit):
+                module.to(device)
+        if unused_on_host:  # the fast path keeps the projection the forward pass never reads off the GPUs
+            for layer in self.ttt_layers:
+                layer.to_qkv_stack.to("cpu")
+        first = torch.device(devices[0])
+        for name in ("register_token", "pe_token_0", "pe_token_1", "pe_token_2"):
+            if hasattr(self, name):
+                getattr(self, name).data = getattr(self, name).data.to(first)
+        self.image_mean.data = self.image_mean.data.to(first)
+        self.image_std.data = self.image_std.data.to(first)
+        return self
+
+    def begin_chunk(self, images: torch.Tensor, frame_roles: Sequence[int] | torch.Tensor | None = None
+                    ) -> ChunkActivations:
+        """A chunk's input checked and ready for unit 0 (nothing moves to a device yet)."""
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
+        if not (images.is_floating_point() or images.dtype == torch.uint8):
+            raise ValueError(f"images must be float RGB in [0, 1] or uint8 in [0, 255], got {images.dtype}")
+        B, N, _, H, W = images.shape
+        p = self.config.patch_size
+        if H % p or W % p:
+            raise ValueError(f"image size {H}x{W} is not a multiple of {p}; resize or crop to multiples of {p}")
+        roles = torch.as_tensor([1] * N if frame_roles is None else frame_roles, dtype=torch.long)
+        if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):  # checked on the host: no GPU sync
+            raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
+        return ChunkActivations(images, roles, B, N, H, W)
+
+    def run_units(self, acts: ChunkActivations, memory: ChunkMemory, units: range
+                  ) -> tuple[ChunkActivations, ChunkMemory]:
+        """Run units ``units`` (consecutive, each on the device of its parameters) on a chunk.
+
+        Returns the chunk after them and the memory with the slots of those units updated (the
+        other slots as they were). The activations must be on the first unit's device.
+        """
+        fast_weights, kv_caches = list(memory.fast_weights), list(memory.kv_caches)
+        depth = len(self.decoder)
+        rotary = _RotaryCache(self, acts)
+        for unit in units:
+            if unit == 0:
+                acts = self._encode(acts)
+            elif unit == depth + 1:
+                acts = self._predict(acts, rotary)
             else:
-                x = block(x.reshape(B, N * T, C), pos_global)
+                acts = self._decode_block(unit - 1, acts, fast_weights, kv_caches, rotary)
+        return acts, ChunkMemory(fast_weights, kv_caches, memory.chunks_seen)
+
+    def _encode(self, acts: ChunkActivations) -> ChunkActivations:
+        device = self.image_mean.device
+        images, B, N, H, W = acts.images, acts.batch, acts.frames, acts.height, acts.width
+        # From pinned memory without waiting: a plain copy would make the host wait for the GPU's queue.
+        roles = acts.roles.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else acts.roles
+        if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
+            images = images.to(device, non_blocking=True).float().div_(255)
+        x = (images.to(device) - self.image_mean) / self.image_std
+        with self._autocast(device):
+            patches = self.encoder(x.reshape(B * N, 3, H, W))
+            specials = self._special_tokens(B, roles, patches.dtype)
+            tokens = torch.cat([specials, patches], dim=1)
+        return replace(acts, images=None, tokens=tokens)
+
+    def _decode_block(self, i: int, acts: ChunkActivations, fast_weights: list, kv_caches: list,
+                      rotary: _RotaryCache) -> ChunkActivations:
+        """Decoder block ``i`` and the memory layer after it; ``fast_weights`` / ``kv_caches`` updated in place."""
+        x = acts.tokens
+        device = x.device
+        B, N = acts.batch, acts.frames
+        _, T, C = x.shape
+        pos, pos_global = rotary.decoder(device)
+        gated = _compiled_gated_residual if self.compiled else gated_residual
+        ttt_gates, swa_gates, hidden = list(acts.ttt_gates), list(acts.swa_gates), list(acts.hidden)
+        with self._autocast(device):
+            if i % 2 == 0:
+                x = self.decoder[i](x.reshape(B * N, T, C), pos)
+            else:
+                x = self.decoder[i](x.reshape(B, N * T, C), pos_global)
             if i in self._ttt_slot:
                 j = self._ttt_slot[i]
                 x_in = x.view(B, N, T, C)
@@ -238,16 +366,39 @@ class LoGeR(nn.Module):
                                                  return_kv=True)
                 out = out.reshape(B, N, T, C)
                 x, gate = gated(self.swa_gate_projs[j], out, out, x_in)
-                x = x.reshape(B * N, T, C)
                 kv_caches[j] = KVCache(k, v)
                 swa_gates.append(gate)
-            if i >= depth - 2:
-                streams.append(x.reshape(B * N, T, C))
-        new_memory = ChunkMemory(fast_weights, kv_caches, memory.chunks_seen + 1)
-        ttt_gate = torch.stack(ttt_gates).mean() if ttt_gates else None
-        swa_gate = torch.stack(swa_gates).mean() if swa_gates else None
-        return torch.cat(streams, dim=-1), new_memory, ttt_gate, swa_gate
+            x = x.reshape(B * N, T, C)
+            if i >= len(self.decoder) - 2:
+                hidden.append(x)
+        return replace(acts, tokens=x, hidden=hidden, ttt_gates=ttt_gates, swa_gates=swa_gates)
 
+    def _predict(self, acts: ChunkActivations, rotary: _RotaryCache) -> ChunkActivations:
+        cfg = self.config
+        device = acts.hidden[0].device
+        B, N, H, W = acts.batch, acts.frames, acts.height, acts.width
+        h, w = H // cfg.patch_size, W // cfg.patch_size
+        S = cfg.num_special_tokens
+        with self._autocast(device):
+            hidden = torch.cat(acts.hidden, dim=-1)
+            head_rot = rotary.heads(device)
+            point_hidden = self.point_decoder(hidden, head_rot)
+            conf_hidden = self.conf_decoder(hidden, head_rot)
+            camera_hidden = self.camera_decoder(hidden, head_rot)
+        with torch.autocast(device_type=device.type, enabled=False):
+            xyz = self.point_head(point_hidden.float()[:, S:], h, w).reshape(B, N, H, W, -1)
+            xy, z = xyz.split([2, 1], dim=-1)
+            z = torch.exp(z)
+            local_points = torch.cat([xy * z, z], dim=-1)
+            conf = self.conf_head(conf_hidden.float()[:, S:], h, w).reshape(B, N, H, W, -1)
+            poses = self.camera_head(camera_hidden.float()[:, S:], h, w).reshape(B, N, 4, 4)
+            points = local_to_world(poses, local_points)
+        ttt_gate = torch.stack(acts.ttt_gates).mean() if acts.ttt_gates else None
+        swa_gate = torch.stack(acts.swa_gates).mean() if acts.swa_gates else None
+        pred = ChunkPrediction(local_points, conf, poses, points, ttt_gate, swa_gate)
+        return replace(acts, tokens=None, hidden=[], prediction=pred)
+
+    # ------------------------------------------------------------------ chunk
     def forward_chunk(
         self,
         images: torch.Tensor,
@@ -266,53 +417,12 @@ class LoGeR(nn.Module):
         Returns:
             the chunk's ``ChunkPrediction`` (on the model's device) and the memory after it.
         """
-        if images.dim() == 4:
-            images = images.unsqueeze(0)
-        if images.dim() != 5 or images.shape[2] != 3:
-            raise ValueError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
-        if not (images.is_floating_point() or images.dtype == torch.uint8):
-            raise ValueError(f"images must be float RGB in [0, 1] or uint8 in [0, 255], got {images.dtype}")
-        cfg = self.config
-        B, N, _, H, W = images.shape
-        p = cfg.patch_size
-        if H % p or W % p:
-            raise ValueError(f"image size {H}x{W} is not a multiple of {p}; resize or crop to multiples of {p}")
-        device = self.image_mean.device
+        acts = self.begin_chunk(images, frame_roles)
         if memory is None:
             memory = self.new_memory()
-        if frame_roles is None:
-            frame_roles = [1] * N
-        roles = torch.as_tensor(frame_roles, dtype=torch.long)
-        if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):  # checked on the host: no GPU sync
-            raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
-        # From pinned memory without waiting: a plain copy would make the host wait for the GPU's queue.
-        roles = roles.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else roles.to(device)
-
-        if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
-            images = images.to(device, non_blocking=True).float().div_(255)
-        x = (images.to(device) - self.image_mean) / self.image_std
-        h, w = H // p, W // p
-        with self._autocast(device):
-            patches = self.encoder(x.reshape(B * N, 3, H, W))
-            specials = self._special_tokens(B, roles, patches.dtype)
-            tokens = torch.cat([specials, patches], dim=1)
-            S = specials.shape[1]
-            rot = self._rotary_tables(h, w, device)
-            hidden, memory, ttt_gate, swa_gate = self._decode(tokens, B, N, rot[cfg.dec_dim // cfg.dec_heads], memory)
-            head_rot = rot[cfg.head_dim // cfg.head_heads]
-            point_hidden = self.point_decoder(hidden, head_rot)
-            conf_hidden = self.conf_decoder(hidden, head_rot)
-            camera_hidden = self.camera_decoder(hidden, head_rot)
-        with torch.autocast(device_type=device.type, enabled=False):
-            xyz = self.point_head(point_hidden.float()[:, S:], h, w).reshape(B, N, H, W, -1)
-            xy, z = xyz.split([2, 1], dim=-1)
-            z = torch.exp(z)
-            local_points = torch.cat([xy * z, z], dim=-1)
-            conf = self.conf_head(conf_hidden.float()[:, S:], h, w).reshape(B, N, H, W, -1)
-            poses = self.camera_head(camera_hidden.float()[:, S:], h, w).reshape(B, N, 4, 4)
-            points = local_to_world(poses, local_points)
-        pred = ChunkPrediction(local_points, conf, poses, points, ttt_gate, swa_gate)
-        return pred, memory
+        acts, new_memory = self.run_units(acts, memory, range(self.num_units))
+        new_memory.chunks_seen = memory.chunks_seen + 1
+        return acts.prediction, new_memory
 
     # ------------------------------------------------------------------ sequence
     def forward(

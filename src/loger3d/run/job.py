@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,21 +58,24 @@ def build_sinks(out: Path, settings: RunSettings) -> dict[str, Sink]:
 @torch.no_grad()  # inference: no autograd graph (a full-size chunk's would not fit in GPU memory)
 def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSettings, *, resume: bool = False,
                 progress: Callable[[int, int | None], None] | None = None, checkpoint_every: float = 30.0,
-                keep_state: bool = False, decode_threads: int | None = None) -> dict:
+                keep_state: bool = False, decode_threads: int | None = None,
+                devices: Sequence[str | torch.device] | None = None) -> dict:
     """Run (or resume) a reconstruction of ``source_spec`` (what ``open_source`` takes, or a ``FrameSource``
     from :func:`open_run_source`) into ``out``; returns the final run.json contents.
 
     ``progress(frames_done, frames_total_or_None)`` is called (from the writer thread) after each
     chunk. The resume state is saved at most every ``checkpoint_every`` seconds (0: after every
     chunk), and on Ctrl-C whenever the stream is at a chunk boundary; it is removed when the run
-    completes unless ``keep_state``.
+    completes unless ``keep_state``. ``devices``: two or more run the model as a layer pipeline
+    (``inference.pipeline``; the model is moved there), with the outputs of one device.
     """
     out = Path(out)
     # The input is checked before the folder is touched (a FrameSource passed in was opened by open_run_source).
     source = source_spec if isinstance(source_spec, FrameSource) else \
         open_run_source(source_spec, settings, decode_threads)
     previous = prepare_folder(out, settings, resume)
-    stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every)
+    stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every,
+                           devices=devices)
     sinks = build_sinks(out, settings)
     record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe())
     if previous is not None:
@@ -143,6 +146,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         record.write(out)
         raise
     finally:
+        stream.close()
         writer.close()
         chunks.close()
         close = getattr(frames, "close", None)

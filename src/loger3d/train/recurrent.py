@@ -22,6 +22,7 @@ from torch import nn
 from ..inference.align import ChunkAligner
 from ..inference.windows import frame_roles, plan_windows
 from ..model.outputs import ChunkPrediction
+from ..model.recurrence import ChunkRecurrence, MemoryPolicy
 from .losses import ChunkLoss, LossConfig
 
 __all__ = ["RecurrentSettings", "SequenceObjective", "run_chunks"]
@@ -58,15 +59,12 @@ def run_chunks(model: nn.Module, images: torch.Tensor, window: int, overlap: int
 
     ``images`` ``[B, N, 3, H, W]`` in [0, 1] on the model's device.
     """
-    memory = model.new_memory()
+    recurrence = ChunkRecurrence(model, MemoryPolicy(truncate_every=settings.truncate_every,
+                                                     detach_swa_history=settings.detach_swa_history))
     aligner = ChunkAligner(settings.align, overlap=overlap)
     out = []
     for w in plan_windows(images.shape[1], window, overlap):
-        if w.index > 0 and settings.truncate_every and w.index % settings.truncate_every == 0:
-            memory = memory.detach()
-        if settings.detach_swa_history:
-            memory.kv_caches = [c.map(torch.Tensor.detach) if c is not None else None for c in memory.kv_caches]
-        pred, memory = model.forward_chunk(images[:, w.start:w.end], memory, frame_roles(w.size, window, overlap))
+        pred = recurrence(images[:, w.start:w.end], frame_roles(w.size, window, overlap))
         pred, _ = aligner(w.index, pred)
         out.append((range(w.start, w.end), pred))
     return out
