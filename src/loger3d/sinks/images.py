@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..util.atomic import atomic_open
+from ..util.workers import background_priority
 from .base import FrameBatch, SinkState
 
 __all__ = ["ImageWriter", "image_relpath", "read_images"]
@@ -41,7 +42,8 @@ class ImageWriter:
 
     def __init__(self, root: str | os.PathLike, threads: int = 2) -> None:
         self.root = Path(root)
-        self._pool = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="loger3d-jpeg")
+        self._pool = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="loger3d-jpeg",
+                                        initializer=background_priority)
         self._pending: list[Future] = []
 
     def write(self, batch: FrameBatch) -> list[Path]:

@@ -9,6 +9,8 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
+from ..util.workers import background_priority
+
 __all__ = ["Prefetcher"]
 
 T = TypeVar("T")
@@ -37,6 +39,7 @@ def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 def _produce(iterator: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
     """Thread body; it holds no reference to the Prefetcher, so dropping that one stops the thread."""
+    background_priority()
     try:
         for item in iterator:
             if not _put(out, item, stop):

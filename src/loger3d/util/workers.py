@@ -6,17 +6,38 @@ background work back to the producer, at the point where it next talks to them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["SerialWorker", "ordered_map"]
+__all__ = ["SerialWorker", "background_priority", "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+#: how much lower than the model's thread the run's helper threads are scheduled (Linux nice levels)
+BACKGROUND_NICE = 10
+
+
+def background_priority() -> None:
+    """Schedule the calling thread below the model's (Linux; elsewhere nothing changes).
+
+    When decoding and writing share a few cores with the model's parallel regions, a helper that
+    preempts one of the model's threads stalls all of them at the region's barrier; at a lower
+    priority the helpers take the cores the model leaves and rarely interrupt it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):  # a thread may lower, never raise, its own priority
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE, 19))
 
 
 class SerialWorker:
@@ -33,6 +54,7 @@ class SerialWorker:
         self._thread.start()
 
     def _work(self) -> None:
+        background_priority()
         while True:
             task = self._tasks.get()
             try:
@@ -76,7 +98,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: i
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loger3d-decode")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loger3d-decode",
+                              initializer=background_priority)
     pending: deque[Future] = deque()
     try:
         source = iter(items)
