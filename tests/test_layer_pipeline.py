@@ -89,8 +89,10 @@ def test_plan_stages_minimises_the_largest_stage():
 def test_unit_costs_put_the_global_blocks_above_the_frame_blocks():
     model = seeded_model("loger")
     costs = unit_costs(model, 280, 504, 32)
-    assert len(costs) == model.num_units == 38
-    assert costs[2] > costs[1] and costs[4] > costs[3]  # block 1 attends over the chunk, block 0 within frames
+    assert len(costs) == model.num_units == 2 + 36 + 18 + 4  # encoder, blocks, TTT and SWA layers, heads
+    cost = dict(zip(model.units, costs))
+    assert cost["block", 1] > cost["block", 0]  # block 1 attends over the chunk, block 0 within frames
+    assert cost["swa", 10] > cost["block", 10]  # an SWA layer attends over two chunks
     # a split of the full model in two balances to within one unit's cost
     first, second = plan_stages(costs, 2)
     assert abs(sum(costs[u] for u in first) - sum(costs[u] for u in second)) <= max(costs)

@@ -91,14 +91,19 @@ def unit_costs(model, height: int, width: int, frames: int) -> list[float]:
     # projections in and out, the fast-weight MLP applied once and differentiated for the update (~3x)
     ttt = n * t * (4 * cfg.dec_dim ** 2 + 3 * 3 * cfg.ttt_head_dim * ttt_hidden * heads_ttt)
     swa = block(cfg.dec_dim, n * t, 2 * n * t, cfg.ttt_inter_multi)
-    costs = [encoder]
-    for i in range(cfg.dec_depth):
-        cost = block(cfg.dec_dim, n * t, t if i % 2 == 0 else n * t, cfg.dec_mlp_ratio)
-        cost += ttt if i in cfg.ttt_insert_after else 0
-        cost += swa if i in cfg.swa_insert_after else 0
-        costs.append(cost)
     head = n * t * 2 * cfg.dec_dim * cfg.head_dim + cfg.head_depth * block(cfg.head_dim, n * t, t, cfg.head_mlp_ratio)
-    costs.append(3 * head)
+    costs = []
+    for kind, i in model.units:
+        if kind == "encoder":
+            costs.append(encoder)
+        elif kind == "block":
+            costs.append(block(cfg.dec_dim, n * t, t if i % 2 == 0 else n * t, cfg.dec_mlp_ratio))
+        elif kind == "ttt":
+            costs.append(ttt)
+        elif kind == "swa":
+            costs.append(swa)
+        else:
+            costs.append(3 * head)
     return [float(c) for c in costs]
 
 

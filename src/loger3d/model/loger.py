@@ -235,31 +235,38 @@ class LoGeR(nn.Module):
     # ------------------------------------------------------------------ units
     @property
     def num_units(self) -> int:
-        """The chunk's units in order: 0 the encoder, 1..D the decoder blocks (each with the memory
-        layer after it), D+1 the heads. A layer pipeline splits them into contiguous stages."""
-        return len(self.decoder) + 2
+        """The chunk's units in order (``units``); a layer pipeline cuts them into contiguous stages."""
+        return len(self.units)
+
+    @property
+    def units(self) -> list[tuple[str, int]]:
+        """``("encoder", 0)``, then per decoder block ``i``: ``("block", i)`` and the memory layers after
+        it, ``("ttt", i)`` and ``("swa", i)`` where the model has them; last ``("heads", 0)``."""
+        units = [("encoder", 0)]
+        for i in range(len(self.decoder)):
+            units.append(("block", i))
+            units += [("ttt", i)] if i in self._ttt_slot else []
+            units += [("swa", i)] if i in self._swa_slot else []
+        return units + [("heads", 0)]
 
     def unit_modules(self, unit: int) -> list[nn.Module]:
         """The submodules (parameters, buffers) unit ``unit`` computes with."""
-        depth = len(self.decoder)
-        if unit == 0:
+        kind, i = self.units[unit]
+        if kind == "encoder":
             return [self.encoder]
-        if unit == depth + 1:
+        if kind == "heads":
             return [self.point_decoder, self.point_head, self.conf_decoder, self.conf_head, self.camera_decoder,
                     self.camera_head]
-        i = unit - 1
-        modules: list[nn.Module] = [self.decoder[i]]
-        if i in self._ttt_slot:
-            modules += [self.ttt_layers[self._ttt_slot[i]], self.ttt_gate_projs[self._ttt_slot[i]]]
-        if i in self._swa_slot:
-            modules += [self.swa_layers[self._swa_slot[i]], self.swa_gate_projs[self._swa_slot[i]]]
-        return modules
+        if kind == "ttt":
+            return [self.ttt_layers[self._ttt_slot[i]], self.ttt_gate_projs[self._ttt_slot[i]]]
+        if kind == "swa":
+            return [self.swa_layers[self._swa_slot[i]], self.swa_gate_projs[self._swa_slot[i]]]
+        return [self.decoder[i]]
 
     def unit_memory_slots(self, unit: int) -> tuple[list[int], list[int]]:
         """The TTT and SWA memory slots that unit ``unit`` reads and writes."""
-        i = unit - 1
-        ttt = [self._ttt_slot[i]] if i in self._ttt_slot else []
-        return ttt, [self._swa_slot[i]] if i in self._swa_slot else []
+        kind, i = self.units[unit]
+        return ([self._ttt_slot[i]] if kind == "ttt" else []), ([self._swa_slot[i]] if kind == "swa" else [])
 
     def unit_device(self, unit: int) -> torch.device:
         """Where unit ``unit``'s parameters are."""
@@ -303,23 +310,32 @@ class LoGeR(nn.Module):
             raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
         return ChunkActivations(images, roles, B, N, H, W)
 
-    def run_units(self, acts: ChunkActivations, memory: ChunkMemory, units: range
+    def run_units(self, acts: ChunkActivations, memory: ChunkMemory, units_range: range
                   ) -> tuple[ChunkActivations, ChunkMemory]:
-        """Run units ``units`` (consecutive, each on the device of its parameters) on a chunk.
+        """Run units ``units_range`` (consecutive, each on the device of its parameters) on a chunk.
 
         Returns the chunk after them and the memory with the slots of those units updated (the
         other slots as they were). The activations must be on the first unit's device.
         """
         fast_weights, kv_caches = list(memory.fast_weights), list(memory.kv_caches)
-        depth = len(self.decoder)
         rotary = _RotaryCache(self, acts)
-        for unit in units:
-            if unit == 0:
+        units = self.units
+        last_block = len(self.decoder) - 2  # the outputs of the last two blocks feed the heads
+        for unit in units_range:
+            kind, i = units[unit]
+            if kind == "encoder":
                 acts = self._encode(acts)
-            elif unit == depth + 1:
+            elif kind == "heads":
                 acts = self._predict(acts, rotary)
+            elif kind == "block":
+                acts = self._block(i, acts, rotary)
+            elif kind == "ttt":
+                acts = self._ttt(i, acts, fast_weights)
             else:
-                acts = self._decode_block(unit - 1, acts, fast_weights, kv_caches, rotary)
+                acts = self._swa(i, acts, kv_caches, rotary)
+            ends_block = kind in ("block", "ttt", "swa") and units[unit + 1][0] in ("block", "heads")
+            if ends_block and i >= last_block:
+                acts = replace(acts, hidden=[*acts.hidden, acts.tokens])
         return acts, ChunkMemory(fast_weights, kv_caches, memory.chunks_seen)
 
     def _encode(self, acts: ChunkActivations) -> ChunkActivations:
@@ -336,42 +352,49 @@ class LoGeR(nn.Module):
             tokens = torch.cat([specials, patches], dim=1)
         return replace(acts, images=None, tokens=tokens)
 
-    def _decode_block(self, i: int, acts: ChunkActivations, fast_weights: list, kv_caches: list,
-                      rotary: _RotaryCache) -> ChunkActivations:
-        """Decoder block ``i`` and the memory layer after it; ``fast_weights`` / ``kv_caches`` updated in place."""
+    def _block(self, i: int, acts: ChunkActivations, rotary: _RotaryCache) -> ChunkActivations:
+        """Decoder block ``i``: attention within each frame (even ``i``) or across the chunk (odd)."""
         x = acts.tokens
-        device = x.device
         B, N = acts.batch, acts.frames
         _, T, C = x.shape
-        pos, pos_global = rotary.decoder(device)
-        gated = _compiled_gated_residual if self.compiled else gated_residual
-        ttt_gates, swa_gates, hidden = list(acts.ttt_gates), list(acts.swa_gates), list(acts.hidden)
-        with self._autocast(device):
+        pos, pos_global = rotary.decoder(x.device)
+        with self._autocast(x.device):
             if i % 2 == 0:
                 x = self.decoder[i](x.reshape(B * N, T, C), pos)
             else:
                 x = self.decoder[i](x.reshape(B, N * T, C), pos_global)
-            if i in self._ttt_slot:
-                j = self._ttt_slot[i]
-                x_in = x.view(B, N, T, C)
-                out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j])
-                x, gate = gated(self.ttt_gate_projs[j], x_in, out, x_in)
-                ttt_gates.append(gate)
-            if i in self._swa_slot:
-                j = self._swa_slot[i]
-                x_in = x.view(B, N, T, C)
-                cache = kv_caches[j]
-                prefix = (cache.k, cache.v) if cache is not None else None
-                out, (k, v) = self.swa_layers[j](x_in.reshape(B, N * T, C), pos_global, prefix=prefix,
-                                                 return_kv=True)
-                out = out.reshape(B, N, T, C)
-                x, gate = gated(self.swa_gate_projs[j], out, out, x_in)
-                kv_caches[j] = KVCache(k, v)
-                swa_gates.append(gate)
-            x = x.reshape(B * N, T, C)
-            if i >= len(self.decoder) - 2:
-                hidden.append(x)
-        return replace(acts, tokens=x, hidden=hidden, ttt_gates=ttt_gates, swa_gates=swa_gates)
+        return replace(acts, tokens=x.reshape(B * N, T, C))
+
+    def _ttt(self, i: int, acts: ChunkActivations, fast_weights: list) -> ChunkActivations:
+        """The TTT layer after block ``i``: applies, then updates, its fast weights (``fast_weights[j]``)."""
+        x = acts.tokens
+        B, N = acts.batch, acts.frames
+        _, T, C = x.shape
+        j = self._ttt_slot[i]
+        gated = _compiled_gated_residual if self.compiled else gated_residual
+        with self._autocast(x.device):
+            x_in = x.view(B, N, T, C)
+            out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j])
+            x, gate = gated(self.ttt_gate_projs[j], x_in, out, x_in)
+        return replace(acts, tokens=x.reshape(B * N, T, C), ttt_gates=[*acts.ttt_gates, gate])
+
+    def _swa(self, i: int, acts: ChunkActivations, kv_caches: list, rotary: _RotaryCache) -> ChunkActivations:
+        """The SWA layer after block ``i``: attends to the previous chunk's keys and values (``kv_caches[j]``)."""
+        x = acts.tokens
+        B, N = acts.batch, acts.frames
+        _, T, C = x.shape
+        j = self._swa_slot[i]
+        _, pos_global = rotary.decoder(x.device)
+        gated = _compiled_gated_residual if self.compiled else gated_residual
+        with self._autocast(x.device):
+            x_in = x.view(B, N, T, C)
+            cache = kv_caches[j]
+            prefix = (cache.k, cache.v) if cache is not None else None
+            out, (k, v) = self.swa_layers[j](x_in.reshape(B, N * T, C), pos_global, prefix=prefix, return_kv=True)
+            out = out.reshape(B, N, T, C)
+            x, gate = gated(self.swa_gate_projs[j], out, out, x_in)
+        kv_caches[j] = KVCache(k, v)
+        return replace(acts, tokens=x.reshape(B * N, T, C), swa_gates=[*acts.swa_gates, gate])
 
     def _predict(self, acts: ChunkActivations, rotary: _RotaryCache) -> ChunkActivations:
         cfg = self.config
