@@ -205,3 +205,70 @@ def test_devices_run_a_layer_pipeline_with_identical_files(video, tmp_path, caps
     assert main(["reconstruct", video, "-o", str(tmp_path / "bad"), "--quiet", "--devices", "cuda:7,cuda:8",
                  *TINY]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("options,words", [
+    (["--window", "0"], ["--window 0"]),
+    (["--window", "4", "--overlap", "4"], ["--overlap 4"]),
+    (["--reset-every", "-1"], ["--reset-every -1"]),
+    (["--conf-threshold", "2"], ["--conf-threshold 2"]),
+    (["--voxel-size", "0"], ["--voxel-size 0"]),
+    (["--cloud-stride", "0"], ["--cloud-stride 0"]),
+])
+def test_options_are_checked_before_the_model_is_loaded(video, tmp_path, capsys, monkeypatch, options, words):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr("loger3d.weights.model_from_spec", no_model)
+    out = tmp_path / "out"
+    assert main(["reconstruct", video, "-o", str(out), "--quiet", "--model", "seeded:tiny", *options]) == 2
+    one_line_error(capsys, *words)
+    assert not out.exists()
+
+
+def test_input_and_folder_are_checked_before_the_model_is_loaded(video, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("loger3d.weights.model_from_spec", lambda *a, **k: pytest.fail("model loaded first"))
+    assert main(["reconstruct", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    one_line_error(capsys, "missing.mp4")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert main(["reconstruct", video, "-o", str(busy), "--quiet"]) == 2
+    one_line_error(capsys, "not empty")
+    assert main(["reconstruct", video, "-o", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
+    one_line_error(capsys, "nothing to resume")
+    assert (busy / "notes.txt").read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_identical_files(tmp_path):
+    """SIGTERM after the first chunks: exit 143, one line naming --resume, status "interrupted"; the
+    resumed run's files equal an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = write_video(tmp_path / "long.mp4", n=240)
+    command = [sys.executable, "-m", "loger3d", "reconstruct", clip, "--quiet", "--checkpoint-every", "0", *TINY]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run([*command, "-o", str(whole)], check=True, env=env)
+    run = subprocess.Popen([*command, "-o", str(cut)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        record = cut / "run.json"
+        if record.exists() and json.loads(record.read_text()).get("frames", 0) > 0:
+            break
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    err = run.communicate(timeout=120)[1].strip().splitlines()
+    assert run.returncode == 143, err
+    assert len(err) == 1 and "terminated" in err[0] and "--resume" in err[0], err
+    record = json.loads((cut / "run.json").read_text())
+    assert record["status"] == "interrupted" and 0 < record["frames"] < 240
+    subprocess.run([*command, "-o", str(cut), "--resume"], check=True, env=env)
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file() and p.name != "run.json")
+    assert files == sorted(p.relative_to(cut) for p in cut.rglob("*") if p.is_file() and p.name != "run.json")
+    for name in files:
+        assert (whole / name).read_bytes() == (cut / name).read_bytes(), name

@@ -6,14 +6,18 @@
     loger3d convert loger loger_bf16.safetensors --dtype bf16
 
 Exit status: 0 success; 2 a problem with the input, the options or the output folder (one line
-on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 130 interrupted (resume with --resume).
+on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM): finished chunks are kept, resume with --resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -100,6 +104,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     from .run import RunSettings, parse_save, reconstruct
     from .run.compile_cache import FAST_MIN_FRAMES, use_compile_cache
+    from .run.folder import check_folder
     from .run.job import open_run_source
     from .weights import model_from_spec
 
@@ -116,21 +121,28 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.device != "auto":
             raise ValueError("give either --device or --devices, not both")
         args.device = str(devices[0])
-    _status(args, f"loading model {args.model} ...")
-    model, dtype = model_from_spec(args.model, args.device, args.dtype)
-    defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
-    window, overlap, align = defaults or (32, 3, "none")
+    # Everything the user gave is checked before the model is loaded (or downloaded).
     settings = RunSettings(
         input=[str(p) for p in args.input], model=args.model,
-        window=args.window if args.window is not None else window,
-        overlap=args.overlap if args.overlap is not None else overlap,
-        align=args.align or align, reset_every=args.reset_every, dtype=dtype,
+        # until the model's defaults are known, only what was given is checked
+        window=args.window if args.window is not None else max(32, (args.overlap or 0) + 1),
+        overlap=args.overlap if args.overlap is not None else 0,
+        align=args.align or "none", reset_every=args.reset_every,
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
         resolution=_parse_size(args.resolution) if args.resolution else None, max_pixels=args.max_pixels,
         save=save, store_precision="float32" if args.float32 else "float16", conf_threshold=args.conf_threshold,
         edge_rtol=args.edge_rtol, cloud_stride=args.cloud_stride, voxel_size=args.voxel_size,
         max_points=args.max_points)
+    settings.check()
+    check_folder(Path(args.output), args.resume)
     source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
+    _status(args, f"loading model {args.model} ...")
+    model, dtype = model_from_spec(args.model, args.device, args.dtype)
+    defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
+    window, overlap, align = defaults or (32, 3, "none")
+    settings = replace(settings, window=args.window if args.window is not None else window,
+                       overlap=args.overlap if args.overlap is not None else overlap, align=args.align or align,
+                       dtype=dtype).check()
     if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
         frames = source.num_frames
         settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)
@@ -145,10 +157,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     try:
         run = reconstruct(source, args.output, model, settings, resume=args.resume, progress=bar,
                           checkpoint_every=args.checkpoint_every, keep_state=args.keep_state, devices=devices)
-    except KeyboardInterrupt:
-        print(f"loger3d: interrupted; finished chunks are saved in {args.output}: run the same command with "
+    except KeyboardInterrupt as stop:
+        print(f"loger3d: {_stop_word(stop)}; finished chunks are saved in {args.output}: run the same command with "
               f"--resume to continue", file=sys.stderr)
-        return 130
+        return _stop_status(stop)
     except torch.cuda.OutOfMemoryError:
         size = "x".join(map(str, settings.resolution)) if settings.resolution else "automatic size"
         print(f"loger3d: error: out of GPU memory with window {settings.window} at {size}; try a smaller "
@@ -458,6 +470,22 @@ def _error(message: object) -> int:
     return 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run stops as on Ctrl-C (finished chunks kept)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _stop_word(stop: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(stop, Terminated) else "interrupted"
+
+
+def _stop_status(stop: KeyboardInterrupt) -> int:
+    return 143 if isinstance(stop, Terminated) else 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit status (0 success, 2 usage or input error)."""
     parser = build_parser()
@@ -468,10 +496,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # WeightsError is a ValueError; OSError covers missing files, disk full
         return _error(e)
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    except KeyboardInterrupt as stop:
+        _error(_stop_word(stop))
+        return _stop_status(stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

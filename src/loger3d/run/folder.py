@@ -22,8 +22,8 @@ from ..sinks.base import SinkState
 from ..util.atomic import atomic_path, write_json
 from .settings import RunError, RunSettings
 
-__all__ = ["RUN_FILE", "CHECKPOINT_FILE", "Checkpoint", "RunRecord", "prepare_folder", "save_checkpoint",
-           "load_checkpoint", "environment"]
+__all__ = ["RUN_FILE", "CHECKPOINT_FILE", "Checkpoint", "RunRecord", "check_folder", "prepare_folder",
+           "save_checkpoint", "load_checkpoint", "environment"]
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = Path("state") / "checkpoint.safetensors"
@@ -96,24 +96,38 @@ class RunRecord:
         write_json(out / RUN_FILE, asdict(self))
 
 
-def prepare_folder(out: Path, settings: RunSettings, resume: bool) -> dict | None:
-    """Check the output folder; return the previous run.json when resuming."""
+def check_folder(out: Path, resume: bool) -> None:
+    """What can be said about the output folder before the settings are known (nothing is written)."""
     run_file = out / RUN_FILE
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output {out} is a file, not a folder; choose a folder")
     if not run_file.exists():
         if resume:
             raise RunError(f"nothing to resume in {out}: it holds no {RUN_FILE}; run without --resume")
         if out.exists() and any(out.iterdir()):
             raise RunError(f"output folder {out} is not empty and holds no loger3d run; choose a new folder")
+    elif not resume:
+        status = json.loads(run_file.read_text()).get("status")
+        raise RunError(f"output folder {out} already holds a run ({status}); use --resume to continue it with the "
+                       "same settings, or choose a new folder")
+
+
+def prepare_folder(out: Path, settings: RunSettings, resume: bool) -> dict | None:
+    """Check the output folder; return the previous run.json when resuming."""
+    run_file = out / RUN_FILE
+    if not run_file.exists():
+        check_folder(out, resume)
         out.mkdir(parents=True, exist_ok=True)
         return None
     previous = json.loads(run_file.read_text())
     same = previous.get("settings") == asdict(settings)
+    changed = sorted(k for k, v in asdict(settings).items() if previous.get("settings", {}).get(k) != v)
     if not resume:
-        what = "this run" if same else "a different run"
-        raise RunError(f"output folder {out} already holds {what} ({previous.get('status')}); "
-                       f"use --resume to continue it, or choose a new folder")
+        if same:
+            raise RunError(f"output folder {out} already holds this run ({previous.get('status')}); use --resume to "
+                           "continue it, or choose a new folder")
+        raise RunError(f"output folder {out} holds another run ({', '.join(changed)} differ); choose a new folder")
     if not same:
-        changed = sorted(k for k, v in asdict(settings).items() if previous["settings"].get(k) != v)
         raise RunError(f"{out} holds a run with other settings ({', '.join(changed)} differ); resume with the "
                        f"same settings or choose a new folder")
     if previous.get("status") == "complete":

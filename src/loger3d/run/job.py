@@ -70,6 +70,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     (``inference.pipeline``; the model is moved there), with the outputs of one device.
     """
     out = Path(out)
+    settings.check()
     # The input is checked before the folder is touched (a FrameSource passed in was opened by open_run_source).
     source = source_spec if isinstance(source_spec, FrameSource) else \
         open_run_source(source_spec, settings, decode_threads)

@@ -55,6 +55,27 @@ class RunSettings:
     voxel_size: float | None = None
     max_points: int = 5_000_000
 
+    def check(self) -> RunSettings:
+        """Raise ``RunError`` naming the first option out of its range (before anything is loaded or written)."""
+        problems = [
+            (self.window >= 1, f"--window {self.window}: give at least 1 frame"),
+            (0 <= self.overlap < self.window, f"--overlap {self.overlap}: give 0 to window - 1 "
+                                              f"({self.window - 1}) frames"),
+            (self.reset_every >= 0, f"--reset-every {self.reset_every}: give 0 (never) or a positive number of "
+                                    "chunks"),
+            (0.0 <= self.conf_threshold < 1.0, f"--conf-threshold {self.conf_threshold}: give a confidence in "
+                                               "[0, 1) (e.g. 0.1)"),
+            (self.edge_rtol >= 0, f"--edge-rtol {self.edge_rtol}: give 0 (keep edges) or a positive fraction"),
+            (self.cloud_stride >= 1, f"--cloud-stride {self.cloud_stride}: give 1 or more"),
+            (self.voxel_size is None or self.voxel_size > 0, f"--voxel-size {self.voxel_size}: give a positive "
+                                                             "size, or leave it out for the automatic one"),
+            (self.max_points >= 1, f"--max-points {self.max_points}: give 1 or more"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise RunError(message)
+        return self
+
     @property
     def store_fields(self) -> tuple[str, ...]:
         """What the frame store keeps (the ``save`` entries other than images)."""
