@@ -144,7 +144,7 @@ def test_bad_inputs_give_one_line_and_exit_2(video, tmp_path, capsys):
     fails([video, "-o", str(tmp_path / "o4"), "--start", "100"], "no frames")
     fails([image_folder(tmp_path / "tiny", [(10, 8)] * 2), "-o", str(tmp_path / "o5")], "14")
     assert main(["reconstruct", video, "-o", str(tmp_path / "o6"), "--quiet", *TINY, "--end", "5"]) == 0
-    fails([video, "-o", str(tmp_path / "o6"), "--end", "7"], "different run", "--resume")
+    fails([video, "-o", str(tmp_path / "o6"), "--end", "7"], "already holds a run", "--resume", "same settings")
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o4" / "cloud.ply").exists()
 
 

@@ -180,7 +180,7 @@ def test_output_folder_rules(tiny_model, video, tmp_path):
     run(video, out, tiny_model, end=10)
     with pytest.raises(RunError, match="already holds this run"):
         run(video, out, tiny_model, end=10)
-    with pytest.raises(RunError, match="already holds a different run"):
+    with pytest.raises(RunError, match=r"holds another run \(end differ\); choose a new folder"):
         run(video, out, tiny_model, end=12)
     with pytest.raises(RunError, match="already complete"):
         reconstruct(video, out, tiny_model, settings(video, end=10), resume=True)
