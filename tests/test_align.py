@@ -102,3 +102,24 @@ def test_state_roundtrip_continues_identically():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="align"):
         ChunkAligner("affine")
+
+
+def test_median_depth_ratio_equals_the_lower_median_of_the_valid_pixels():
+    """The read-back-free median equals torch.median over each batch element's valid ratios, with
+    NaN, inf, zero depths, all-invalid elements and overflowing ratios among them."""
+    g = torch.Generator().manual_seed(0)
+    for case in range(60):
+        prev = torch.randn(3, 5, 1 + case % 8, generator=g) * 4
+        curr = torch.randn(3, 5, 1 + case % 8, generator=g)
+        mask = torch.rand(prev.shape, generator=g)
+        prev[mask < 0.2], curr[mask > 0.9], prev[mask > 0.95] = float("nan"), 0.0, float("inf")
+        if case % 7 == 0:
+            prev[0] = float("nan")  # no valid pixel: ratio 1
+        if case % 11 == 0:
+            prev[1], curr[1] = 3e38, 1e-6  # ratios that overflow to inf stay valid
+        expected = []
+        for b in range(3):
+            p, c = prev[b].flatten(), curr[b].flatten()
+            valid = torch.isfinite(p) & torch.isfinite(c) & (c.abs() > torch.finfo(torch.float32).eps)
+            expected.append((p[valid] / c[valid]).median() if valid.any() else torch.tensor(1.0))
+        assert torch.equal(median_depth_ratio(prev, curr), torch.stack(expected).clamp(1e-3, 1e3)), case

@@ -1,6 +1,8 @@
 """The run loop's background helpers: ordered_map (decoding ahead on threads), SerialWorker (the writer) and
 group_frames (chunks stacked ahead of the model)."""
 
+import os
+import sys
 import threading
 import time
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from loger3d.sources import Frame, group_frames, open_source
-from loger3d.util.workers import SerialWorker, ordered_map
+from loger3d.util.workers import BACKGROUND_NICE, SerialWorker, ordered_map
 
 
 def test_ordered_map_keeps_the_order_of_the_items():
@@ -105,3 +107,16 @@ def test_group_frames_carries_resumed_frames_as_metadata_only():
     assert [f.index for f in only.frames] == [2, 3] and only.images is None
     with pytest.raises(ValueError, match="group sizes"):
         next(group_frames(iter(_frames(2)), first=0, step=3))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are a Linux feature")
+def test_helper_threads_run_below_the_model():
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen = []
+    worker = SerialWorker(name="probe")
+    worker.submit(lambda: seen.append(priority()))
+    worker.drain()
+    worker.close()
+    assert seen == [min(priority() + BACKGROUND_NICE, 19)]

@@ -124,6 +124,12 @@ class LoGeR(nn.Module):
         self.compiled = False  # the memory layers' gating through torch.compile (set_fast_path)
         self._ttt_slot = {layer: j for j, layer in enumerate(cfg.ttt_insert_after)}
         self._swa_slot = {layer: j for j, layer in enumerate(cfg.swa_insert_after)}
+        # The chunk's units in order: ("encoder", 0), then per decoder block i ("block", i) and the memory
+        # layers after it, ("ttt", i) and ("swa", i) where the model has them; last ("heads", 0).
+        units = [("encoder", 0)]
+        for i in range(cfg.dec_depth):
+            units += [("block", i)] + [("ttt", i)] * (i in self._ttt_slot) + [("swa", i)] * (i in self._swa_slot)
+        self.units: tuple[tuple[str, int], ...] = (*units, ("heads", 0))
 
     # ------------------------------------------------------------------ precision
     @property
@@ -235,19 +241,8 @@ class LoGeR(nn.Module):
     # ------------------------------------------------------------------ units
     @property
     def num_units(self) -> int:
-        """The chunk's units in order (``units``); a layer pipeline cuts them into contiguous stages."""
+        """How many units a chunk runs through (``units``); a layer pipeline cuts them into contiguous stages."""
         return len(self.units)
-
-    @property
-    def units(self) -> list[tuple[str, int]]:
-        """``("encoder", 0)``, then per decoder block ``i``: ``("block", i)`` and the memory layers after
-        it, ``("ttt", i)`` and ``("swa", i)`` where the model has them; last ``("heads", 0)``."""
-        units = [("encoder", 0)]
-        for i in range(len(self.decoder)):
-            units.append(("block", i))
-            units += [("ttt", i)] if i in self._ttt_slot else []
-            units += [("swa", i)] if i in self._swa_slot else []
-        return units + [("heads", 0)]
 
     def unit_modules(self, unit: int) -> list[nn.Module]:
         """The submodules (parameters, buffers) unit ``unit`` computes with."""

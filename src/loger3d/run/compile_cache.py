@@ -1,7 +1,8 @@
 """When the fast path is worth its compilation, and where the compiled code is kept between runs.
 
 The fast path compiles each kind of layer once per process, on the first chunk: 42 s measured on
-an H200 with a cold cache, 26 to 31 s with PyTorch's on-disk cache warm (benchmarks/results/e2e_h200).
+an H200 with a cold cache, 13 to 15 s with PyTorch's on-disk cache warmed by an earlier run of the
+job (benchmarks/results/e2e_h200, leases 3 and 4).
 It then saves about 8 ms a frame (82 against 50 frames/s at 504×280 on an H100, docs/performance.md),
 so it repays a warm compilation after about 3,000 frames: :data:`FAST_MIN_FRAMES`.
 """
