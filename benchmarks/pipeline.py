@@ -25,7 +25,7 @@ from throughput import synthetic_frames, to_tensor
 import loger3d
 from loger3d.inference.pipeline import parse_devices, plan_stages, unit_costs
 from loger3d.inference.reconstructor import Reconstructor
-from loger3d.inference.windows import frame_roles
+from loger3d.model.windows import frame_roles
 from loger3d.seeded import fill_seeded_
 
 KEYS = ("points", "local_points", "conf", "camera_poses")

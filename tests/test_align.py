@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from loger3d.geometry import local_to_world, rigid_inverse
-from loger3d.inference.align import ChunkAligner, median_depth_ratio
+from loger3d.model.align import ChunkAligner, median_depth_ratio
 from loger3d.model.outputs import ChunkPrediction
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loger3d.inference.windows import plan_windows
+from loger3d.model.windows import plan_windows
 
 from .conftest import random_images, seeded_model
 

@@ -10,7 +10,7 @@ from loger3d.inference.reconstructor import Reconstructor
 from .conftest import random_images, seeded_model
 
 KEYS = ("points", "local_points", "conf", "camera_poses")
-# 23 frames, window 6, overlap 2: chunks of 6, 6, 6, 6, 6 and a last one of 3 frames
+# 23 frames, window 6, overlap 2: five chunks of 6 frames and a last one of 3
 N, WINDOW, OVERLAP = 23, 6, 2
 
 
@@ -58,6 +58,19 @@ def test_three_stages_resumed_in_the_middle_equal_one_device(images):
     three = run(images, "cpu,cpu,cpu", "sim3", 2, split=[3, 9], save_after=3)
     for key in one:
         assert torch.equal(one[key], three[key]), key
+
+
+@pytest.mark.parametrize("align,reset_every", [("none", 2), ("sim3", 0)])
+def test_whole_sequence_forward_equals_the_stream(images, align, reset_every):
+    """``LoGeR.forward`` (the model's own loop over a sequence at hand) and the streaming driver agree."""
+    one = run(images, None, align, reset_every)
+    with torch.no_grad():
+        whole = seeded_model("tiny")(images, window_size=WINDOW, overlap_size=OVERLAP, align=align,
+                                     reset_every=reset_every)
+    for key in KEYS:
+        assert torch.equal(one[key], whole[key]), key
+    assert torch.equal(one["gates"], torch.stack([whole.avg_gate_scale, whole.attn_gate_scale]))
+    assert whole.chunk_transforms.shape == (1, 6, 4, 4)  # chunks at 0, 4, 8, 12, 16, 20
 
 
 def test_one_device_saved_state_resumes_in_a_pipeline(images):

@@ -4,9 +4,9 @@ device moves, save/load; batch elements never interact; bad input is refused."""
 import pytest
 import torch
 
-from loger3d.inference.align import ChunkAligner
-from loger3d.inference.windows import frame_roles, plan_windows
+from loger3d.model.align import ChunkAligner
 from loger3d.model.memory import ChunkMemory
+from loger3d.model.windows import frame_roles, plan_windows
 
 from .conftest import random_images
 

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 import loger3d
 from loger3d.cli import main
 from loger3d.config import get_config
-from loger3d.inference.windows import plan_windows
 from loger3d.model.loger import LoGeR
+from loger3d.model.windows import plan_windows
 from loger3d.train.clip import stack_clips
 from loger3d.train.config import ConfigError, builtin_configs, config_from_dict, load_train_config
 from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
@@ -198,6 +198,9 @@ def test_sequence_loss_sees_scale_drift_between_chunks_and_chunk_loss_does_not()
     class Oracle(torch.nn.Module):  # predicts the truth, scaled by 2 in the second chunk
         def new_memory(self):
             return None
+
+        def unit_device(self, unit):
+            return torch.device("cpu")
 
         def forward_chunk(self, images, memory, roles):
             n = images.shape[1]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loger3d.inference.windows import frame_roles, pe_token_counts, plan_windows
+from loger3d.model.windows import frame_roles, pe_token_counts, plan_windows
 
 
 @pytest.mark.parametrize("ws,ov,n,expected", [

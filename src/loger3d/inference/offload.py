@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import torch
 
+from ..model.align import ChunkTransform
 from ..model.outputs import ChunkPrediction
-from .align import ChunkTransform
 
 __all__ = ["to_host"]
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 
 from ..model.activations import ChunkActivations
+from ..model.align import ChunkAligner
 from ..model.blocks import Attention, pinned_attention, resolve_backends
 from ..model.memory import ChunkMemory
-from .align import ChunkAligner
 from .offload import to_host
 
 __all__ = ["LayerPipeline", "parse_devices", "plan_stages", "unit_costs"]

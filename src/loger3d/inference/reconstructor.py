@@ -26,14 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.align import ALIGN_MODES, ChunkAligner, ChunkTransform
 from ..model.memory import ChunkMemory
 from ..model.outputs import ChunkPrediction
 from ..model.recurrence import ChunkRecurrence, MemoryPolicy
+from ..model.windows import frame_roles
 from ..util.atomic import atomic_path
-from .align import ALIGN_MODES, ChunkAligner, ChunkTransform
 from .offload import to_host
 from .pipeline import LayerPipeline, parse_devices
-from .windows import frame_roles
 
 __all__ = ["FinishedFrames", "Reconstructor"]
 

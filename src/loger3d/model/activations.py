@@ -21,7 +21,7 @@ class ChunkActivations:
     """One chunk between two units.
 
     images  ``[B, N, 3, H, W]`` (float in [0, 1] or uint8) until the encoder has run, then ``None``
-    roles   ``[N]`` each frame's pe-token role (host tensor; see ``inference.windows.frame_roles``)
+    roles   ``[N]`` each frame's pe-token role (host tensor; see ``model.windows.frame_roles``)
     tokens  ``[B*N, T, C]`` decoder tokens after the last unit run (T = special + patch tokens;
             the global blocks view them as ``[B, N*T, C]``, the memory layers as ``[B, N, T, C]``)
     hidden  the outputs of the last two decoder blocks, ``[B*N, T, C]`` each: the heads' input

@@ -27,6 +27,7 @@ from .heads import CameraHead, HeadDecoder, PixelHead
 from .memory import ChunkMemory, KVCache
 from .outputs import ChunkPrediction, Prediction
 from .rope import RoPE2D, RotaryTable, token_positions
+from .sequence import run_sequence
 from .ttt import FastWeightMemory
 
 __all__ = ["LoGeR", "gated_residual"]
@@ -430,7 +431,7 @@ class LoGeR(nn.Module):
                 H and W multiples of 14.
             memory: the state after the previous chunk; ``None`` starts a new sequence.
             frame_roles: per frame, which pe token it gets: 0 = also in the previous chunk,
-                1 = interior, 2 = also in the next chunk (see ``inference.windows.frame_roles``);
+                1 = interior, 2 = also in the next chunk (see ``model.windows.frame_roles``);
                 ``None`` marks every frame interior.
         Returns:
             the chunk's ``ChunkPrediction`` (on the model's device) and the memory after it.
@@ -463,14 +464,12 @@ class LoGeR(nn.Module):
         Returns:
             a ``Prediction`` on the CPU (on the device, with gradients, in training mode).
         """
-        from ..inference.sequence import run_sequence
-
         cfg = self.config
         return run_sequence(
             self,
             images,
-            window_size=cfg.default_window if window_size is None else window_size,
-            overlap_size=cfg.default_overlap if overlap_size is None else overlap_size,
+            window=cfg.default_window if window_size is None else window_size,
+            overlap=cfg.default_overlap if overlap_size is None else overlap_size,
             align=cfg.default_align if align is None else align,
             reset_every=reset_every,
         )

@@ -3,7 +3,7 @@
 LoGeR trains in stages (48 frames in 4 chunks, then the same 48 frames in 12 chunks so the model must lean on
 the TTT memory rather than SWA, then 128 frames in up to 20 chunks). A stage here fixes the sequence length
 and the overlap, and either a window or a number of chunks (a fixed count, or a [min, max] range drawn per
-step); the window then follows from the inference rule in ``inference.windows``, so training cuts sequences
+step); the window then follows from the inference rule in ``model.windows``, so training cuts sequences
 exactly as inference does.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..inference.windows import plan_windows
+from ..model.windows import plan_windows
 
 __all__ = ["Stage", "Curriculum", "window_for_chunks"]
 

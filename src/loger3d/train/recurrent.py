@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..inference.align import ChunkAligner
-from ..inference.windows import frame_roles, plan_windows
 from ..model.outputs import ChunkPrediction
-from ..model.recurrence import ChunkRecurrence, MemoryPolicy
+from ..model.recurrence import MemoryPolicy
+from ..model.sequence import run_chunks as sequence_chunks
 from .losses import ChunkLoss, LossConfig
 
 __all__ = ["RecurrentSettings", "SequenceObjective", "run_chunks"]
@@ -55,19 +54,14 @@ class RecurrentSettings:
 
 def run_chunks(model: nn.Module, images: torch.Tensor, window: int, overlap: int,
                settings: RecurrentSettings = RecurrentSettings()) -> list[tuple[range, ChunkPrediction]]:
-    """Every chunk's prediction with the frames it covers: ``[(range(start, end), pred), ...]``.
+    """Every chunk's prediction (with its graph) and the frames it covers: ``[(range(start, end), pred), ...]``.
 
-    ``images`` ``[B, N, 3, H, W]`` in [0, 1] on the model's device.
+    ``images`` ``[B, N, 3, H, W]`` in [0, 1] on the model's device; the loop is the model's own
+    (``model.sequence.run_chunks``), shaped by the training settings.
     """
-    recurrence = ChunkRecurrence(model, MemoryPolicy(truncate_every=settings.truncate_every,
-                                                     detach_swa_history=settings.detach_swa_history))
-    aligner = ChunkAligner(settings.align, overlap=overlap)
-    out = []
-    for w in plan_windows(images.shape[1], window, overlap):
-        pred = recurrence(images[:, w.start:w.end], frame_roles(w.size, window, overlap))
-        pred, _ = aligner(w.index, pred)
-        out.append((range(w.start, w.end), pred))
-    return out
+    policy = MemoryPolicy(truncate_every=settings.truncate_every, detach_swa_history=settings.detach_swa_history)
+    return [(range(c.window.start, c.window.end), c.prediction)
+            for c in sequence_chunks(model, images, window, overlap, settings.align, policy)]
 
 
 class SequenceObjective(nn.Module):

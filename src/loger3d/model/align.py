@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..geometry import local_to_world
-from ..model.outputs import ChunkPrediction
+from .outputs import ChunkPrediction
 
 __all__ = ["ALIGN_MODES", "ChunkTransform", "ChunkAligner", "estimate_chunk_transform", "median_depth_ratio",
            "transform_chunk"]
