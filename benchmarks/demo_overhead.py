@@ -33,7 +33,8 @@ from loger3d.run.job import open_run_source
 from loger3d.sources import frames_to_tensor
 from loger3d.weights import model_from_spec
 
-window, overlap, align = CHECKPOINT_DEFAULTS[MODEL]
+defaults = CHECKPOINT_DEFAULTS[MODEL]
+window, overlap, align = defaults.window, defaults.overlap, defaults.align
 model, dtype = model_from_spec(MODEL, "cpu", "auto")
 settings = RunSettings(input=[str(SAMPLE_VIDEO)], model=MODEL, window=window, overlap=overlap, align=align,
                        dtype=dtype, resolution=[224, 126])

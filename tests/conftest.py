@@ -36,13 +36,14 @@ def random_images(n: int, h: int = 42, w: int = 56, seed: int = 0, batch: int | 
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def write_video(path, n: int = 30, width: int = 160, height: int = 120, fps: int = 12) -> str:
-    """A small synthetic clip: a bright square moving over a colour ramp (distinct frames)."""
+def write_video(path, n: int = 30, width: int = 160, height: int = 120, fps: int = 12, faststart: bool = False) -> str:
+    """A small synthetic clip: a bright square moving over a colour ramp (distinct frames). ``faststart``
+    puts the frame index first, so that a copy cut short still opens and declares every frame."""
     import av
     import numpy as np
 
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(n):

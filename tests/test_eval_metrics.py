@@ -28,6 +28,7 @@ from loger3d.eval.metrics import (
 
 evo_metrics = pytest.importorskip("evo.core.metrics")
 from evo import main_ape, main_rpe  # noqa: E402
+from evo.core import geometry as evo_geometry  # noqa: E402
 from evo.core import trajectory as evo_trajectory  # noqa: E402
 
 
@@ -153,6 +154,132 @@ def test_umeyama_recovers_a_similarity_and_rejects_a_line():
     line = np.outer(np.arange(10.0), [1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="collinear"):
         umeyama(line, line, with_scale=True)
+
+
+LINE_DIRECTION = np.array([2.0, 3.0, 6.0]) / 7.0  # a straight line in a general direction
+MOVE = Similarity(Rotation.from_rotvec([0.3, -1.0, 2.0]).as_matrix(), np.array([5.0, -3.0, 1.0]), 0.37)
+
+
+def straight_line_pair(
+    n: int = 120, along: float = 0.0, across: float = 0.0, seed: int = 0, move: Similarity = MOVE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ground truth ``[n, 4, 4]`` moving along ``LINE_DIRECTION`` with one orientation, an estimate, and the
+    residuals that make it: (gt, est, a, b, c).
+
+    Before ``move`` the estimate's centred positions are ``(a_i + b_i)·u + c_i·w`` against the ground
+    truth's ``a_i·u`` (u the line, w ⊥ u): noise ``b`` along the line and ``c`` across it, with
+    ``Σb = Σc = Σa·c = 0`` so the cross-covariance is ``mean(a·(a+b))·u·uᵀ``, rank 1.
+    """
+    rng = np.random.default_rng(seed)
+    u = LINE_DIRECTION
+    w = np.cross(u, [0.0, 0.0, 1.0])
+    w /= np.linalg.norm(w)
+    a = 0.5 * np.arange(n) - 0.25 * (n - 1)
+    b = rng.normal(scale=along, size=n)
+    b -= b.mean()
+    c = rng.normal(scale=across, size=n)
+    basis = np.stack([np.ones(n), a], axis=1)  # c made orthogonal to 1 and a
+    c -= basis @ np.linalg.lstsq(basis, c, rcond=None)[0]
+    origin = np.array([10.0, -4.0, 2.5])
+    gt = np.tile(np.eye(4), (n, 1, 1))
+    gt[:, :3, :3] = Rotation.from_rotvec([0.2, 0.4, -0.1]).as_matrix()
+    gt[:, :3, 3] = origin + np.outer(a, u)
+    est = gt.copy()
+    est[:, :3, 3] = origin + np.outer(a + b, u) + np.outer(c, w)
+    return gt, move.apply(est), a, b, c
+
+
+def line_ate_by_hand(a: np.ndarray, b: np.ndarray, c: np.ndarray, with_scale: bool) -> np.ndarray:
+    """ATE ``[n]`` of :func:`straight_line_pair` after Umeyama, in closed form.
+
+    The fit maps the estimate's line onto the ground truth's with scale
+    ``s = mean(a·α) / mean(α² + c²)`` (α = a + b; s = 1 without scale, in the estimate's own units),
+    so pose i is off by ``(a_i − s·α_i)`` along the line and ``s·c_i`` across it, whatever the
+    (undetermined) rotation about the line.
+    """
+    alpha = a + b
+    s = np.mean(a * alpha) / np.mean(alpha**2 + c**2) if with_scale else 1.0
+    return np.sqrt((a - s * alpha) ** 2 + (s * c) ** 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_umeyama_equals_evo_bit_for_bit_and_refuses_what_evo_refuses(seed):
+    rng = np.random.default_rng(seed)
+    n = 40 + 30 * seed
+    general = rng.normal(size=(n, 3)) * 10.0 ** rng.uniform(-2, 2)
+    line_general = np.outer(rng.uniform(-5, 5, n), rng.normal(size=3)) + rng.normal(size=3)
+    line_axis = np.outer(rng.uniform(-5, 5, n), np.eye(3)[seed % 3]) + rng.normal(size=3)
+    still = np.tile(rng.normal(size=3), (n, 1))
+    tiny = line_general * 1e-9
+    move = Similarity(Rotation.from_rotvec(rng.normal(size=3)).as_matrix(), rng.normal(size=3), 0.3)
+    scored = refused = 0
+    for source in (general, line_general, line_axis, still, tiny):
+        for target in (move.scale * source @ move.rotation.T + move.translation, line_general, line_axis):
+            for with_scale in (True, False):
+                try:
+                    r, t, c = evo_geometry.umeyama_alignment(source.T, target.T, with_scale)
+                except evo_geometry.GeometryException:
+                    with pytest.raises(ValueError, match="collinear|same point"):
+                        umeyama(source, target, with_scale)
+                    refused += 1
+                    continue
+                fit = umeyama(source, target, with_scale)
+                np.testing.assert_array_equal(fit.rotation, r)
+                np.testing.assert_array_equal(fit.translation, t)
+                assert fit.scale == c
+                scored += 1
+    assert scored >= 3 and refused >= 10  # near rank 1, evo's verdict hangs on rounding: ours is the same
+
+
+def test_straight_line_without_noise_is_scored_as_evo_scores_it():
+    for align in ("sim3", "se3"):
+        move = MOVE if align == "sim3" else Similarity(MOVE.rotation, MOVE.translation)
+        gt, est, *_ = straight_line_pair(move=move)
+        aligned, transform = align_trajectory(gt, est, align)
+        ours = error_stats(ate_errors(gt, aligned))
+        assert ours["max"] < 1e-10
+        assert transform.scale == pytest.approx(1 / MOVE.scale if align == "sim3" else 1.0, rel=1e-12)
+        result = main_ape.ape(evo_path(gt), evo_path(est), evo_metrics.PoseRelation.translation_part,
+                              **EVO_ALIGN[align])
+        assert set(ours) <= set(result.stats)
+        for key, value in ours.items():
+            assert value == pytest.approx(result.stats[key], rel=1e-6, abs=1e-13), key
+        trans, rot, _ = rpe_errors(gt, aligned)
+        assert trans.max() < 1e-10 and rot.max() < 1e-6
+
+
+@pytest.mark.parametrize("align", ["sim3", "se3"])
+def test_straight_line_with_noise_along_and_across_has_the_ate_by_hand(align):
+    move = MOVE if align == "sim3" else Similarity(MOVE.rotation, MOVE.translation)
+    gt, est, a, b, c = straight_line_pair(along=0.05, across=0.2, seed=3, move=move)
+    aligned, transform = align_trajectory(gt, est, align)
+    ate = ate_errors(gt, aligned)
+    np.testing.assert_allclose(ate, line_ate_by_hand(a, b, c, align == "sim3"), rtol=1e-9, atol=1e-12)
+    if align == "se3":
+        np.testing.assert_allclose(ate, np.hypot(b, c), rtol=1e-9)  # s = 1: the residuals themselves
+    else:
+        alpha = a + b
+        assert transform.scale == pytest.approx(np.mean(a * alpha) / np.mean(alpha**2 + c**2) / MOVE.scale, rel=1e-12)
+    result = main_ape.ape(evo_path(gt), evo_path(est), evo_metrics.PoseRelation.translation_part, **EVO_ALIGN[align])
+    assert_stats_close(error_stats(ate), result.stats, rel=1e-12)
+
+
+def test_degenerate_alignments_are_refused_in_one_clear_line():
+    line = straight_track(30)  # an exact line along x: rank 1 with exact zeros, evo refuses it
+    with pytest.raises(ValueError, match="collinear within machine precision") as refused:
+        align_trajectory(line, line, "sim3")
+    with pytest.raises(evo_geometry.GeometryException):
+        evo_geometry.umeyama_alignment(line[:, :3, 3].T, line[:, :3, 3].T, True)
+    still = np.tile(np.eye(4), (30, 1, 1))
+    still[:, :3, 3] = [1.0, 2.0, 3.0]
+    gt, _, *_ = straight_line_pair(30)
+    with pytest.raises(ValueError, match="all 30 estimated positions to align are the same point"):
+        align_trajectory(gt, still, "sim3")
+    with pytest.raises(ValueError, match="all 30 ground-truth positions to align are the same point"):
+        align_trajectory(still, gt, "se3")
+    with pytest.raises(ValueError, match="only one pose to align"):
+        align_trajectory(gt, gt, "sim3", n_align=1)
+    assert "\n" not in str(refused.value) and "align 'origin' or 'none'" in str(refused.value)
 
 
 def test_alignment_applies_scale_to_positions_only(pair):

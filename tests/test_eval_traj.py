@@ -7,11 +7,19 @@ import json
 import numpy as np
 import pytest
 
+from loger3d.cli import main
 from loger3d.eval.cli import add_eval_parser
 from loger3d.eval.traj import associate_timestamps, detect_format, load_trajectory_pair, score_trajectory
 from loger3d.sinks.trajectory import write_kitti, write_tum
 
-from .test_eval_metrics import noisy_estimate, smooth_trajectory, straight_track
+from .test_eval_metrics import (
+    MOVE,
+    line_ate_by_hand,
+    noisy_estimate,
+    smooth_trajectory,
+    straight_line_pair,
+    straight_track,
+)
 
 evo_metrics = pytest.importorskip("evo.core.metrics")
 from evo import main_ape, main_rpe  # noqa: E402
@@ -154,9 +162,113 @@ def test_input_errors(tmp_path):
         load_trajectory_pair(tmp_path / "gt.txt", tmp_path / "est.txt")
     with pytest.raises(ValueError, match="neither TUM"):
         detect_format(tmp_path / "bad.txt")
-    with pytest.raises(ValueError, match="collinear"):
+    with pytest.raises(ValueError, match="collinear"):  # an exact line along x: evo refuses it too
         score_trajectory(straight_track(50), straight_track(50), "sim3")
     assert score_trajectory(straight_track(50), straight_track(50), "origin").metrics["ate_max"] == 0.0
+
+
+def replace_value(path, pose: int, column: int, text: str) -> int:
+    """Put ``text`` in place of number ``column`` of the ``pose``-th pose line of a file; return its line number."""
+    lines = path.read_text().splitlines(keepends=True)
+    numbers = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")]
+    index = numbers[pose]
+    values = lines[index].split()
+    values[column] = text
+    lines[index] = " ".join(values) + "\n"
+    path.write_text("".join(lines))
+    return index + 1
+
+
+def main_error(argv: list[str], capsys) -> str:
+    """The one stderr line of ``loger3d`` refusing ``argv`` (exit status 2, no traceback)."""
+    code = main(["eval", "traj", *argv])
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith("loger3d: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "which", "pose", "column", "text"),
+    [
+        ("tum", "est", 15, 3, "nan"),  # a position
+        ("tum", "gt", 0, 6, "NaN"),  # a quaternion, on the first pose
+        ("tum", "est", 39, 0, "inf"),  # a timestamp, on the last pose
+        ("kitti", "est", 16, 3, "nan"),
+        ("kitti", "gt", 7, 11, "-inf"),
+        ("kitti", "est", 20, 0, "1e999"),  # overflows to inf
+    ],
+)
+def test_a_non_finite_number_is_named_by_file_and_line(tmp_path, capsys, fmt, which, pose, column, text):
+    gt = smooth_trajectory(40, seed=3)
+    paths = {"gt": tmp_path / f"gt_{fmt}.txt", "est": tmp_path / f"trajectory_{fmt}.txt"}
+    for name, poses in (("gt", gt), ("est", noisy_estimate(gt))):
+        if fmt == "tum":
+            write_tum(paths[name], np.arange(40.0), poses)
+        else:
+            write_kitti(paths[name], poses)
+    line = replace_value(paths[which], pose, column, text)
+    assert line == pose + (2 if fmt == "tum" else 1)  # TUM files begin with a '#' header
+    message = main_error(["--gt", str(paths["gt"]), "--est", str(paths["est"])], capsys)
+    expected = f"{paths[which]}:{line}: not a finite number ({text!r}): remove or repair that line"
+    assert message == f"loger3d: error: {expected}"
+
+
+def test_other_unreadable_lines_are_named_by_file_and_line(tmp_path, capsys):
+    gt = smooth_trajectory(20, seed=4)
+    write_tum(tmp_path / "gt.txt", np.arange(20.0), gt)
+    write_tum(tmp_path / "est.txt", np.arange(20.0), gt)
+    line = replace_value(tmp_path / "est.txt", 5, 2, "1.0.0")
+    message = main_error(["--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt")], capsys)
+    assert message.endswith(f"est.txt:{line}: not a number ('1.0.0'): remove or repair that line")
+    write_tum(tmp_path / "est.txt", np.arange(20.0), gt)
+    for column in (4, 5, 6, 7):
+        line = replace_value(tmp_path / "est.txt", 9, column, "0")
+    message = main_error(["--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt")], capsys)
+    assert f"est.txt:{line}: the quaternion (qx qy qz qw) is zero" in message
+    (tmp_path / "empty.txt").write_text("# timestamp tx ty tz qx qy qz qw\n")
+    message = main_error(["--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "empty.txt"), "--format", "tum"],
+                         capsys)
+    assert message.endswith("empty.txt holds no poses: pass a TUM or KITTI trajectory file")
+
+
+@pytest.mark.parametrize("align", ["sim3", "se3"])
+@pytest.mark.parametrize("noise", [False, True])
+def test_straight_line_files_are_scored_as_evo_scores_them(tmp_path, capsys, align, noise):
+    move = MOVE if align == "sim3" else type(MOVE)(MOVE.rotation, MOVE.translation)
+    gt, est, a, b, c = straight_line_pair(150, along=0.05 * noise, across=0.2 * noise, seed=11, move=move)
+    stamps = 50.0 + np.arange(150) / 10.0
+    write_tum(tmp_path / "gt.txt", stamps, gt)
+    write_tum(tmp_path / "est.txt", stamps, est)
+    code = main(["eval", "traj", "--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt"),
+                 "--align", align, "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["num_poses"] == 150
+    by_hand = line_ate_by_hand(a, b, c, align == "sim3")
+    if noise:
+        assert result["ate_rmse"] == pytest.approx(np.sqrt(np.mean(by_hand**2)), rel=1e-8)
+        assert result["ate_max"] == pytest.approx(by_hand.max(), rel=1e-8)
+    else:
+        assert result["ate_max"] < 1e-9 and result["rpe_trans_max"] < 1e-9
+    ref, est_traj = sync.associate_trajectories(file_interface.read_tum_trajectory_file(tmp_path / "gt.txt"),
+                                                file_interface.read_tum_trajectory_file(tmp_path / "est.txt"))
+    for key, value in evo_scores(ref, est_traj, align).items():
+        assert result[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+
+
+def test_motionless_estimate_is_refused_in_one_line(tmp_path, capsys):
+    gt = smooth_trajectory(30, seed=2)
+    still = np.tile(np.eye(4), (30, 1, 1))
+    still[:, :3, 3] = [0.5, -1.0, 2.0]
+    write_kitti(tmp_path / "gt.txt", gt)
+    write_kitti(tmp_path / "est.txt", still)
+    message = main_error(["--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt")], capsys)
+    assert "all 30 estimated positions to align are the same point (zero variance)" in message
+    assert "use align 'origin' or 'none'" in message
+    code = main(["eval", "traj", "--gt", str(tmp_path / "gt.txt"), "--est", str(tmp_path / "est.txt"),
+                 "--align", "origin", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out.splitlines()[-1])["ate_max"] > 0
 
 
 def test_eval_without_a_benchmark_prints_usage(capsys):

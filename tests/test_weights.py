@@ -256,7 +256,8 @@ def test_alias_offline_without_cache(empty_hf_cache, alias):
         load_model(alias)
     text = one_line(e)
     assert f"weights '{alias}' ({repo}/{filename})" in text
-    assert "not in the Hugging Face cache" in text and "(offline)" in text and "local .pt/.safetensors" in text
+    assert "not in the Hugging Face cache" in text and "(offline: HF_HUB_OFFLINE=1)" in text
+    assert "local .pt/.safetensors" in text and str(empty_hf_cache) in text
 
 
 def test_alias_offline_from_cache(empty_hf_cache, tiny_sd):
@@ -283,6 +284,8 @@ def test_alias_download_failures_online(tmp_path, monkeypatch):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    monkeypatch.setattr(weights, "_probe_hub", lambda endpoint, timeout=3.0: None)  # "reachable", no network used
     calls = []
 
     def fake_download(repo_id, filename, **kwargs):
@@ -293,9 +296,10 @@ def test_alias_download_failures_online(tmp_path, monkeypatch):
     error = LocalEntryNotFoundError("connection refused\nand more")
     with pytest.raises(WeightsError) as e:
         weights.resolve_source("pi3")
-    assert "(no connection to the Hugging Face Hub)" in one_line(e)
+    assert "(no connection to the Hugging Face Hub at https://hub.example)" in one_line(e)
     assert calls == [("yyfz233/Pi3", "model.safetensors",
-                      {"cache_dir": str(tmp_path / "cache"), "local_files_only": False})]
+                      {"cache_dir": str(tmp_path / "cache"), "local_files_only": False,
+                       "endpoint": "https://hub.example"})]
     error = OSError("read timed out\nsomewhere")
     with pytest.raises(WeightsError) as e:
         weights.resolve_source("loger")

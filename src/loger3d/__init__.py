@@ -4,19 +4,39 @@
     model = loger3d.load_model("loger", device="cuda")
     pred = model(images, window_size=32, overlap_size=3)   # images [N,3,H,W] in [0, 1]
     pred.points, pred.conf, pred.camera_poses
+
+The names below are imported on first use, so that the command line starts (and answers Ctrl-C,
+``--help`` or a bad option) before PyTorch is loaded.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .config import PRESETS, ModelConfig, get_config
-from .model import ChunkMemory, ChunkPrediction, LoGeR, Prediction
+from .errors import LogerError
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelConfig", "PRESETS", "get_config", "LoGeR", "ChunkMemory", "ChunkPrediction", "Prediction",
-           "build_model", "load_model", "__version__"]
+           "LogerError", "build_model", "load_model", "__version__"]
+
+_LAZY = {"ModelConfig": ".config", "PRESETS": ".config", "get_config": ".config", "LoGeR": ".model",
+         "ChunkMemory": ".model", "ChunkPrediction": ".model", "Prediction": ".model"}
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import PRESETS, ModelConfig, get_config
+    from .model import ChunkMemory, ChunkPrediction, LoGeR, Prediction
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(preset: str | ModelConfig = "loger", device: torch.device | str | None = None) -> LoGeR:
@@ -24,6 +44,10 @@ def build_model(preset: str | ModelConfig = "loger", device: torch.device | str 
 
     ``device="meta"`` builds it without allocating memory (to inspect shapes or to load into).
     """
+    import torch
+
+    from .model import LoGeR
+
     with torch.device(device or "cpu"):
         return LoGeR(preset).eval()
 

@@ -6,8 +6,9 @@
     loger3d convert loger loger_bf16.safetensors --dtype bf16
 
 Exit status: 0 success; 2 a problem with the input, the options or the output folder (one line
-on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM): finished chunks are kept, resume with --resume.
+on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 4 an output could not be written (disk
+full, no permission); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished chunks are
+kept, resume with --resume.
 """
 
 from __future__ import annotations
@@ -17,23 +18,44 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
+from .errors import LogerError, OutputError
 
-__all__ = ["build_parser", "main", "CHECKPOINT_DEFAULTS"]
+__all__ = ["build_parser", "main", "CHECKPOINT_DEFAULTS", "RunDefaults"]
 
-#: Per checkpoint (a model name, else a preset): window, overlap, alignment of the paper / official
-#: scripts. Pi3 runs as the paper's Pi3-Chunk baseline (chunks chained by Sim(3)). The shipped
-#: tiny_synthetic model: its last training stage's window, and the chaining that measured best.
+@dataclass(frozen=True)
+class RunDefaults:
+    """What ``reconstruct`` uses for a checkpoint unless told otherwise.
+
+    window, overlap, align  the chunking and chaining of the paper / official scripts
+    max_pixels              the automatic input size's pixel budget: the official demo's 255,000, or
+                            the size a model was trained at (so that it never upscales past it)
+    edge_rtol               the fused cloud's depth-edge filter: the official demo's 0.03, or what
+                            suits the model's depth maps
+    """
+
+    window: int
+    overlap: int
+    align: str
+    max_pixels: int = 255_000
+    edge_rtol: float = 0.03
+
+
+#: Per checkpoint (a model name, else a preset). Pi3 runs as the paper's Pi3-Chunk baseline (chunks
+#: chained by Sim(3)). The shipped tiny_synthetic model: its last training stage's window, the chaining
+#: that measured best, its training size (224x126), and an edge filter that keeps 97 % of the demo's
+#: confident pixels (0.03 keeps 3 %: its depth maps vary by about 3 % between neighbours).
 CHECKPOINT_DEFAULTS = {
-    "loger": (32, 3, "none"),
-    "loger_star": (64, 3, "se3"),
-    "pi3": (32, 3, "sim3"),
-    "tiny_synthetic": (10, 2, "se3"),
-    "tiny": (8, 2, "none"),
+    "loger": RunDefaults(32, 3, "none"),
+    "loger_star": RunDefaults(64, 3, "se3"),
+    "pi3": RunDefaults(32, 3, "sim3"),
+    "tiny_synthetic": RunDefaults(10, 2, "se3", max_pixels=224 * 126, edge_rtol=0.1),
+    "tiny": RunDefaults(8, 2, "none"),
 }
+FALLBACK_DEFAULTS = RunDefaults(32, 3, "none")
 
 _RECONSTRUCT_HELP = """\
 Reconstruct a video, an image folder, a glob or a list of images: camera trajectory, per-frame
@@ -47,7 +69,8 @@ Defaults per checkpoint (the paper's settings):
   loger_star  window 64, overlap 3, SE(3) chaining of chunks (LoGeR*)
   pi3         window 32, overlap 3, Sim(3) chaining (the paper's Pi3-Chunk baseline)
   tiny_synthetic  window 10, overlap 2, SE(3) chaining (the small demo model shipped in the package,
-              trained at 224x126 on synthetic videos: give it --resolution 224x126 or --max-pixels 30000)
+              trained at 224x126 on synthetic videos: its automatic size stays within 224x126
+              pixels, and its cloud's edge filter is 0.1)
 For videos over about 1,000 frames the paper resets the fast weights every 5 chunks:
 --reset-every 5.
 
@@ -106,7 +129,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .run.compile_cache import FAST_MIN_FRAMES, use_compile_cache
     from .run.folder import check_folder
     from .run.job import open_run_source
-    from .weights import model_from_spec
+    from .weights import model_from_spec, resolve_device
 
     if args.threads is not None:
         if args.threads < 1:
@@ -121,6 +144,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.device != "auto":
             raise ValueError("give either --device or --devices, not both")
         args.device = str(devices[0])
+    resolve_device(args.device)
+    known = CHECKPOINT_DEFAULTS.get(args.model)  # by name, before the model is loaded; else after
     # Everything the user gave is checked before the model is loaded (or downloaded).
     settings = RunSettings(
         input=[str(p) for p in args.input], model=args.model,
@@ -129,20 +154,21 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         overlap=args.overlap if args.overlap is not None else 0,
         align=args.align or "none", reset_every=args.reset_every,
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
-        resolution=_parse_size(args.resolution) if args.resolution else None, max_pixels=args.max_pixels,
+        resolution=_parse_size(args.resolution) if args.resolution else None,
+        max_pixels=args.max_pixels if args.max_pixels is not None else (known or FALLBACK_DEFAULTS).max_pixels,
         save=save, store_precision="float32" if args.float32 else "float16", conf_threshold=args.conf_threshold,
-        edge_rtol=args.edge_rtol, cloud_stride=args.cloud_stride, voxel_size=args.voxel_size,
-        max_points=args.max_points)
+        edge_rtol=args.edge_rtol if args.edge_rtol is not None else FALLBACK_DEFAULTS.edge_rtol,
+        cloud_stride=args.cloud_stride, voxel_size=args.voxel_size, max_points=args.max_points)
     settings.check()
     check_folder(Path(args.output), args.resume)
     source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
+    _status(args, _describe_size(source, settings, known is not None and args.max_pixels is None))
     _status(args, f"loading model {args.model} ...")
     model, dtype = model_from_spec(args.model, args.device, args.dtype)
-    defaults = CHECKPOINT_DEFAULTS.get(args.model) or CHECKPOINT_DEFAULTS.get(model.config.name)
-    window, overlap, align = defaults or (32, 3, "none")
-    settings = replace(settings, window=args.window if args.window is not None else window,
-                       overlap=args.overlap if args.overlap is not None else overlap, align=args.align or align,
-                       dtype=dtype).check()
+    d = known or CHECKPOINT_DEFAULTS.get(model.config.name) or FALLBACK_DEFAULTS
+    settings = replace(settings, window=args.window if args.window is not None else d.window,
+                       overlap=args.overlap if args.overlap is not None else d.overlap, align=args.align or d.align,
+                       edge_rtol=args.edge_rtol if args.edge_rtol is not None else d.edge_rtol, dtype=dtype).check()
     if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
         frames = source.num_frames
         settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)
@@ -161,6 +187,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         print(f"loger3d: {_stop_word(stop)}; finished chunks are saved in {args.output}: run the same command with "
               f"--resume to continue", file=sys.stderr)
         return _stop_status(stop)
+    except OutputError as e:
+        _error(f"{e}; finished chunks are kept in {args.output}: run the same command with --resume once it can be "
+               "written")
+        return e.exit_code
     except torch.cuda.OutOfMemoryError:
         size = "x".join(map(str, settings.resolution)) if settings.resolution else "automatic size"
         print(f"loger3d: error: out of GPU memory with window {settings.window} at {size}; try a smaller "
@@ -175,6 +205,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         rate = t["frames_per_second"] or 0.0
         print(f"{run['frames']} frames in {t['total_s']:.1f} s ({rate:.2f} frames/s) -> {args.output}")
     return 0
+
+
+def _describe_size(source, settings, model_budget: bool) -> str:
+    """The line saying what size the frames go to the model at, and why."""
+    (w, h), (ow, oh) = source.size, source.original_size
+    if settings.resolution:
+        why = "--resolution"
+    elif model_budget:
+        why = f"automatic: at most {settings.max_pixels} pixels, the model's training size; --resolution to change"
+    else:
+        why = f"automatic: about {settings.max_pixels} pixels as the official demo; --resolution or --max-pixels " \
+              "to change"
+    verb = "upscaled" if w * h > ow * oh else "resized" if (w, h) != (ow, oh) else "kept"
+    return f"frames {ow}x{oh} {verb} to {w}x{h} ({why})"
 
 
 def _status(args: argparse.Namespace, message: str) -> None:
@@ -264,7 +308,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``export OUT --format ...``: rebuild exports from a run's frame store."""
     from .run import export_run
 
-    for path in export_run(args.run, args.format, conf_threshold=args.conf_threshold, voxel_size=args.voxel_size):
+    for path in export_run(args.run, args.format, conf_threshold=args.conf_threshold, voxel_size=args.voxel_size,
+                           edge_rtol=args.edge_rtol):
         print(f"wrote {path}")
     return 0
 
@@ -313,12 +358,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, (_, preset) in SHIPPED.items():
         print(f"weights {name} (preset {preset}) shipped with loger3d: {shipped_path(name)}")
     for name, cfg in PRESETS.items():
-        window, overlap, align = CHECKPOINT_DEFAULTS.get(name, (cfg.default_window, cfg.default_overlap, "none"))
-        print(f"preset {name:10s} reconstruct defaults: window {window}, overlap {overlap}, align {align}")
+        d = CHECKPOINT_DEFAULTS.get(name, RunDefaults(cfg.default_window, cfg.default_overlap, "none"))
+        print(f"preset {name:10s} reconstruct defaults: {_describe_defaults(d)}")
     for name in SHIPPED:
-        window, overlap, align = CHECKPOINT_DEFAULTS[name]
-        print(f"model  {name} reconstruct defaults: window {window}, overlap {overlap}, align {align}")
+        print(f"model  {name} reconstruct defaults: {_describe_defaults(CHECKPOINT_DEFAULTS[name])}")
     return 0
+
+
+def _describe_defaults(d: RunDefaults) -> str:
+    return (f"window {d.window}, overlap {d.overlap}, align {d.align}, max-pixels {d.max_pixels}, "
+            f"edge-rtol {d.edge_rtol}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--align", choices=("none", "se3", "sim3"), help="chaining of chunks (default: per checkpoint)")
     rec.add_argument("--reset-every", type=int, default=0, metavar="K",
                      help="reset the fast weights every K chunks (paper: 5 for long videos; default 0: never)")
-    rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    rec.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto: CUDA when "
+                                                      "PyTorch sees a GPU)")
     rec.add_argument("--devices", metavar="LIST",
                      help="run the model over several GPUs as a layer pipeline (cuda:0,cuda:1 or all): each GPU holds "
                           "a stage of consecutive layers and their memory, chunks overlap in time, outputs equal one "
@@ -381,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th frame")
     sel.add_argument("--fps", type=float, help="resample a video to this frame rate first")
     sel.add_argument("--resolution", metavar="WxH", help="model input size, multiples of 14 (e.g. 504x280)")
-    sel.add_argument("--max-pixels", type=int, default=255000,
-                     help="pixel budget of the automatic size (default: 255000, as the official demo)")
+    sel.add_argument("--max-pixels", type=int,
+                     help="pixel budget of the automatic size (default: 255000, as the official demo; for "
+                          "tiny_synthetic its training size, 224x126)")
     outp = rec.add_argument_group("outputs")
     outp.add_argument("--save", default="depth,conf,images", metavar="LIST",
                       help="per-frame data to keep: depth, conf, points (local point maps) in frames/, images (JPEG "
@@ -395,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep the resume state (state/) after the run completes (default: removed)")
     outp.add_argument("--conf-threshold", type=float, default=0.1,
                       help="minimum confidence (0-1) of a pixel in the fused cloud (default: 0.1)")
-    outp.add_argument("--edge-rtol", type=float, default=0.03,
-                      help="drop pixels whose 3x3 depth range exceeds this fraction of their depth, as the official "
-                           "demo (default: 0.03; 0 keeps edges)")
+    outp.add_argument("--edge-rtol", type=float,
+                      help="drop pixels whose 3x3 depth range exceeds this fraction of their depth (default: 0.03 "
+                           "as the official demo; 0.1 for tiny_synthetic; 0 keeps edges)")
     outp.add_argument("--cloud-stride", type=int, default=2,
                       help="fuse every N-th pixel row and column into the cloud (default: 2; 1 uses all)")
     outp.add_argument("--voxel-size", type=float, help="voxel size of the fused cloud (default: automatic)")
@@ -429,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="export format (repeat for several)")
     exp.add_argument("--conf-threshold", type=float, help="minimum confidence (default: the run's)")
     exp.add_argument("--voxel-size", type=float, help="voxel size (default: the run's)")
+    exp.add_argument("--edge-rtol", type=float,
+                     help="drop pixels whose 3x3 depth range exceeds this fraction of their depth (default: the "
+                          "run's; 0 keeps edges)")
     exp.set_defaults(func=cmd_export)
 
     view = commands.add_parser(
@@ -487,7 +541,21 @@ def _stop_status(stop: KeyboardInterrupt) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return the exit status (0 success, 2 usage or input error)."""
+    """Run the command line and return the exit status (see the module docstring); Ctrl-C or SIGTERM at any
+    point, start-up included, ends in one line."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as stop:
+        _error(_stop_word(stop))
+        return _stop_status(stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -496,15 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:  # WeightsError is a ValueError; OSError covers missing files, disk full
+    except LogerError as e:  # the message names the problem and the fix; the class gives the exit status
+        _error(e)
+        return e.exit_code
+    except (ValueError, OSError) as e:  # what the libraries raise for input they refuse, a missing file
         return _error(e)
-    except KeyboardInterrupt as stop:
-        _error(_stop_word(stop))
-        return _stop_status(stop)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)

@@ -13,25 +13,32 @@ raises :class:`WeightsError` with one line that names the problem and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
+import queue
 import re
 import secrets
+import socket
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
 
 from .config import PRESETS, ModelConfig
+from .errors import LogerError
 from .model import LoGeR
 
 __all__ = ["WeightsError", "ALIASES", "SHIPPED", "shipped_path", "cached_path", "resolve_source", "read_state_dict",
-           "infer_preset", "check_compatible", "load_model", "model_from_spec", "convert"]
+           "infer_preset", "check_compatible", "load_model", "resolve_device", "model_from_spec", "convert"]
 
 
-class WeightsError(ValueError):
+class WeightsError(LogerError, ValueError):
     """A checkpoint that cannot be found, read or used; the message is one line with the fix."""
 
 
@@ -72,21 +79,123 @@ def _is_true(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _hf_offline() -> bool:
-    """Offline mode, read now: huggingface_hub reads its constants once, at import time."""
+def _hf_offline_reason() -> str | None:
+    """Why the Hub is off limits by configuration (``HF_HUB_OFFLINE=1``...), or ``None``; read now, not at import."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    return _is_true(env) or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var):
+            return f"{var}={os.environ[var]}" if _is_true(os.environ[var]) else None
+    return "HF_HUB_OFFLINE" if getattr(constants, "HF_HUB_OFFLINE", False) else None
+
+
+def _hf_cache() -> tuple[str, str]:
+    """The hub cache as the environment says now, and which variable set it (huggingface_hub's rules, per call)."""
+    def expand(path: str) -> str:
+        return os.path.expandvars(os.path.expanduser(path))
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return expand(os.environ[var]), var
+    for var in ("HF_HOME", "XDG_CACHE_HOME"):
+        if os.environ.get(var):
+            home = os.environ[var] if var == "HF_HOME" else os.path.join(os.environ[var], "huggingface")
+            return os.path.join(expand(home), "hub"), var
+    return expand(os.path.join("~", ".cache", "huggingface", "hub")), "default"
 
 
 def _hf_cache_dir() -> str:
     """The hub cache as the environment says now (same rules as huggingface_hub, re-read per call)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.path.expanduser(os.environ[var])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
+    return _hf_cache()[0]
+
+
+def _hf_endpoint() -> str:
+    """The Hub's address, ``HF_ENDPOINT`` read now (huggingface_hub reads it at import)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or getattr(constants, "ENDPOINT", None) or "https://huggingface.co").rstrip("/")
+
+
+def _proxy_set() -> bool:
+    """Whether downloads go through a proxy (then a direct connection says nothing about reachability)."""
+    return any(os.environ.get(var) for name in ("http_proxy", "https_proxy", "all_proxy")
+               for var in (name, name.upper()))
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "no address"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return _one_line(getattr(error, "strerror", None) or error or type(error).__name__, 80)
+
+
+_PROBES_PER_FAMILY = 2
+
+
+def _connect(address_info: tuple, deadline: float, results: queue.SimpleQueue) -> None:
+    family, kind, proto, _, address = address_info
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.connect(address)
+    except OSError as e:
+        results.put(("failed", e))
+    else:
+        results.put(("open", None))
+
+
+def _probe_hub(endpoint: str, timeout: float = 3.0) -> str | None:
+    """``None`` if a TCP connection to the endpoint's host opens within ``timeout`` s, else why not.
+
+    DNS and the connections run in daemon threads, so a resolver or a route that hangs cannot
+    hold the caller longer than ``timeout``. Up to two addresses per family (IPv4, IPv6) are tried
+    at once, so one broken family (an IPv6 route that drops packets) does not hide a working one.
+    An endpoint that is not a URL gets no verdict (``None``): the download then says what is wrong.
+    """
+    parts = urlsplit(endpoint)
+    try:
+        host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    deadline = time.monotonic() + timeout
+    results: queue.SimpleQueue = queue.SimpleQueue()
+
+    def resolve() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            results.put(("unresolved", e))
+            return
+        chosen: dict[int, list] = {}
+        for info in infos:
+            same = chosen.setdefault(info[0], [])
+            if len(same) < _PROBES_PER_FAMILY and all(info[4] != other[4] for other in same):
+                same.append(info)
+        picked = [info for same in chosen.values() for info in same]
+        results.put(("addresses", len(picked)))
+        for info in picked:
+            threading.Thread(target=_connect, args=(info, deadline, results), daemon=True).start()
+
+    threading.Thread(target=resolve, name="loger3d-hub-probe", daemon=True).start()
+    pending, last = None, None
+    while True:
+        try:
+            what, value = results.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            return f"no answer from {host}:{port} within {timeout:g} s"
+        if what == "open":
+            return None
+        if what == "unresolved":
+            return f"cannot resolve {host} ({_reason(value)})"
+        if what == "addresses":
+            pending = value
+        else:
+            pending, last = pending - 1, value
+        if pending == 0:
+            return f"cannot connect to {host}:{port} ({_reason(last)})"
 
 
 def _one_line(error: BaseException | str, limit: int = 200) -> str:
@@ -94,45 +203,102 @@ def _one_line(error: BaseException | str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (huggingface_hub wraps the network error in its own)."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+@contextlib.contextmanager
+def _quiet_hub():
+    """huggingface_hub's retry warnings hidden (a failure is reported in one line), unless its logging was raised."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    if logger.getEffectiveLevel() < logging.WARNING:  # HF_HUB_VERBOSITY=info/debug: the user wants to see it
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _not_cached(alias: str, why: str) -> WeightsError:
+    repo_id, filename, _ = ALIASES[alias]
+    cache, var = _hf_cache()
+    source = "huggingface_hub's default" if var == "default" else f"from {var}"
+    url = f"{_hf_endpoint()}/{repo_id}/resolve/main/{filename}"
+    return WeightsError(
+        f"weights {alias!r} ({repo_id}/{filename}) are not in the Hugging Face cache ({cache}, {source}) and cannot "
+        f"be downloaded ({why}); run once with network to cache them, or download {url} elsewhere and pass the "
+        "local .pt/.safetensors path with --model ('loger3d convert' makes a .safetensors of it)")
+
+
 def _download(alias: str) -> str:
-    """Fetch an alias through the Hugging Face cache; offline, only the cache is consulted."""
+    """An alias's checkpoint: from the Hugging Face cache if there (no network), else downloaded into it.
+
+    Offline (``HF_HUB_OFFLINE``) or with the Hub unreachable (a quick DNS + TCP probe, skipped
+    behind a proxy), an uncached alias fails at once; every download failure is one line.
+    """
+    cached = cached_path(alias)
+    if cached is not None:
+        return cached
+    offline = _hf_offline_reason()
+    if offline:
+        raise _not_cached(alias, f"offline: {offline}")
+    endpoint = _hf_endpoint()
+    if not _proxy_set():
+        unreachable = _probe_hub(endpoint)
+        if unreachable:
+            raise _not_cached(alias, f"the Hub at {endpoint} is not reachable: {unreachable}")
+
     from huggingface_hub import hf_hub_download
 
     try:
         from huggingface_hub.errors import (
             EntryNotFoundError,
             GatedRepoError,
-            HfHubHTTPError,
             LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
             RepositoryNotFoundError,
         )
     except ImportError:  # huggingface_hub < 0.23
         from huggingface_hub.utils import (
             EntryNotFoundError,
             GatedRepoError,
-            HfHubHTTPError,
             LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
             RepositoryNotFoundError,
         )
 
     repo_id, filename, _ = ALIASES[alias]
     where = f"{repo_id}/{filename}"
-    offline = _hf_offline()
-    local = "connect once or pass a local .pt/.safetensors path"
+    local = "pass a local .pt/.safetensors path"
     try:
-        return hf_hub_download(repo_id, filename, cache_dir=_hf_cache_dir(), local_files_only=offline)
-    except LocalEntryNotFoundError:
-        why = "offline" if offline else "no connection to the Hugging Face Hub"
-        raise WeightsError(f"weights {alias!r} ({where}) are not in the Hugging Face cache and cannot be "
-                           f"downloaded ({why}); {local}") from None
+        with _quiet_hub():
+            return hf_hub_download(repo_id, filename, cache_dir=_hf_cache_dir(), local_files_only=False,
+                                   endpoint=endpoint)
+    except OfflineModeIsEnabled:
+        raise _not_cached(alias, "offline: HF_HUB_OFFLINE") from None
+    except LocalEntryNotFoundError as e:  # the connection failed (after huggingface_hub's retries)
+        cause = _root_cause(e)
+        detail = f": {_one_line(cause, 120)}" if cause is not e else ""
+        raise _not_cached(alias, f"no connection to the Hugging Face Hub at {endpoint}{detail}") from None
     except GatedRepoError:
         raise WeightsError(f"weights {alias!r} ({where}) are gated on the Hub; accept the terms on "
-                           f"huggingface.co/{repo_id} and log in (hf auth login), or pass a local path") from None
+                           f"{endpoint}/{repo_id} and log in (hf auth login), or pass a local path") from None
     except (RepositoryNotFoundError, EntryNotFoundError):
         raise WeightsError(f"weights {alias!r} ({where}) were not found on the Hub (moved or removed?); "
                            "pass a local .pt/.safetensors path") from None
-    except (HfHubHTTPError, OSError) as e:
-        raise WeightsError(f"weights {alias!r} ({where}) could not be downloaded: {_one_line(e, 120)}; "
+    except Exception as e:  # HTTP errors, network errors (requests/httpx), disk full...: one line, no traceback
+        text = _one_line(e, 120) or type(e).__name__
+        raise WeightsError(f"weights {alias!r} ({where}) could not be downloaded: {text}; "
                            f"retry, or {local}") from None
 
 
@@ -501,7 +667,65 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
     return name
 
 
-def model_from_spec(spec: str, device: str = "auto", dtype: str = "auto") -> tuple[LoGeR, str]:
+# ----------------------------------------------------------------------------- devices
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _device_choices() -> str:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    choices = ["auto", "cpu"]
+    if count:
+        choices += ["cuda", "cuda:0" if count == 1 else f"cuda:N with N < {count}"]
+    if _mps_available():
+        choices.append("mps")
+    return ", ".join(choices)
+
+
+def _no_cuda() -> str:
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return f"this PyTorch ({torch.__version__}) is built without CUDA"
+    return "PyTorch sees no CUDA device (driver, CUDA_VISIBLE_DEVICES?)"
+
+
+def resolve_device(spec: torch.device | str | None = "auto") -> torch.device:
+    """The device a ``--device`` value names, checked to exist here; :class:`WeightsError` (one line) if not.
+
+    ``auto`` (or ``None``): CUDA when PyTorch sees a GPU, else the CPU. Accepted are ``cpu``,
+    ``cuda``, ``cuda:N`` with N below the number of visible GPUs, and ``mps`` where available.
+    Nothing is allocated, so a command can check its options before it loads anything.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(spec, (str, torch.device)):
+        raise WeightsError(f"device must be a string or torch.device, not {type(spec).__name__}; "
+                           f"choose {_device_choices()}")
+    try:
+        device = spec if isinstance(spec, torch.device) else torch.device(spec.strip().lower())
+    except (RuntimeError, ValueError, TypeError):
+        raise WeightsError(f"unknown device {str(spec)!r} (not a PyTorch device); choose {_device_choices()}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WeightsError(f"device {str(spec)!r} is not usable: {_no_cuda()}; choose {_device_choices()}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            seen = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise WeightsError(f"device {str(spec)!r} does not exist: PyTorch sees {count} CUDA device"
+                               f"{'s' if count > 1 else ''} ({seen}); choose {_device_choices()}")
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise WeightsError(f"device {str(spec)!r} is not usable: MPS (Apple GPU) is not available here; "
+                               f"choose {_device_choices()}")
+        return device
+    raise WeightsError(f"device {str(spec)!r} is not supported by loger3d (CPU, CUDA or MPS only); "
+                       f"choose {_device_choices()}")
+
+
+def model_from_spec(spec: str, device: torch.device | str = "auto", dtype: str = "auto") -> tuple[LoGeR, str]:
     """The model a command line names, on ``device``, and the precision chosen.
 
     ``spec``: an alias or a checkpoint path (see :func:`load_model`), or ``seeded:PRESET[:SEED]``
@@ -511,12 +735,9 @@ def model_from_spec(spec: str, device: str = "auto", dtype: str = "auto") -> tup
     """
     from .seeded import fill_seeded_
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise WeightsError(f"device {device!r} was asked for but PyTorch sees no CUDA device; use cpu or auto")
+    device = resolve_device(device)
     if dtype == "auto":
-        dtype = "bf16" if str(device).startswith("cuda") else "fp32"
+        dtype = "bf16" if device.type == "cuda" else "fp32"
     if not spec.startswith("seeded:"):
         return load_model(spec, device=device, dtype=dtype), dtype
     _, preset, *seed = spec.split(":")

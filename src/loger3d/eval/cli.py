@@ -180,10 +180,12 @@ def _parse_devices(text: str) -> list[str]:
 
 def _run_benchmark(args: argparse.Namespace) -> int:
     from ..sources.preprocess import parse_resolution
-    from ..weights import model_from_spec
+    from ..weights import model_from_spec, resolve_device
     from .runner import run_benchmark
 
     devices = _parse_devices(args.devices) if args.devices else None
+    for device in devices or [args.device]:  # a bad device fails before any worker starts
+        resolve_device(device)
     if devices is not None and len(devices) > 1:
         model = None  # each worker loads its own copy
         dtype = args.dtype if args.dtype != "auto" else ("bf16" if devices[0].startswith("cuda") else "fp32")

@@ -116,6 +116,7 @@ def load_trajectory_pair(
     (kind,) = formats
     if kind == "kitti":
         gt, est = read_kitti(gt_path), read_kitti(est_path)
+        _check_not_empty((gt_path, gt), (est_path, est))
         if len(gt) != len(est):
             raise ValueError(
                 f"ground truth has {len(gt)} poses and the estimate {len(est)}: KITTI files pair by line, so "
@@ -127,9 +128,16 @@ def load_trajectory_pair(
         raise ValueError(f"unknown trajectory format {kind!r}: use auto, tum or kitti")
     gt_stamps, gt = read_tum(gt_path)
     est_stamps, est = read_tum(est_path)
+    _check_not_empty((gt_path, gt), (est_path, est))
     gt_idx, est_idx = associate_timestamps(gt_stamps, est_stamps, max_diff)
     info = {"format": "tum", "num_gt": len(gt), "num_est": len(est)}
     return gt[gt_idx], est[est_idx], info
+
+
+def _check_not_empty(*files: tuple[str | os.PathLike, np.ndarray]) -> None:
+    for path, poses in files:
+        if len(poses) == 0:
+            raise ValueError(f"{os.fspath(path)} holds no poses: pass a TUM or KITTI trajectory file")
 
 
 @dataclass(frozen=True)

@@ -65,28 +65,57 @@ class Similarity:
 def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> Similarity:
     """Least-squares ``(s, R, t)`` minimising ``Σ‖target_i − (s·R·source_i + t)‖²`` for points ``[N, 3]``.
 
-    Umeyama (PAMI 1991), the closed form evo and Eigen use; ``s = 1`` unless ``with_scale``.
-    Raises when the source points do not span at least a plane, where the rotation is undetermined.
+    Umeyama (PAMI 1991), computed as evo's ``geometry.umeyama_alignment`` computes it (the same
+    sums in the same order, so the same numbers); ``s = 1`` unless ``with_scale``. As evo, the fit
+    needs at least two singular values of the covariance above machine epsilon. Positions on a
+    straight line give a rank-1 covariance in exact arithmetic; evo (so this) scores them when
+    rounding leaves a second singular value above epsilon (a line in a general direction, some
+    metres long) and refuses them when it does not (an exact line along a coordinate axis, a path of
+    nanometres, all points the same). When scored, the rotation about the line is fixed by rounding
+    but no metric depends on it: it keeps the length of every ATE residual, and RPE and segment
+    errors are relative.
     """
-    source = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
+    source = np.ascontiguousarray(source, dtype=np.float64)  # evo's positions_xyz layout, so its sums
+    target = np.ascontiguousarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 3:
         raise ValueError(f"point sets have shapes {source.shape} and {target.shape}: expected two equal [N, 3]")
-    mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
-    centred_s, centred_t = source - mean_s, target - mean_t
-    covariance = centred_t.T @ centred_s / len(source)
+    n = len(source)
+    if n == 0:
+        raise ValueError("no points to align: the trajectories have no poses in common")
+    x, y = source.T, target.T  # evo's layout: [3, N]
+    mean_x, mean_y = x.mean(axis=1), y.mean(axis=1)
+    centred_x, centred_y = x - mean_x[:, None], y - mean_y[:, None]
+    sigma_x = 1.0 / n * np.linalg.norm(centred_x) ** 2
+    # evo adds the outer products one by one; a cumulative sum adds them in the same order.
+    outer = centred_y.T[:, :, None] * centred_x.T[:, None, :]
+    covariance = np.multiply(1.0 / n, np.cumsum(outer, axis=0)[-1])
     u, d, vt = np.linalg.svd(covariance)
-    if d[1] <= 1e-12 * d[0] or d[0] == 0.0:
-        raise ValueError(
-            "the positions to align are collinear or identical, so a rotation fit is undetermined: "
-            "use align 'origin' or 'none'"
-        )
-    sign = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2] = -1.0
-    rotation = (u * sign) @ vt
-    scale = float((d * sign).sum() / (centred_s**2).sum() * len(source)) if with_scale else 1.0
-    return Similarity(rotation, mean_t - scale * rotation @ mean_s, scale)
+    if np.count_nonzero(d > np.finfo(d.dtype).eps) < 2:
+        raise ValueError(_degenerate_message(source, target))
+    s = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0.0:
+        s[2, 2] = -1.0  # a proper rotation (Kabsch)
+    rotation = u.dot(s).dot(vt)
+    scale = float(1 / sigma_x * np.trace(np.diag(d).dot(s))) if with_scale else 1.0
+    return Similarity(rotation, mean_y - np.multiply(scale, rotation.dot(mean_x)), scale)
+
+
+def _degenerate_message(source: np.ndarray, target: np.ndarray) -> str:
+    """Why the Umeyama fit of ``source`` (estimate) onto ``target`` (ground truth) is refused, in one line."""
+    fix = "use align 'origin' or 'none'"
+    if len(source) == 1:
+        return f"only one pose to align, which fixes no rotation: align on more poses (--n-align) or {fix}"
+    for name, points in (("estimated", source), ("ground-truth", target)):
+        if np.all(points == points[0]):
+            return (
+                f"all {len(points)} {name} positions to align are the same point (zero variance), so no rotation "
+                f"or scale can be fitted: {fix}"
+            )
+    return (
+        "the positions to align are collinear within machine precision (their covariance has fewer than two "
+        "singular values above epsilon, as for an exact line along a coordinate axis, where evo's Umeyama "
+        f"alignment refuses too), so the rotation about the line is undetermined: {fix}"
+    )
 
 
 def align_trajectory(

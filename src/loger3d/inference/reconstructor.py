@@ -31,7 +31,7 @@ from ..model.memory import ChunkMemory
 from ..model.outputs import ChunkPrediction
 from ..model.recurrence import ChunkRecurrence, MemoryPolicy
 from ..model.windows import frame_roles
-from ..util.atomic import atomic_path
+from ..util.atomic import write_safetensors
 from .offload import to_host
 from .pipeline import LayerPipeline, parse_devices
 
@@ -309,10 +309,7 @@ class Reconstructor:
 
     def save(self, path: str | os.PathLike, state: dict[str, torch.Tensor] | None = None) -> None:
         """Write the state (``state_dict()`` now, or one taken earlier) to a safetensors file atomically."""
-        from safetensors.torch import save_file
-
-        with atomic_path(path) as tmp:
-            save_file(self.state_dict() if state is None else state, str(tmp))
+        write_safetensors(path, self.state_dict() if state is None else state)
 
     def load(self, path: str | os.PathLike) -> None:
         from safetensors.torch import load_file

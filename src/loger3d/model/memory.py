@@ -8,10 +8,11 @@ layer's initial parameters), per SWA layer the keys and values of the last chunk
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
+
+from ..util.atomic import write_safetensors
 
 __all__ = ["FastWeights", "KVCache", "ChunkMemory"]
 
@@ -114,18 +115,7 @@ class ChunkMemory:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to a safetensors file atomically (a temporary file, then a rename)."""
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_safetensors(path, {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> ChunkMemory:

@@ -8,7 +8,6 @@ by their rounding).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,12 +18,28 @@ from ..sinks.cloud import VoxelCloud, add_to_cloud
 from ..sinks.images import image_relpath, read_images
 from ..sinks.store import FrameStore
 from ..util.atomic import atomic_open
-from .folder import RUN_FILE
-from .settings import RunError
+from .folder import RUN_FILE, read_run_record
+from .settings import RunError, check_cloud_options
 
-__all__ = ["EXPORT_FORMATS", "write_exports", "export_run", "rebuild_cloud"]
+__all__ = ["EXPORT_FORMATS", "check_export_formats", "write_exports", "export_run", "rebuild_cloud"]
 
 EXPORT_FORMATS = ("ply", "glb", "colmap", "nerfstudio", "intrinsics")
+
+
+_NEEDS = {"glb": ("trimesh", "pip install 'loger3d[glb]'")}
+
+
+def check_export_formats(formats) -> None:
+    """Refuse unknown formats, or formats whose optional package is missing, before anything is written."""
+    import importlib.util
+
+    for fmt in formats:
+        if fmt not in EXPORT_FORMATS:
+            raise RunError(f"unknown export format {fmt!r}: choose from {', '.join(EXPORT_FORMATS)}")
+        module, install = _NEEDS.get(fmt, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise RunError(f"the {fmt} export needs {module}, which is not installed: {install}; nothing was "
+                           "written")
 
 
 def write_exports(out: Path, cloud: VoxelCloud, size: tuple[int, int] | None = None,
@@ -36,6 +51,7 @@ def write_exports(out: Path, cloud: VoxelCloud, size: tuple[int, int] | None = N
     from ..sinks.nerfstudio import write_transforms_json
     from ..sinks.pointcloud import write_glb, write_ply
 
+    check_export_formats(formats)
     store = FrameStore(out)
     _, _, poses, names = store.read_poses()
     K = shared_intrinsics(store.read_intrinsics())
@@ -90,17 +106,21 @@ def _read_images(out: Path, names: np.ndarray) -> np.ndarray:
 
 
 def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None = None,
-               voxel_size: float | None = None) -> list[Path]:
-    """Rebuild exports of a finished (or interrupted) run, optionally with other cloud settings."""
+               voxel_size: float | None = None, edge_rtol: float | None = None) -> list[Path]:
+    """Rebuild exports of a finished (or interrupted) run, optionally with other cloud settings
+    (``None``: the run's)."""
     out = Path(run_dir)
+    check_export_formats(formats)
+    check_cloud_options(conf_threshold or 0.0, edge_rtol or 0.0, voxel_size=voxel_size)
     if not (out / RUN_FILE).exists():
         raise RunError(f"{out} holds no loger3d run ({RUN_FILE} missing); give a folder written by reconstruct")
-    record = json.loads((out / RUN_FILE).read_text())
+    record = read_run_record(out)
     settings = record["settings"]
     if not FrameStore(out).chunks():
         raise RunError(f"the run in {out} has no finished frames yet; nothing to export")
     cloud = rebuild_cloud(out, settings["conf_threshold"] if conf_threshold is None else conf_threshold,
-                          settings["edge_rtol"], settings["voxel_size"] if voxel_size is None else voxel_size,
+                          settings["edge_rtol"] if edge_rtol is None else edge_rtol,
+                          settings["voxel_size"] if voxel_size is None else voxel_size,
                           settings["max_points"], settings["cloud_stride"])
     size = tuple(record["source"]["size"]) if "source" in record else None
     return write_exports(out, cloud, size=size, formats=formats)

@@ -20,15 +20,25 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DamagedFileError
 from ..inference.reconstructor import FinishedFrames, Reconstructor
 from ..sinks.base import Sink
 from ..sinks.cloud import CloudSink
 from ..sinks.images import ImageWriter
 from ..sinks.store import FrameStore
 from ..sinks.trajectory import TrajectoryWriter
-from ..sources import Frame, FrameSource, Prefetcher, group_frames, open_source
+from ..sources import Frame, FrameSource, Prefetcher, SourceError, group_frames, open_source
 from .exports import write_exports
-from .folder import CHECKPOINT_FILE, RunRecord, environment, load_checkpoint, prepare_folder
+from .folder import (
+    CHECKPOINT_FILE,
+    RUN_FILE,
+    Checkpoint,
+    RunRecord,
+    environment,
+    load_checkpoint,
+    prepare_folder,
+    remove_stale_temporaries,
+)
 from .settings import RunSettings
 from .writer import RunWriter, StageClock
 
@@ -44,9 +54,10 @@ def open_run_source(source_spec, settings: RunSettings, decode_threads: int | No
 
 def build_sinks(out: Path, settings: RunSettings) -> dict[str, Sink]:
     """The sinks a run writes, by name (the names key their state in the checkpoint)."""
+    store = FrameStore(out, keep=settings.store_fields, precision=settings.store_precision)
     sinks: dict[str, Sink] = {
-        "store": FrameStore(out, keep=settings.store_fields, precision=settings.store_precision),
-        "trajectory": TrajectoryWriter(out),
+        "store": store,
+        "trajectory": TrajectoryWriter(out, store),
         "cloud": CloudSink(settings.conf_threshold, settings.edge_rtol, settings.cloud_stride, settings.voxel_size,
                            settings.max_points),
     }
@@ -74,18 +85,21 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     # The input is checked before the folder is touched (a FrameSource passed in was opened by open_run_source).
     source = source_spec if isinstance(source_spec, FrameSource) else \
         open_run_source(source_spec, settings, decode_threads)
-    previous = prepare_folder(out, settings, resume)
+    fingerprint = _fingerprint(source)
+    previous = prepare_folder(out, settings, resume, fingerprint)
     stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every,
                            devices=devices)
     sinks = build_sinks(out, settings)
-    record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe())
+    record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe(),
+                       inputs={"fingerprint": fingerprint})
     if previous is not None:
         record.timings_previous_runs = previous.get("timings") or None
-        checkpoint = load_checkpoint(out / CHECKPOINT_FILE) if (out / CHECKPOINT_FILE).exists() else None
+        checkpoint = _resume_point(out, previous, sinks)  # everything checked before anything changes
         if checkpoint is not None:
             stream.load_state_dict(checkpoint.stream)
             record.frames, record.chunks = checkpoint.frames, checkpoint.chunks
             record.checkpoint = {"frames": checkpoint.frames, "chunks": checkpoint.chunks}
+        remove_stale_temporaries(out)
         for name, sink in sinks.items():  # back to the checkpoint (or to nothing, without one)
             sink.restore(checkpoint.sinks.get(name, {}) if checkpoint else {}, record.frames)
     record.write(out)
@@ -157,10 +171,39 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     record.cloud_points = len(sinks["cloud"].cloud)
     record.timings = clock.report(time.perf_counter() - writer.started, record.frames)
     if not keep_state:
-        shutil.rmtree(out / CHECKPOINT_FILE.parent, ignore_errors=True)
         record.checkpoint = None
-    record.write(out)
+    record.write(out)  # complete first: a run killed before the state is removed is still a complete run
+    if not keep_state:
+        shutil.rmtree(out / CHECKPOINT_FILE.parent, ignore_errors=True)
     return asdict(record)
+
+
+def _fingerprint(source: FrameSource) -> dict:
+    try:
+        return source.fingerprint()
+    except OSError as e:
+        raise SourceError(f"cannot read the input {getattr(e, 'filename', None) or source.path}: "
+                          f"{e.strerror or e}") from None
+
+
+def _resume_point(out: Path, previous: dict, sinks: dict[str, Sink]) -> Checkpoint | None:
+    """The checkpoint a resumed run starts from, with every file it covers checked (nothing is changed);
+    ``None`` when the run stopped before its first checkpoint. Damage is a ``DamagedFileError``."""
+    path = out / CHECKPOINT_FILE
+    try:
+        if not path.exists():
+            recorded = previous.get("checkpoint")
+            if recorded:
+                raise DamagedFileError(f"the resume state {path} is missing, though {RUN_FILE} records one after "
+                                       f"{recorded.get('frames')} frames")
+            return None
+        checkpoint = load_checkpoint(path)
+        for name, sink in sinks.items():
+            sink.verify(checkpoint.sinks.get(name, {}), checkpoint.frames)
+    except DamagedFileError as e:
+        raise DamagedFileError(f"{e}: the run in {out} cannot be continued; nothing in it was changed, and "
+                               "reconstructing into a new folder starts afresh") from None
+    return checkpoint
 
 
 def _finish_sinks(sinks: dict[str, Sink], raise_errors: bool = True) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["RunError", "RunSettings", "SAVE_CHOICES", "DEFAULT_SAVE", "parse_save"]
+from ..errors import LogerError
+
+__all__ = ["RunError", "RunSettings", "check_cloud_options", "SAVE_CHOICES", "DEFAULT_SAVE", "parse_save"]
 
 SAVE_CHOICES = ("depth", "conf", "points", "images")
 """Per-frame data a run can keep: depth maps, confidence maps and local point maps in the frame store
@@ -12,8 +14,32 @@ SAVE_CHOICES = ("depth", "conf", "points", "images")
 DEFAULT_SAVE = ("depth", "conf", "images")
 
 
-class RunError(ValueError):
+class RunError(LogerError, ValueError):
     """A problem with the output folder or the run's settings; one line with the fix."""
+
+
+def check_cloud_options(conf_threshold: float, edge_rtol: float, cloud_stride: int = 1,
+                        voxel_size: float | None = None, max_points: int = 1) -> None:
+    """Raise ``RunError`` naming the first fused-cloud option out of its range."""
+    _raise_first(_cloud_option_problems(conf_threshold, edge_rtol, cloud_stride, voxel_size, max_points))
+
+
+def _cloud_option_problems(conf_threshold: float, edge_rtol: float, cloud_stride: int, voxel_size: float | None,
+                           max_points: int) -> list[tuple[bool, str]]:
+    return [
+        (0.0 <= conf_threshold < 1.0, f"--conf-threshold {conf_threshold}: give a confidence in [0, 1) (e.g. 0.1)"),
+        (edge_rtol >= 0, f"--edge-rtol {edge_rtol}: give 0 (keep edges) or a positive fraction"),
+        (cloud_stride >= 1, f"--cloud-stride {cloud_stride}: give 1 or more"),
+        (voxel_size is None or voxel_size > 0, f"--voxel-size {voxel_size}: give a positive size, or leave it out "
+                                               "for the automatic one"),
+        (max_points >= 1, f"--max-points {max_points}: give 1 or more"),
+    ]
+
+
+def _raise_first(problems: list[tuple[bool, str]]) -> None:
+    for ok, message in problems:
+        if not ok:
+            raise RunError(message)
 
 
 def parse_save(text: str) -> list[str]:
@@ -63,17 +89,10 @@ class RunSettings:
                                               f"({self.window - 1}) frames"),
             (self.reset_every >= 0, f"--reset-every {self.reset_every}: give 0 (never) or a positive number of "
                                     "chunks"),
-            (0.0 <= self.conf_threshold < 1.0, f"--conf-threshold {self.conf_threshold}: give a confidence in "
-                                               "[0, 1) (e.g. 0.1)"),
-            (self.edge_rtol >= 0, f"--edge-rtol {self.edge_rtol}: give 0 (keep edges) or a positive fraction"),
-            (self.cloud_stride >= 1, f"--cloud-stride {self.cloud_stride}: give 1 or more"),
-            (self.voxel_size is None or self.voxel_size > 0, f"--voxel-size {self.voxel_size}: give a positive "
-                                                             "size, or leave it out for the automatic one"),
-            (self.max_points >= 1, f"--max-points {self.max_points}: give 1 or more"),
+            *_cloud_option_problems(self.conf_threshold, self.edge_rtol, self.cloud_stride, self.voxel_size,
+                                    self.max_points),
         ]
-        for ok, message in problems:
-            if not ok:
-                raise RunError(message)
+        _raise_first(problems)
         return self
 
     @property

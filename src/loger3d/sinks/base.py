@@ -56,14 +56,19 @@ class Sink(Protocol):
     - ``write(batch)`` for each batch of finished frames, in order;
     - ``state()`` at a checkpoint: arrays saved with the run's resume state (``{}`` when the
       files written so far are all a resume needs);
-    - ``restore(state, frames)`` when a run resumes: go back to the checkpoint that covered the
-      first ``frames`` finished frames and saved ``state`` (drop what was written after it);
+    - ``verify(state, frames)`` when a run resumes, before any sink restores: raise
+      ``DamagedFileError`` if what the checkpoint covers is damaged beyond ``restore``'s repair
+      (changing nothing);
+    - ``restore(state, frames)`` then: go back to the checkpoint that covered the first ``frames``
+      finished frames and saved ``state`` (drop what was written after it, rebuild what it can);
     - ``finish()`` once after the last batch.
     """
 
     def write(self, batch: FrameBatch) -> None: ...
 
     def state(self) -> SinkState: ...
+
+    def verify(self, state: SinkState, frames: int) -> None: ...
 
     def restore(self, state: SinkState, frames: int) -> None: ...
 

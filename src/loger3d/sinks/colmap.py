@@ -19,8 +19,8 @@ import numpy as np
 
 from loger3d.sinks.images import image_relpath
 from loger3d.sinks.trajectory import quaternion_to_rotation, rotation_to_quaternion
-from loger3d.util.atomic import atomic_open
 
+from ..util.atomic import atomic_open, make_folder
 from .intrinsics import camera_arrays
 
 __all__ = ["ColmapModel", "read_colmap_text", "write_colmap_text"]
@@ -77,7 +77,7 @@ def write_colmap_text(
             raise ValueError(f"xyz {xyz.shape} and rgb {rgb.shape} {rgb.dtype} must be [M, 3] and uint8 [M, 3]")
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     params = np.stack([cams[:, 0, 0], cams[:, 1, 1], cams[:, 0, 2] + 0.5, cams[:, 1, 2] + 0.5], axis=1)
     with atomic_open(folder / "cameras.txt", "w") as f:
         f.write(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..util.atomic import atomic_open
+from ..util.atomic import atomic_open, make_folder
 from ..util.workers import background_priority
 from .base import FrameBatch, SinkState
 
@@ -53,7 +53,7 @@ class ImageWriter:
             if not name or Path(name).name != name or name.startswith("."):
                 raise ValueError(f"frame name {name!r} is not a plain file name: use names without '/' or leading '.'")
             path = self.root / image_relpath(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(path.parent)
             self._pending.append(self._pool.submit(_write_jpeg, path, image))
             paths.append(path)
         if len(self._pending) > 256:  # bounded: wait for the oldest
@@ -63,6 +63,9 @@ class ImageWriter:
     def state(self) -> SinkState:
         self._wait()
         return {}
+
+    def verify(self, state: SinkState, frames: int) -> None:
+        pass  # images are named by frame and independent: nothing the next chunks depend on
 
     def restore(self, state: SinkState, frames: int) -> None:
         pass  # images are named by frame: a resumed run rewrites the ones after the checkpoint

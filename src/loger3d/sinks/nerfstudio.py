@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from loger3d.sinks.images import image_relpath
-from loger3d.util.atomic import atomic_open
 
+from ..util.atomic import atomic_open
 from .intrinsics import camera_arrays
 
 __all__ = ["OPENCV_TO_OPENGL", "write_transforms_json"]

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..util.atomic import atomic_open
+from ..errors import DamagedFileError
+from ..util.atomic import atomic_open, make_folder
 from .base import FrameBatch, SinkState
 from .intrinsics import estimate_intrinsics
 
@@ -89,8 +91,11 @@ class FrameStore:
     def state(self) -> SinkState:
         return {"chunks": np.array(len(self.chunks()), np.int64)}
 
+    def verify(self, state: SinkState, frames: int) -> None:
+        self.verify_chunks(_chunk_count(state))
+
     def restore(self, state: SinkState, frames: int) -> None:
-        self.truncate(int(np.asarray(state["chunks"]).reshape(-1)[0]) if "chunks" in state else 0)
+        self.truncate(_chunk_count(state))
 
     def finish(self) -> None:
         pass
@@ -100,7 +105,7 @@ class FrameStore:
         """Write ``batch`` as the next chunk file and return its number."""
         if len(batch) == 0:
             raise ValueError("empty FrameBatch: append batches with at least one frame")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         number = self._next
         path = self.folder / f"chunk_{number:05d}.npz"
         local = np.asarray(batch.local_points)
@@ -149,8 +154,7 @@ class FrameStore:
         they are stored or can be rebuilt (see the module docstring); ``image`` only in stores of
         loger3d 0.1, which kept it."""
         for path in self.chunks():
-            with np.load(path) as z:
-                yield _decoded({k: z[k] for k in z.files})
+            yield _decoded(_load(path))
 
     def read_frame(self, i: int) -> dict[str, np.ndarray]:
         """Frame with sequence index ``i``, decoded as :meth:`iter_batches` does (0-d arrays for index, name, ...)."""
@@ -159,8 +163,7 @@ class FrameStore:
         if i not in self._index:
             raise KeyError(f"frame {i} is not in {self.folder}: it holds {len(self._index)} frames")
         path, row = self._index[i]
-        with np.load(path) as z:
-            frame = _decoded({k: z[k][row:row + 1] for k in z.files})
+        frame = _decoded({k: v[row:row + 1] for k, v in _load(path).items()})
         return {k: v[0] for k, v in frame.items()}
 
     def read_poses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -172,6 +175,16 @@ class FrameStore:
         """Per-frame pinhole K ``[N, 3, 3]`` float32 in frame order (pixel (r, c) centred at u=c, v=r)."""
         return self._read_members(("intrinsics",))["intrinsics"]
 
+    def verify_chunks(self, num_chunks: int) -> None:
+        """Check that chunks ``0 .. num_chunks-1`` are all there and readable (their small members are
+        read); ``DamagedFileError`` names the first that is not. Nothing is changed."""
+        present = {_chunk_number(p): p for p in self.chunks()}
+        for number in range(num_chunks):
+            path = present.get(number, self.folder / f"chunk_{number:05d}.npz")
+            if number not in present:
+                raise DamagedFileError(f"{path} is missing")
+            _load(path, _SMALL)
+
     def _after_last(self) -> int:
         chunks = self.chunks()
         return _chunk_number(chunks[-1]) + 1 if chunks else 0
@@ -179,17 +192,26 @@ class FrameStore:
     def _read_members(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         for path in self.chunks():
-            with np.load(path) as z:  # lazy: each member is read only when indexed
-                for k in keys:
-                    parts[k].append(z[k])
+            chunk = _load(path, keys)
+            for k in keys:
+                parts[k].append(chunk[k])
         return {k: np.concatenate(v) if v else _EMPTY[k] for k, v in parts.items()}
 
     def _build_index(self) -> dict[int, tuple[Path, int]]:
         index: dict[int, tuple[Path, int]] = {}
         for path in self.chunks():
-            with np.load(path) as z:
-                index.update({int(i): (path, row) for row, i in enumerate(z["index"])})
+            index.update({int(i): (path, row) for row, i in enumerate(_load(path, ("index",))["index"])})
         return index
+
+
+def _load(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Members ``keys`` (default: all) of one chunk file, read in full; a damaged file is a ``DamagedFileError``."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in (z.files if keys is None else keys)}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DamagedFileError(f"{path} is damaged ({reason})") from None
 
 
 def _decoded(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -205,6 +227,10 @@ def _decoded(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "local_points" not in arrays:
             arrays["local_points"] = rebuild_local_points(arrays["depth"], arrays["intrinsics"])
     return arrays
+
+
+def _chunk_count(state: SinkState) -> int:
+    return int(np.asarray(state["chunks"]).reshape(-1)[0]) if "chunks" in state else 0
 
 
 def _chunk_number(path: Path) -> int:

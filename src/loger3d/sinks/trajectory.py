@@ -9,14 +9,19 @@ quaternion in TUM files (about 1e-16).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..util.atomic import atomic_open
+from ..util.atomic import atomic_open, checked_write
 from .base import FrameBatch, SinkState
+
+if TYPE_CHECKING:
+    from .store import FrameStore
 
 __all__ = [
     "TrajectoryWriter",
@@ -94,8 +99,18 @@ def write_kitti(path: str | os.PathLike, poses: np.ndarray, append: bool = False
 
 
 def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Timestamps ``[N]`` float64 and camera-to-world poses ``[N, 4, 4]`` from a TUM file ('#' lines skipped)."""
-    rows = _read_rows(path, 8)
+    """Timestamps ``[N]`` float64 and camera-to-world poses ``[N, 4, 4]`` from a TUM file ('#' lines skipped).
+
+    A line that is not 8 finite numbers, or whose quaternion is zero, is a ``ValueError`` naming
+    the file and the line.
+    """
+    rows, lines = _read_rows(path, 8)
+    zero = np.flatnonzero(~(np.linalg.norm(rows[:, 4:8], axis=1) > 0.0))
+    if len(zero):
+        raise ValueError(
+            f"{os.fspath(path)}:{lines[zero[0]]}: the quaternion (qx qy qz qw) is zero, not a rotation: "
+            "remove or repair that line"
+        )
     poses = _identity(len(rows))
     poses[:, :3, :3] = quaternion_to_rotation(rows[:, 4:8])
     poses[:, :3, 3] = rows[:, 1:4]
@@ -103,8 +118,11 @@ def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_kitti(path: str | os.PathLike) -> np.ndarray:
-    """Camera-to-world poses ``[N, 4, 4]`` float64 from a KITTI file (12 numbers a line)."""
-    rows = _read_rows(path, 12)
+    """Camera-to-world poses ``[N, 4, 4]`` float64 from a KITTI file (12 numbers a line).
+
+    A line that is not 12 finite numbers is a ``ValueError`` naming the file and the line.
+    """
+    rows, _ = _read_rows(path, 12)
     poses = _identity(len(rows))
     poses[:, :3, :] = rows.reshape(-1, 3, 4)
     return poses
@@ -127,38 +145,68 @@ def _write_rows(path: str | os.PathLike, rows: np.ndarray, header: str, append: 
             f.write(header)
             f.writelines(_format_line(row) for row in rows.tolist())
         return
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    with open(path, "a") as f:
-        f.write((header if new else "") + "".join(_format_line(row) for row in rows.tolist()))
-        f.flush()
-        os.fsync(f.fileno())
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    with checked_write(path), open(path, "a") as f:
+        try:
+            f.write((header if size == 0 else "") + "".join(_format_line(row) for row in rows.tolist()))
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:  # a full disk: no partial line is left behind
+            f.truncate(size)
+            raise
 
 
 def _format_line(values: Iterable[float]) -> str:
     return " ".join(repr(v) for v in values) + "\n"
 
 
-def _read_rows(path: str | os.PathLike, width: int) -> np.ndarray:
-    rows = []
+def _read_rows(path: str | os.PathLike, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``[N, width]`` of numbers of a text file ('#' comments and blank lines skipped) and each
+    row's line number ``[N]`` (from 1); a line that is not ``width`` finite numbers is a ``ValueError``
+    that names the file and the line, such as ``est.txt:17: not a finite number ('nan')``."""
+    rows, lines = [], []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             values = line.replace(",", " ").split()
+            where = f"{os.fspath(path)}:{lineno}"
             if len(values) != width:
-                raise ValueError(f"{path}:{lineno}: {len(values)} numbers, expected {width}: wrong trajectory format")
-            rows.append([float(v) for v in values])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, width)
+                raise ValueError(f"{where}: {len(values)} numbers, expected {width}: wrong trajectory format")
+            try:
+                row = [float(v) for v in values]
+            except ValueError:
+                bad = next(v for v in values if not _is_float(v))
+                raise ValueError(f"{where}: not a number ({bad!r}): remove or repair that line") from None
+            if not all(map(math.isfinite, row)):
+                bad = next(v for v, x in zip(values, row) if not math.isfinite(x))
+                raise ValueError(f"{where}: not a finite number ({bad!r}): remove or repair that line")
+            rows.append(row)
+            lines.append(lineno)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, width), np.asarray(lines, dtype=np.int64)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class TrajectoryWriter:
-    """A sink appending each finished frame's pose to ``trajectory_tum.txt`` and ``trajectory_kitti.txt``."""
+    """A sink appending each finished frame's pose to ``trajectory_tum.txt`` and ``trajectory_kitti.txt``.
+
+    With the run's ``store``, a resumed run rebuilds files that lost poses the checkpoint covers
+    from the poses and timestamps kept there (the same numbers, so the same bytes).
+    """
 
     FILES = ("trajectory_tum.txt", "trajectory_kitti.txt")
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, store: FrameStore | None = None) -> None:
         self.root = Path(root)
+        self.store = store
 
     def write(self, batch: FrameBatch) -> None:
         write_tum(self.root / self.FILES[0], batch.timestamp, batch.camera_poses, append=True)
@@ -167,22 +215,34 @@ class TrajectoryWriter:
     def state(self) -> SinkState:
         return {}
 
+    def verify(self, state: SinkState, frames: int) -> None:
+        pass  # missing or short files are rebuilt from the store by restore
+
     def restore(self, state: SinkState, frames: int) -> None:
-        """Keep the first ``frames`` poses of each file (lines after the checkpoint are rewritten)."""
-        for name in self.FILES:
-            path = self.root / name
-            if not path.exists():
-                continue
-            kept, count = [], 0
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if not line.startswith("#"):
-                        if count == frames:
-                            break
-                        count += 1
-                    kept.append(line)
-            with atomic_open(path, "w") as f:
-                f.writelines(kept if count else [])
+        """Keep the first ``frames`` poses of each file (lines after the checkpoint are rewritten); rebuild a
+        file that holds fewer from the store."""
+        short = [name for name in self.FILES if _keep_poses(self.root / name, frames) < frames]
+        if short and self.store is not None:
+            _, timestamps, poses, _ = self.store.read_poses()
+            write_tum(self.root / self.FILES[0], timestamps[:frames], poses[:frames])
+            write_kitti(self.root / self.FILES[1], poses[:frames])
 
     def finish(self) -> None:
         pass
+
+
+def _keep_poses(path: Path, frames: int) -> int:
+    """Cut ``path`` after its first ``frames`` poses (atomically); how many it keeps (0 when it is missing)."""
+    if not path.exists():
+        return 0
+    kept, count = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.startswith("#"):
+                if count == frames or not line.endswith("\n"):
+                    break
+                count += 1
+            kept.append(line)
+    with atomic_open(path, "w") as f:
+        f.writelines(kept if count else [])
+    return count

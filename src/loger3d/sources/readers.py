@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..errors import LogerError
 from ..util.workers import ordered_map
+from .fingerprint import IMAGE_SPAN, VIDEO_SPAN, fingerprint_files
 from .prefetch import Prefetcher
 from .preprocess import PATCH, PIXEL_LIMIT, demo_target_size, parse_resolution, resize_frame
 
@@ -71,7 +73,7 @@ def default_decode_threads() -> int:
     return min(8, max(1, (os.cpu_count() or 2) // 2))
 
 
-class SourceError(ValueError):
+class SourceError(LogerError, ValueError):
     """Input frames that cannot be found, read or selected; the message is one line with the fix."""
 
 
@@ -140,6 +142,14 @@ class FrameSource:
                 "start": self.start, "end": self.end, "stride": self.stride, "frames": self.num_frames,
                 "frames_exact": self.kind != "video"}
 
+    def files(self) -> list[str]:
+        """The files this source reads, in order."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the input (``sources.fingerprint``): recorded by a run, compared on resume."""
+        return fingerprint_files(self.files(), VIDEO_SPAN if self.kind == "video" else IMAGE_SPAN)
+
     def frames(self, skip: int = 0, prefetch: int = 8) -> Iterator[Frame]:
         """Frames from sampled index ``skip`` on, decoded ``prefetch`` frames ahead in a thread (0: inline).
 
@@ -206,6 +216,9 @@ class ImageSource(FrameSource):
     def num_frames(self) -> int:
         return len(self._paths)
 
+    def files(self) -> list[str]:
+        return list(self._paths)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "mixed_sizes": self.mixed_sizes}
 
@@ -219,7 +232,9 @@ class ImageSource(FrameSource):
             with Image.open(path) as img:
                 image = resize_frame(img, self.size)
         except _IMAGE_ERRORS as e:
-            raise SourceError(f"cannot read image {path}: {_one_line(e)}") from None
+            raise SourceError(f"cannot read image {path} (input position {source_index}): {_one_line(e)}; replace "
+                              f"or remove it, or run again with --end {source_index} to keep the images before it "
+                              "(into a new folder)") from None
         return Frame(index, source_index, float(source_index), Path(path).stem, image)
 
 
@@ -313,6 +328,7 @@ class VideoSource(FrameSource):
             raise SourceError(f"cannot read video {path}: {_one_line(e)}; is it a video file?") from None
         if first is not None and self.fps is not None and native and rate:  # resampled: times 0 .. (native-1)/rate
             native = min(native, int((native - 1) / rate * self.fps) + 1)
+        self.declared: int | None = reported or None  # the container's frame count, when it states one
         self._estimate = len(range(native)[start:end:stride]) if native is not None else None
         if first is None or (reported and not self._estimate):
             raise SourceError(_no_frames(path, native if first else 0, start, end, stride, fps))
@@ -325,31 +341,52 @@ class VideoSource(FrameSource):
     def num_frames(self) -> int | None:
         return self._estimate
 
+    def files(self) -> list[str]:
+        return [self.path]
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "fps": None if self.fps is None else float(self.fps),
                 "native_fps": None if self.rate is None else float(self.rate), "rotation": self.rotation}
 
     def _frames(self, skip: int) -> Iterator[Frame]:
         decoded = 0
+        exhausted = False  # the decoder ran to the end of the file (not stopped by ``end``)
 
         def timed(container: av.container.InputContainer) -> Iterator[tuple[int, Fraction | None, Any]]:
-            nonlocal decoded
+            nonlocal decoded, exhausted
             for i, frame in enumerate(_decode(container)):
                 decoded = i + 1
                 yield i, _frame_time(frame, i, self.rate), frame
+            exhausted = True
 
-        index = skip
+        def counted(items: Iterator) -> Iterator:
+            nonlocal sampled
+            for item in items:
+                sampled += 1
+                yield item
+
+        index, sampled = skip, 0
         try:
             with _av().open(self.path) as container, contextlib.closing(timed(container)) as frames:
-                sequence = frames if self.fps is None else _resample(frames, self.fps, self.path)
+                sequence = counted(frames if self.fps is None else _resample(frames, self.fps, self.path))
                 picked = itertools.islice(sequence, self.start + skip * self.stride, self.end, self.stride)
                 for i, time, image in ordered_map(self._convert, picked, self.decode_threads, 2 * self.decode_threads):
                     yield Frame(index, i, float(i if time is None else time), f"frame_{i:06d}", image)
                     index += 1
         except _video_errors() as e:
+            if decoded:
+                raise SourceError(self._cut_short(decoded, sampled, _one_line(e))) from None
             raise SourceError(f"cannot read video {self.path}: {_one_line(e)}; is it a video file?") from None
+        if exhausted and self.declared and self.declared - decoded > max(2, self.declared // 100):
+            raise SourceError(self._cut_short(decoded, sampled, f"{self.declared} frames declared"))
         if index == 0:
             raise SourceError(_no_frames(self.path, decoded, self.start, self.end, self.stride, self.fps))
+
+    def _cut_short(self, decoded: int, sampled: int, reason: str) -> str:
+        """The message for a video that stops before its end: the last good frame and how to keep the rest."""
+        return (f"video {self.path} stops after {decoded} readable frames ({reason}): it is cut short or damaged "
+                f"after frame {decoded - 1}; to reconstruct what is readable run again with --end {sampled} "
+                "(into a new folder)")
 
     def _convert(self, item: tuple[int, Fraction | None, Any]) -> tuple[int, Fraction | None, np.ndarray]:
         i, time, frame = item

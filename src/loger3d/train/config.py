@@ -14,6 +14,7 @@ from importlib import resources
 
 import yaml
 
+from ..errors import LogerError
 from .curriculum import Stage
 from .losses import LossConfig
 from .recurrent import RecurrentSettings
@@ -22,7 +23,7 @@ __all__ = ["ConfigError", "ModelSection", "DataSection", "OptimSection", "TrainS
            "load_train_config", "builtin_configs"]
 
 
-class ConfigError(ValueError):
+class ConfigError(LogerError, ValueError):
     """A training configuration that cannot be used; the message names the key and the fix."""
 
 

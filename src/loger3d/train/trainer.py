@@ -24,6 +24,7 @@ import torch.distributed as dist
 import yaml
 
 from ..config import ModelConfig, get_config
+from ..errors import LogerError
 from ..model.loger import LoGeR
 from ..util.atomic import atomic_open
 from ..weights import read_state_dict
@@ -44,7 +45,7 @@ _PREFETCH_STEPS = 2
 """Steps ahead whose clips the data sources may start preparing."""
 
 
-class TrainingError(ValueError):
+class TrainingError(LogerError, ValueError):
     """A training run that cannot start or continue; the message says what to change."""
 
 

@@ -1,16 +1,54 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a half-written one."""
+"""Checked, atomic file writes: a reader sees the old file or the whole new one, never a half-written one,
+and a write that fails (disk full, no permission) raises one ``OutputError`` naming the file.
+
+Every file of a run goes through here (or through ``checked_write`` for appends and folders), so
+that no writer needs its own handling of full disks.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "write_json"]
+from ..errors import OutputError, describe_os_error
+
+__all__ = ["TEMPORARY_NAME", "atomic_open", "atomic_path", "checked_write", "make_folder", "write_json",
+           "write_safetensors"]
+
+
+TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+"""The name of the hidden file an atomic write fills before renaming it (``_temporary``)."""
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+@contextlib.contextmanager
+def checked_write(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into an ``OutputError`` with the reason and the fix."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        error = OutputError(describe_os_error(e, path))
+        error.errno, error.filename = e.errno, os.fspath(path)
+        raise error from e
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """``path`` and its parents, created as needed (``OutputError`` when that is impossible)."""
+    path = Path(path)
+    with checked_write(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextlib.contextmanager
@@ -23,29 +61,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"mode {mode!r} is not supported: use 'w' or 'wb'")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    f = open(tmp, mode.replace("w", "x"), **({"encoding": "utf-8"} if mode == "w" else {}))
-    try:
-        with f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink()
-        raise
+    tmp = _temporary(path)
+    with checked_write(path):
+        f = open(tmp, mode.replace("w", "x"), **({"encoding": "utf-8"} if mode == "w" else {}))
+        try:
+            with f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A hidden temporary path next to ``path`` for writers that need a file name (safetensors); on
-    success it is renamed to ``path``, on error deleted."""
+    """A hidden temporary path next to ``path`` for writers that need a file name; on success it is
+    renamed to ``path``, on error deleted."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tmp = _temporary(path)
+    with checked_write(path):
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -53,3 +93,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     with atomic_open(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Torch tensors to a safetensors file, atomically; serialised in memory first, so that a full disk is
+    an ``OutputError`` like any other write (safetensors' own writer reports it as its own error type)."""
+    from safetensors.torch import save
+
+    data = save(dict(tensors), metadata=metadata)
+    with atomic_open(path, "wb") as f:
+        f.write(data)

@@ -28,6 +28,8 @@ from PIL import Image
 from loger3d.sinks.trajectory import quaternion_to_rotation
 from loger3d.sources import natural_key
 
+from ...errors import LogerError
+
 __all__ = [
     "DPT_TAG",
     "PROTOCOL",
@@ -41,7 +43,7 @@ __all__ = [
 DPT_TAG = 202021.25  # first float32 of Sintel .dpt/.cam files (the Middlebury .flo convention)
 
 
-class DatasetError(ValueError):
+class DatasetError(LogerError, ValueError):
     """A dataset tree, file or request that cannot be read; the message names the problem and the fix."""
 
 

@@ -1,0 +1,46 @@
+"""The one root of the errors a user can cause or meet, and the exit status each gives on the command line.
+
+Library functions raise these with a one-line message that names the problem and the fix; the
+command line prints ``loger3d: error: <message>`` and exits with the error's ``exit_code``
+(README's table). Errors a user can cause with input or options are also ``ValueError``s, as
+before this root existed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = ["DamagedFileError", "LogerError", "OutputError", "describe_os_error"]
+
+
+class LogerError(Exception):
+    """A problem the message explains in one line; the command line exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class DamagedFileError(LogerError, ValueError):
+    """A file loger3d wrote earlier (run record, resume state, frame store chunk) is unreadable or cut short."""
+
+
+class OutputError(LogerError, OSError):
+    """An output could not be written: disk full, no permission, a read-only filesystem. Exit status 4."""
+
+    exit_code = 4
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno N] ..." form
+        return str(self.args[0]) if self.args else ""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NO_PERMISSION = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def describe_os_error(error: OSError, path: str | os.PathLike) -> str:
+    """``error``, met while writing ``path``, as the reason and the fix (one line)."""
+    if error.errno in _NO_SPACE:
+        return f"no space left to write {os.fspath(path)} ({error.strerror}); free some space"
+    if error.errno in _NO_PERMISSION:
+        return f"cannot write {os.fspath(path)}: {error.strerror}; choose a folder you can write to"
+    return f"cannot write {os.fspath(path)}: {' '.join(str(error.strerror or error).split())}"
