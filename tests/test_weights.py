@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -74,7 +74,7 @@ def test_loaded_model_runs_like_the_source(tmp_path, tiny_sd):
         assert torch.equal(model(images, window_size=0).points, source(images, window_size=0).points)
 
 
-def _set_flag() -> None:  # what unpickling the object below would run
+def _set_flag() -> None:  # what unpickling a payload below would run
     os.environ["LOGER3D_TEST_UNPICKLED"] = "1"
 
 
@@ -83,40 +83,78 @@ class _Payload:
         return (_set_flag, ())
 
 
-class _Config:
-    def __init__(self) -> None:
-        self.lr = 1e-4
+class _SystemPayload:
+    def __reduce__(self):
+        return (os.system, ("touch LOGER3D_PAYLOAD_RAN",))
 
 
-@pytest.mark.parametrize(("obj", "needs"), [(_Payload(), "_set_flag"), (_Config(), "_Config")],
-                         ids=["reduce", "plain_class"])
-def test_pt_that_needs_unpickling_is_refused(tmp_path, tiny_sd, obj, needs, monkeypatch):
+@dataclass
+class _Config:  # a training script's config object
+    lr: float = 1e-4
+    stages: tuple = (1, 2)
+
+
+def _training_checkpoint(sd: dict[str, torch.Tensor], path, legacy: bool = False) -> None:
+    """A checkpoint as training scripts write it: DDP keys, optimizer state, args, numpy values, a config."""
+    import argparse
+
+    import numpy as np
+
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.save({"model_state_dict": {f"module.{k}": v for k, v in sd.items()}, "optimizer": optimizer.state_dict(),
+                "args": argparse.Namespace(lr=1e-4, name="run"), "epoch": np.int64(3), "loss": np.float32(0.25),
+                "ema_decay": np.array([0.999]), "config": _Config(), "rng": np.random.get_state()},
+               path, _use_new_zipfile_serialization=not legacy)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_training_checkpoints_with_metadata_load(tmp_path, tiny_sd, legacy):
+    path = tmp_path / "latest.pt"
+    _training_checkpoint(tiny_sd, path, legacy)
+    assert_same(read_state_dict(path), tiny_sd)
+    assert_same(load_model(path).state_dict(), tiny_sd)
+
+
+def test_compiled_model_prefixes_are_stripped(tmp_path, tiny_sd):
+    torch.save({"model": {f"module._orig_mod.{k}": v for k, v in tiny_sd.items()}}, tmp_path / "c.pt")
+    assert_same(read_state_dict(tmp_path / "c.pt"), tiny_sd)
+
+
+@pytest.mark.parametrize("payload", [_Payload(), _SystemPayload()], ids=["function", "os.system"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_payloads_never_run_and_are_refused_as_unsafe(tmp_path, tiny_sd, monkeypatch, payload, legacy):
     monkeypatch.delenv("LOGER3D_TEST_UNPICKLED", raising=False)
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "unsafe.pt"
-    torch.save({"model_state_dict": tiny_sd, "args": obj}, path)
+    torch.save({"model_state_dict": tiny_sd, "args": payload}, path, _use_new_zipfile_serialization=not legacy)
     with pytest.raises(WeightsError) as e:
-        read_state_dict(path)
-    text = one_line(e)
-    assert "refused for safety" in text and "other than tensors" in text and needs in text
-    assert "torch.save(ckpt['model_state_dict']" in text and "safetensors" in text
-    assert "LOGER3D_TEST_UNPICKLED" not in os.environ  # nothing was executed
-    with pytest.raises(WeightsError, match="refused for safety"):
         load_model(path)
+    text = one_line(e)
+    assert "is unsafe" in text and "nothing in it was run" in text
+    assert ("_set_flag" if isinstance(payload, _Payload) else "system") in text
+    assert "LOGER3D_TEST_UNPICKLED" not in os.environ and not (tmp_path / "LOGER3D_PAYLOAD_RAN").exists()
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_plain_pickle_with_code_is_refused(tmp_path, monkeypatch):
+def test_a_plain_pickle_with_code_is_refused_as_unsafe(tmp_path, monkeypatch):
     monkeypatch.delenv("LOGER3D_TEST_UNPICKLED", raising=False)
     path = tmp_path / "raw.pt"
-    path.write_bytes(pickle.dumps({"w": _Payload()}, protocol=2))
-    with pytest.raises(WeightsError) as e:
-        read_state_dict(path)
-    assert "refused for safety" in one_line(e) and "_set_flag" in str(e.value)
-    path.write_bytes(pickle.dumps({"w": _Payload()}))  # protocol the safe loader does not parse at all
-    with pytest.raises(WeightsError) as e:
-        read_state_dict(path)
-    assert "cannot read" in one_line(e)
+    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
+        path.write_bytes(pickle.dumps({"w": _Payload()}, protocol=protocol))
+        with pytest.raises(WeightsError) as e:
+            read_state_dict(path)
+        assert "is unsafe" in one_line(e) and "_set_flag" in str(e.value), protocol
     assert "LOGER3D_TEST_UNPICKLED" not in os.environ
+
+
+def test_a_pickled_model_object_is_not_a_state_dict(tmp_path):
+    torch.save(torch.nn.Linear(3, 2), tmp_path / "model.pt")
+    with pytest.raises(WeightsError) as e:
+        read_state_dict(tmp_path / "model.pt")
+    assert "pickled torch.nn.modules.linear.Linear object" in one_line(e) and "state_dict()" in str(e.value)
 
 
 def test_non_tensor_values_are_rejected(tmp_path, tiny_sd):
@@ -285,7 +323,7 @@ def test_alias_download_failures_online(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
-    monkeypatch.setattr(weights, "_probe_hub", lambda endpoint, timeout=3.0: None)  # "reachable", no network used
+    monkeypatch.setattr(weights.hub, "_probe_hub", lambda endpoint, timeout=3.0: None)  # "reachable", no network used
     calls = []
 
     def fake_download(repo_id, filename, **kwargs):

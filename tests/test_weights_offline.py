@@ -47,7 +47,7 @@ def hf_env(tmp_path, monkeypatch):
 
 
 def no_probe(monkeypatch):
-    monkeypatch.setattr(weights, "_probe_hub", lambda *a, **k: pytest.fail("no probe expected"))
+    monkeypatch.setattr(weights.hub, "_probe_hub", lambda *a, **k: pytest.fail("no probe expected"))
 
 
 def assert_names_alias_and_fix(text: str, alias: str, cache) -> None:
@@ -90,7 +90,7 @@ def test_failed_probe_skips_the_download(hf_env, monkeypatch):
         seen.append((endpoint, timeout))
         return "cannot resolve huggingface.co (Name or service not known)"
 
-    monkeypatch.setattr(weights, "_probe_hub", probe)
+    monkeypatch.setattr(weights.hub, "_probe_hub", probe)
     with pytest.raises(WeightsError) as e:
         weights.resolve_source("pi3")
     text = one_line(e)
@@ -131,7 +131,7 @@ def test_cached_alias_uses_no_network(hf_env, monkeypatch, tmp_path):
     RuntimeError(""),  # e.g. an httpx error, which is no OSError, without a message
 ], ids=["requests", "oserror", "other"])
 def test_download_errors_become_one_line(hf_env, monkeypatch, error):
-    monkeypatch.setattr(weights, "_probe_hub", lambda *a, **k: None)
+    monkeypatch.setattr(weights.hub, "_probe_hub", lambda *a, **k: None)
 
     def fail(*args, **kwargs):
         logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
@@ -149,7 +149,7 @@ def test_download_errors_become_one_line(hf_env, monkeypatch, error):
 def test_download_is_quiet_on_failure(hf_env, monkeypatch, capsys, caplog):
     from huggingface_hub.utils import LocalEntryNotFoundError
 
-    monkeypatch.setattr(weights, "_probe_hub", lambda *a, **k: None)
+    monkeypatch.setattr(weights.hub, "_probe_hub", lambda *a, **k: None)
 
     def fail(*args, **kwargs):
         for attempt in range(1, 6):
@@ -173,7 +173,7 @@ def test_download_is_quiet_on_failure(hf_env, monkeypatch, capsys, caplog):
 def test_offline_mode_error_from_the_hub(hf_env, monkeypatch):
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    monkeypatch.setattr(weights, "_probe_hub", lambda *a, **k: None)
+    monkeypatch.setattr(weights.hub, "_probe_hub", lambda *a, **k: None)
 
     def fail(*args, **kwargs):
         raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")
@@ -204,9 +204,9 @@ def test_probe_verdicts():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        assert weights._probe_hub(f"http://127.0.0.1:{server.getsockname()[1]}") is None
-    assert weights._probe_hub(REFUSED).startswith("cannot connect to 127.0.0.1:9 (")
-    assert weights._probe_hub("not a url") is None  # no verdict: the download says what is wrong
+        assert weights.hub._probe_hub(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+    assert weights.hub._probe_hub(REFUSED).startswith("cannot connect to 127.0.0.1:9 (")
+    assert weights.hub._probe_hub("not a url") is None  # no verdict: the download says what is wrong
 
 
 def test_probe_tries_addresses_at_once(monkeypatch):
@@ -217,11 +217,11 @@ def test_probe_tries_addresses_at_once(monkeypatch):
         refused = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 9))
         listening = (socket.AF_INET, socket.SOCK_STREAM, 6, "", server.getsockname())
         monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [refused, listening])
-        assert weights._probe_hub("https://hub.example") is None
+        assert weights.hub._probe_hub("https://hub.example") is None
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [refused, refused])
-    assert weights._probe_hub("https://hub.example") == "cannot connect to hub.example:443 (Connection refused)"
+    assert weights.hub._probe_hub("https://hub.example") == "cannot connect to hub.example:443 (Connection refused)"
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])
-    assert weights._probe_hub("https://hub.example") == "cannot connect to hub.example:443 (no address)"
+    assert weights.hub._probe_hub("https://hub.example") == "cannot connect to hub.example:443 (no address)"
 
 
 def test_probe_cannot_hang(monkeypatch):
@@ -234,7 +234,7 @@ def test_probe_cannot_hang(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", stuck_dns)
     try:
         start = time.monotonic()
-        verdict = weights._probe_hub("https://huggingface.co", timeout=0.5)
+        verdict = weights.hub._probe_hub("https://huggingface.co", timeout=0.5)
         assert time.monotonic() - start < 3
         assert verdict == "no answer from huggingface.co:443 within 0.5 s"
     finally:
@@ -283,14 +283,14 @@ def test_cuda_index_beyond_the_visible_gpus(monkeypatch):
 
 
 def test_mps_where_unavailable(monkeypatch):
-    monkeypatch.setattr(weights, "_mps_available", lambda: False)
+    monkeypatch.setattr(weights.devices, "_mps_available", lambda: False)
     with pytest.raises(WeightsError, match="device 'mps' is not usable: MPS"):
         resolve_device("mps")
 
 
 def test_model_from_spec_checks_the_device_before_loading(hf_env, monkeypatch):
     no_probe(monkeypatch)
-    monkeypatch.setattr(weights, "load_model", lambda *a, **k: pytest.fail("model loaded before the device check"))
+    monkeypatch.setattr(weights.load, "load_model", lambda *a, **k: pytest.fail("model loaded before the device check"))
     for spec in ("loger", "seeded:tiny", "missing.pt"):
         with pytest.raises(WeightsError, match="unknown device 'tpu'"):
             model_from_spec(spec, device="tpu")

@@ -2,7 +2,11 @@
 
 import sys
 
-from .cli import main
+try:  # Ctrl-C while the command line is imported is one line too
+    from .cli import main
+except KeyboardInterrupt:
+    sys.stderr.write("loger3d: error: interrupted\n")
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DamagedFileError", "LogerError", "OutputError", "describe_os_error"]
+__all__ = ["DamagedFileError", "LogerError", "OutputError", "WeightsError", "describe_os_error", "one_line"]
 
 
 class LogerError(Exception):
@@ -22,6 +22,10 @@ class LogerError(Exception):
 
 class DamagedFileError(LogerError, ValueError):
     """A file loger3d wrote earlier (run record, resume state, frame store chunk) is unreadable or cut short."""
+
+
+class WeightsError(LogerError, ValueError):
+    """A checkpoint that cannot be found, read or used; the message is one line with the fix."""
 
 
 class OutputError(LogerError, OSError):
@@ -44,3 +48,9 @@ def describe_os_error(error: OSError, path: str | os.PathLike) -> str:
     if error.errno in _NO_PERMISSION:
         return f"cannot write {os.fspath(path)}: {error.strerror}; choose a folder you can write to"
     return f"cannot write {os.fspath(path)}: {' '.join(str(error.strerror or error).split())}"
+
+
+def one_line(error: BaseException | str, limit: int = 200) -> str:
+    """An error's text on one line, cut to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

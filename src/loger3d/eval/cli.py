@@ -181,6 +181,7 @@ def _parse_devices(text: str) -> list[str]:
 def _run_benchmark(args: argparse.Namespace) -> int:
     from ..sources.preprocess import parse_resolution
     from ..weights import model_from_spec, resolve_device
+    from ..weights.devices import auto_dtype
     from .runner import run_benchmark
 
     devices = _parse_devices(args.devices) if args.devices else None
@@ -188,7 +189,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         resolve_device(device)
     if devices is not None and len(devices) > 1:
         model = None  # each worker loads its own copy
-        dtype = args.dtype if args.dtype != "auto" else ("bf16" if devices[0].startswith("cuda") else "fp32")
+        dtype = args.dtype if args.dtype != "auto" else auto_dtype(resolve_device(devices[0]))
     else:
         model, dtype = model_from_spec(args.model, devices[0] if devices else args.device, args.dtype)
     options = {"window": args.window, "overlap": args.overlap, "align": args.align, "reset_every": args.reset_every,
