@@ -25,7 +25,7 @@ from pathlib import Path
 _MODEL_ALONE = """
 import json, time
 import numpy as np, torch
-from loger3d.cli import CHECKPOINT_DEFAULTS
+from loger3d.weights import MODEL_CARDS
 from loger3d.demo import MODEL, SAMPLE_VIDEO
 from loger3d.inference import Reconstructor
 from loger3d.run import RunSettings
@@ -33,7 +33,7 @@ from loger3d.run.job import open_run_source
 from loger3d.sources import frames_to_tensor
 from loger3d.weights import model_from_spec
 
-defaults = CHECKPOINT_DEFAULTS[MODEL]
+defaults = MODEL_CARDS[MODEL]
 window, overlap, align = defaults.window, defaults.overlap, defaults.align
 model, dtype = model_from_spec(MODEL, "cpu", "auto")
 settings = RunSettings(input=[str(SAMPLE_VIDEO)], model=MODEL, window=window, overlap=overlap, align=align,

@@ -120,4 +120,5 @@ def test_help_and_info_name_the_demo_model(capsys):
     for fact in ("tiny_synthetic", "demo_score.json", "--force", "--resume", "not LoGeR's accuracy", "loger3d_demo"):
         assert fact in text
     assert main(["info"]) == 0
-    assert "weights tiny_synthetic (preset tiny) shipped with loger3d" in capsys.readouterr().out
+    assert "model  tiny_synthetic (preset tiny, licence: same as loger3d) shipped with loger3d" in \
+        capsys.readouterr().out

@@ -147,6 +147,19 @@ def test_the_automatic_size_keeps_to_the_models_training_size(tmp_path, capsys):
     assert json.loads((big / "run.json").read_text())["source"]["size"] == [672, 378]  # what was asked
 
 
+def test_a_converted_shipped_model_runs_with_its_own_defaults(tmp_path, capsys):
+    """The card travels in the converted file: window, overlap, chaining, edge filter and input size."""
+    copy = tmp_path / "mine.safetensors"
+    assert main(["convert", "tiny_synthetic", str(copy), "--dtype", "bf16"]) == 0
+    small = write_video(tmp_path / "small.mp4", n=12, width=224, height=126)
+    out = tmp_path / "out"
+    assert main(["reconstruct", small, "-o", str(out), "--model", str(copy), "--device", "cpu", "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    settings = run["settings"]
+    assert (settings["window"], settings["overlap"], settings["align"], settings["edge_rtol"]) == (10, 2, "se3", 0.1)
+    assert run["source"]["size"] == [224, 126]
+
+
 def test_a_bad_device_is_one_line_before_anything_is_read(video, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("loger3d.weights.model_from_spec", lambda *a, **k: pytest.fail("model loaded first"))
     assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--device", "tpu", *TINY]) == 2

@@ -25,6 +25,7 @@ from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
 from loger3d.train.recurrent import RecurrentSettings, SequenceObjective, run_chunks
 from loger3d.train.trainer import Trainer, TrainingError, build_training_model
+from loger3d.weights import card_for
 
 
 def small_config(steps: int = 4, **sections) -> dict:
@@ -246,6 +247,9 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert any(p.startswith("events.") for p in os.listdir(tmp_path / "run" / "tensorboard"))
     weights = loger3d.load_model(str(tmp_path / "run" / "model.safetensors"))
     assert weights.config.name == "tiny"
+    card = card_for(tmp_path / "run" / "model.safetensors")  # how to run it travels with the weights
+    assert (card.name, card.preset, card.training_size) == ("run", "tiny", (cfg.data.width, cfg.data.height))
+    assert card.window == trainer.model_card().window and card.align == cfg.train.align
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.state_dict().items())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from dataclasses import dataclass, replace
@@ -440,3 +441,42 @@ def test_convert_checks_before_writing(tmp_path, tiny_sd):
     with pytest.raises(WeightsError, match="use the tiny preset"):
         convert(tmp_path / "src.pt", tmp_path / "out.safetensors", preset="pi3")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.pt"]
+
+
+# ----------------------------------------------------------------------------- model cards
+def test_every_model_name_has_one_card_that_the_tables_follow():
+    from loger3d.weights import MODEL_CARDS
+
+    assert set(MODEL_CARDS) == set(weights.ALIASES) | set(weights.SHIPPED)
+    for name, (repo, file, preset) in weights.ALIASES.items():
+        card = MODEL_CARDS[name]
+        assert card.hub == f"{repo}/{file}" and card.preset == preset and card.window > card.overlap >= 0
+    assert MODEL_CARDS["pi3"].window == 32 and MODEL_CARDS["pi3"].align == "sim3"  # not the preset's one window
+    assert weights.preset_card("pi3").window == 32
+    assert weights.preset_card("tiny").window == loger3d.PRESETS["tiny"].default_window
+
+
+def test_a_converted_model_keeps_its_card(tmp_path):
+    from loger3d.weights import MODEL_CARDS, card_for
+
+    out = tmp_path / "copy.safetensors"
+    convert("tiny_synthetic", out, dtype="bf16")
+    assert card_for(out) == MODEL_CARDS["tiny_synthetic"]
+    again = tmp_path / "again.safetensors"
+    convert(out, again)  # a converted file passes its card on
+    assert card_for(again) == MODEL_CARDS["tiny_synthetic"]
+    assert load_model(again).config.name == "tiny"
+
+
+def test_a_card_from_another_version_is_read_or_ignored():
+    from loger3d.weights import ModelCard
+
+    card = ModelCard("x", "tiny", 8, 2, "se3", training_size=(224, 126))
+    meta = card.to_metadata()
+    assert ModelCard.from_metadata(meta) == card
+    text = json.loads(meta["loger3d_card"])
+    text["future_field"] = 1
+    assert ModelCard.from_metadata({"loger3d_card": json.dumps(text)}) == card
+    assert ModelCard.from_metadata({"loger3d_card": "{not json"}) is None
+    assert ModelCard.from_metadata({"loger3d_card": json.dumps({**text, "preset": "huge"})}) is None
+    assert ModelCard.from_metadata(None) is None

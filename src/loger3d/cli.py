@@ -18,44 +18,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
 from .errors import LogerError, OutputError
 
-__all__ = ["build_parser", "main", "CHECKPOINT_DEFAULTS", "RunDefaults"]
-
-@dataclass(frozen=True)
-class RunDefaults:
-    """What ``reconstruct`` uses for a checkpoint unless told otherwise.
-
-    window, overlap, align  the chunking and chaining of the paper / official scripts
-    max_pixels              the automatic input size's pixel budget: the official demo's 255,000, or
-                            the size a model was trained at (so that it never upscales past it)
-    edge_rtol               the fused cloud's depth-edge filter: the official demo's 0.03, or what
-                            suits the model's depth maps
-    """
-
-    window: int
-    overlap: int
-    align: str
-    max_pixels: int = 255_000
-    edge_rtol: float = 0.03
-
-
-#: Per checkpoint (a model name, else a preset). Pi3 runs as the paper's Pi3-Chunk baseline (chunks
-#: chained by Sim(3)). The shipped tiny_synthetic model: its last training stage's window, the chaining
-#: that measured best, its training size (224x126), and an edge filter that keeps 97 % of the demo's
-#: confident pixels (0.03 keeps 3 %: its depth maps vary by about 3 % between neighbours).
-CHECKPOINT_DEFAULTS = {
-    "loger": RunDefaults(32, 3, "none"),
-    "loger_star": RunDefaults(64, 3, "se3"),
-    "pi3": RunDefaults(32, 3, "sim3"),
-    "tiny_synthetic": RunDefaults(10, 2, "se3", max_pixels=224 * 126, edge_rtol=0.1),
-    "tiny": RunDefaults(8, 2, "none"),
-}
-FALLBACK_DEFAULTS = RunDefaults(32, 3, "none")
+__all__ = ["build_parser", "main"]
 
 _RECONSTRUCT_HELP = """\
 Reconstruct a video, an image folder, a glob or a list of images: camera trajectory, per-frame
@@ -64,19 +33,25 @@ exports. Frames stream through the model one chunk at a time, so memory does not
 length of the video. Every finished chunk is on disk; after Ctrl-C or a crash, run the same
 command with --resume to continue where it stopped.
 
-Defaults per checkpoint (the paper's settings):
-  loger       window 32, overlap 3, no alignment (the memory keeps one frame)
-  loger_star  window 64, overlap 3, SE(3) chaining of chunks (LoGeR*)
-  pi3         window 32, overlap 3, Sim(3) chaining (the paper's Pi3-Chunk baseline)
-  tiny_synthetic  window 10, overlap 2, SE(3) chaining (the small demo model shipped in the package,
-              trained at 224x126 on synthetic videos: its automatic size stays within 224x126
-              pixels, and its cloud's edge filter is 0.1)
+Defaults per model (its card, 'loger3d info' lists them; the paper's settings):
+{defaults}
 For videos over about 1,000 frames the paper resets the fast weights every 5 chunks:
 --reset-every 5.
 
 Input frames are resized like the official demo (about 255,000 pixels, sides multiples of 14,
 LANCZOS) unless --resolution or --max-pixels says otherwise.
 """
+
+def _card_lines() -> str:
+    from .weights.registry import MODEL_CARDS
+
+    return "\n".join(f"  {c.name:14s} {_describe_card(c)}" for c in MODEL_CARDS.values())
+
+
+def _describe_card(card) -> str:
+    size = f", at most {card.training_size[0]}x{card.training_size[1]}" if card.training_size else ""
+    return (f"window {card.window}, overlap {card.overlap}, align {card.align}{size}, edge-rtol {card.edge_rtol}")
+
 
 _RECONSTRUCT_EPILOG = """\
 examples:
@@ -130,6 +105,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .run.folder import check_folder
     from .run.job import open_run_source
     from .weights import model_from_spec, resolve_device
+    from .weights.registry import OFFICIAL_DEMO_PIXELS, card_for, preset_card
 
     if args.threads is not None:
         if args.threads < 1:
@@ -145,7 +121,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise ValueError("give either --device or --devices, not both")
         args.device = str(devices[0])
     resolve_device(args.device)
-    known = CHECKPOINT_DEFAULTS.get(args.model)  # by name, before the model is loaded; else after
+    known = card_for(args.model)  # a name, or a file that carries its card: known before the model is loaded
     # Everything the user gave is checked before the model is loaded (or downloaded).
     settings = RunSettings(
         input=[str(p) for p in args.input], model=args.model,
@@ -155,20 +131,23 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         align=args.align or "none", reset_every=args.reset_every,
         start=args.start, end=args.end, stride=args.stride, fps=args.fps,
         resolution=_parse_size(args.resolution) if args.resolution else None,
-        max_pixels=args.max_pixels if args.max_pixels is not None else (known or FALLBACK_DEFAULTS).max_pixels,
+        max_pixels=args.max_pixels if args.max_pixels is not None else
+        (known.max_pixels if known else OFFICIAL_DEMO_PIXELS),
         save=save, store_precision="float32" if args.float32 else "float16", conf_threshold=args.conf_threshold,
-        edge_rtol=args.edge_rtol if args.edge_rtol is not None else FALLBACK_DEFAULTS.edge_rtol,
+        edge_rtol=args.edge_rtol if args.edge_rtol is not None else 0.03,
         cloud_stride=args.cloud_stride, voxel_size=args.voxel_size, max_points=args.max_points)
     settings.check()
     check_folder(Path(args.output), args.resume)
     source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
-    _status(args, _describe_size(source, settings, known is not None and args.max_pixels is None))
+    _status(args, _describe_size(source, settings, known is not None and known.training_size is not None
+                                 and args.max_pixels is None))
     _status(args, f"loading model {args.model} ...")
     model, dtype = model_from_spec(args.model, args.device, args.dtype)
-    d = known or CHECKPOINT_DEFAULTS.get(model.config.name) or FALLBACK_DEFAULTS
-    settings = replace(settings, window=args.window if args.window is not None else d.window,
-                       overlap=args.overlap if args.overlap is not None else d.overlap, align=args.align or d.align,
-                       edge_rtol=args.edge_rtol if args.edge_rtol is not None else d.edge_rtol, dtype=dtype).check()
+    card = known or preset_card(model.config.name)
+    settings = replace(settings, window=args.window if args.window is not None else card.window,
+                       overlap=args.overlap if args.overlap is not None else card.overlap,
+                       align=args.align or card.align,
+                       edge_rtol=args.edge_rtol if args.edge_rtol is not None else card.edge_rtol, dtype=dtype).check()
     if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
         frames = source.num_frames
         settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)
@@ -343,7 +322,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     from .config import PRESETS
-    from .weights import ALIASES, SHIPPED, cached_path, shipped_path
+    from .weights import cached_path, shipped_path
+    from .weights.registry import MODEL_CARDS, preset_card
 
     print(f"loger3d {__version__}, torch {torch.__version__}, python {platform.python_version()}")
     if torch.cuda.is_available():
@@ -352,22 +332,18 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"cuda:{i} {p.name}, {p.total_memory / 2**30:.1f} GiB")
     else:
         print("no CUDA device: running on the CPU (slow for the full-size models)")
-    for name, (repo, file, _) in ALIASES.items():
-        path = cached_path(name)
-        print(f"weights {name:10s} {repo}/{file}: {path if path else 'not cached (downloaded on first use)'}")
-    for name, (_, preset) in SHIPPED.items():
-        print(f"weights {name} (preset {preset}) shipped with loger3d: {shipped_path(name)}")
-    for name, cfg in PRESETS.items():
-        d = CHECKPOINT_DEFAULTS.get(name, RunDefaults(cfg.default_window, cfg.default_overlap, "none"))
-        print(f"preset {name:10s} reconstruct defaults: {_describe_defaults(d)}")
-    for name in SHIPPED:
-        print(f"model  {name} reconstruct defaults: {_describe_defaults(CHECKPOINT_DEFAULTS[name])}")
+    for card in MODEL_CARDS.values():
+        if card.hub:
+            path = cached_path(card.name)
+            where = f"{card.hub}: {path if path else 'not cached (downloaded on first use)'}"
+        else:
+            where = f"shipped with loger3d: {shipped_path(card.name)}"
+        print(f"model  {card.name} (preset {card.preset}, licence: {card.licence}) {where}\n"
+              f"       {card.about}\n       reconstruct defaults: {_describe_card(card)}")
+    for name in PRESETS:
+        print(f"preset {name:10s} reconstruct defaults (a checkpoint without a card): "
+              f"{_describe_card(preset_card(name))}")
     return 0
-
-
-def _describe_defaults(d: RunDefaults) -> str:
-    return (f"window {d.window}, overlap {d.overlap}, align {d.align}, max-pixels {d.max_pixels}, "
-            f"edge-rtol {d.edge_rtol}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -393,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=cmd_convert)
 
     rec = commands.add_parser("reconstruct", help="reconstruct a video or image folder into an output folder",
-                              description=_RECONSTRUCT_HELP, epilog=_RECONSTRUCT_EPILOG,
+                              description=_RECONSTRUCT_HELP.format(defaults=_card_lines()), epilog=_RECONSTRUCT_EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     rec.add_argument("input", nargs="+", metavar="INPUT",
                      help="a video file, a folder of images, a glob ('frames/*.png') or several image paths")

@@ -19,6 +19,7 @@ from pathlib import Path
 from .eval.traj import load_trajectory_pair, score_trajectory
 from .run import RUN_FILE, RunError
 from .util.atomic import write_json
+from .weights.registry import MODEL_CARDS
 
 __all__ = ["MODEL", "SAMPLE_DIR", "SAMPLE_VIDEO", "SAMPLE_GT", "SAMPLE_RESOLUTION", "SCORE_FILE",
            "prepare_output", "score_run"]
@@ -27,8 +28,8 @@ MODEL = "tiny_synthetic"
 SAMPLE_DIR = Path(__file__).parent / "assets" / "sample"
 SAMPLE_VIDEO = SAMPLE_DIR / "video.mp4"
 SAMPLE_GT = SAMPLE_DIR / "groundtruth_tum.txt"
-#: The video's own size, which is also the model's training size (the automatic size would upscale it).
-SAMPLE_RESOLUTION = "224x126"
+#: The video's own size, which is also the model's training size (its card's).
+SAMPLE_RESOLUTION = "x".join(map(str, MODEL_CARDS[MODEL].training_size))
 SCORE_FILE = "demo_score.json"
 
 

@@ -28,9 +28,10 @@ from ..errors import LogerError
 from ..model.loger import LoGeR
 from ..util.atomic import atomic_open
 from ..weights import read_state_dict
+from ..weights.registry import ModelCard
 from .clip import stack_clips
 from .config import TrainConfig
-from .curriculum import Curriculum
+from .curriculum import Curriculum, window_for_chunks
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .log import MetricsLog
 from .mixture import mixture_from_config
@@ -194,9 +195,22 @@ class Trainer:
         path = os.path.join(self.out, "model.safetensors")
         if self.main:
             tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
-            save_file(tensors, path + ".tmp", metadata={"preset": self.config.model.preset, "step": str(self.step)})
+            metadata = {"preset": self.config.model.preset, "step": str(self.step), **self.model_card().to_metadata()}
+            save_file(tensors, path + ".tmp", metadata=metadata)
             os.replace(path + ".tmp", path)
         return path
+
+    def model_card(self) -> ModelCard:
+        """The card the exported weights carry: run as the last curriculum stage cut its sequences, at the
+        training size."""
+        last = self.config.curriculum[-1]
+        chunks = last.chunks[1] if isinstance(last.chunks, tuple) else last.chunks
+        window = last.window or window_for_chunks(last.frames, chunks or 1, last.overlap)
+        data = self.config.data
+        return ModelCard(os.path.basename(os.path.normpath(self.out)), self.config.model.preset, window,
+                         min(last.overlap, window - 1), self.config.train.align,
+                         training_size=(data.width, data.height), about=f"trained with loger3d train for {self.step} "
+                                                                        "steps")
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):

@@ -14,6 +14,7 @@ from .devices import resolve_dtype
 from .hub import resolve_source
 from .load import _pick_preset
 from .read import read_state_dict
+from .registry import card_for
 
 __all__ = ["convert"]
 
@@ -66,6 +67,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
     name = _pick_preset(state, preset, alias_preset)
     tensors = _cast(state, target)
     metadata = {"format": "pt", "loger3d_preset": name, "loger3d_version": __version__}
+    card = card_for(src)
+    if card is not None and card.preset == name:  # the model keeps its defaults wherever the file goes
+        metadata.update(card.to_metadata())
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:

@@ -13,24 +13,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import WeightsError, one_line
+from .registry import MODEL_CARDS
 
 __all__ = ["ALIASES", "SHIPPED", "PT_SUFFIXES", "SAFETENSORS_SUFFIXES", "cached_path", "shipped_path",
            "resolve_source"]
 
 
-#: alias -> (Hugging Face repo id, file in the repo, preset)
+#: alias -> (Hugging Face repo id, file in the repo, preset), from the model cards
 ALIASES: dict[str, tuple[str, str, str]] = {
-    "loger": ("Junyi42/LoGeR", "LoGeR/latest.pt", "loger"),
-    "loger_star": ("Junyi42/LoGeR", "LoGeR_star/latest.pt", "loger_star"),
-    "pi3": ("yyfz233/Pi3", "model.safetensors", "pi3"),
-}
-
+    card.name: (card.repo_id, card.hub_file, card.preset) for card in MODEL_CARDS.values() if card.hub}
 
 #: model name -> (file inside the loger3d package, preset): weights that ship with loger3d, so
 #: they load offline without any download (the demo's model; see README, "The shipped model").
 SHIPPED: dict[str, tuple[str, str]] = {
-    "tiny_synthetic": ("assets/tiny_synthetic.safetensors", "tiny"),
-}
+    card.name: (card.package_file, card.preset) for card in MODEL_CARDS.values() if card.package_file}
 
 
 PT_SUFFIXES = (".pt", ".pth", ".bin")

@@ -14,6 +14,7 @@ from .devices import _DTYPE_NAMES, _DTYPES, auto_dtype, resolve_device, resolve_
 from .hub import resolve_source
 from .presets import _preset_name, check_compatible, infer_preset
 from .read import read_state_dict
+from .registry import card_for
 
 __all__ = ["load_model", "model_from_spec"]
 
@@ -28,13 +29,16 @@ def load_model(source: str | os.PathLike, device: torch.device | str | None = No
                dtype: torch.dtype | str | None = None, preset: str | None = None) -> LoGeR:
     """A pretrained :class:`LoGeR` in eval mode from an alias, a ``.pt`` or a ``.safetensors``.
 
-    The preset is ``preset`` if given, else the alias's, else inferred from the keys and shapes;
+    The preset is ``preset`` if given, else the model card's (a name, or a file that carries one), else
+    inferred from the keys and shapes;
     the model is built on the meta device and takes the checkpoint's tensors (no second copy).
     ``dtype`` ``bf16``/``fp16`` goes through ``LoGeR.set_precision``; the default keeps fp32.
     """
     target = resolve_dtype(dtype)
     path, alias_preset = resolve_source(source)
+    card = card_for(source)
     state = read_state_dict(path)
+    alias_preset = alias_preset or (card.preset if card is not None else None)
     name = _pick_preset(state, preset, alias_preset)
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     with torch.device("meta"):
