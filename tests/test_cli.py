@@ -99,9 +99,16 @@ def test_usage_errors_version_and_no_command(capsys):
     assert "safetensors" in capsys.readouterr().out
 
 
-def test_parser_has_one_function_per_subcommand():
+def test_each_command_is_a_module_with_its_parser_and_run():
+    from loger3d.cli import COMMANDS
+
     args = build_parser().parse_args(["convert", "in.pt", "out.safetensors"])
-    assert args.func.__name__ == "cmd_convert" and args.dtype == "fp32" and args.force is False
+    assert args.func.__module__ == "loger3d.cli.convert" and args.dtype == "fp32" and args.force is False
+    for name, argv in {"reconstruct": ["v.mp4", "-o", "o"], "demo": [], "export": ["o", "--format", "ply"],
+                       "view": ["o"], "info": [], "train": ["c.yaml", "-o", "o"]}.items():
+        args = build_parser().parse_args([name, *argv])
+        assert args.func.__module__ == f"loger3d.cli.{name}" and args.func.__name__ == "run", name
+    assert set(COMMANDS) >= {"convert", "reconstruct", "demo", "export", "view", "eval", "train", "info"}
 
 
 def test_python_m_help():

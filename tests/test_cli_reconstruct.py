@@ -99,14 +99,16 @@ def test_reconstruct_builds_no_autograd_graph(video, tmp_path, monkeypatch):
 def test_help_states_the_defaults(capsys):
     assert main(["reconstruct", "--help"]) == 0
     text = capsys.readouterr().out
-    for fact in ("loger_star  window 64, overlap 3, SE(3)", "--resume", "--reset-every", "255,000"):
+    for fact in ("loger_star     window 64, overlap 3, align se3", "tiny_synthetic window 10, overlap 2, align se3, "
+                 "at most 224x126", "--resume", "--reset-every", "255,000"):
         assert fact in text
 
 
 def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "preset loger" in out and "weights loger_star" in out
+    assert "preset loger " in out and "model  loger_star (preset loger_star" in out
+    assert "reconstruct defaults: window 64, overlap 3, align se3" in out
 
 
 def image_folder(path, sizes, mode="RGB"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loger3d.cli import main
-from loger3d.eval.cli import add_eval_parser
+from loger3d.cli.eval import add_parser as add_eval_parser
 from loger3d.eval.traj import associate_timestamps, detect_format, load_trajectory_pair, score_trajectory
 from loger3d.sinks.trajectory import write_kitti, write_tum
 

@@ -74,6 +74,11 @@ class ModelCard:
     def hub_file(self) -> str | None:
         return self.hub.split("/", 2)[2] if self.hub else None
 
+    def describe(self) -> str:
+        """How ``reconstruct`` runs it, in one line."""
+        size = f", at most {self.training_size[0]}x{self.training_size[1]}" if self.training_size else ""
+        return f"window {self.window}, overlap {self.overlap}, align {self.align}{size}, edge-rtol {self.edge_rtol}"
+
     def to_metadata(self) -> dict[str, str]:
         """The card as safetensors metadata (strings only)."""
         return {CARD_METADATA_KEY: json.dumps(asdict(self), sort_keys=True)}

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_eval_parser"]
+__all__ = ["add_parser"]
 
 _TRAJ_HELP = """\
 Score an estimated camera trajectory against ground truth: ATE (absolute translation error), RPE
@@ -37,7 +37,7 @@ rpe_trans_rmse, rpe_rot_rmse, kitti_t_err, kitti_r_err, num_poses, align, scale,
 """
 
 
-def add_eval_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+def add_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Add ``eval`` (with ``eval traj``) to ``commands``; return the collection of ``eval``'s sub-subcommands."""
     evaluate = commands.add_parser(
         "eval",
@@ -124,7 +124,7 @@ plots/<sequence>_top.png (top view, coloured by error) and plots/<sequence>_ate.
 
 
 def _add_benchmarks(runners: argparse._SubParsersAction) -> None:
-    from .datasets import DATASETS
+    from ..eval.datasets import DATASETS
 
     for name, reader in DATASETS.items():
         bench = runners.add_parser(
@@ -179,10 +179,10 @@ def _parse_devices(text: str) -> list[str]:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
+    from ..eval.runner import run_benchmark
     from ..sources.preprocess import parse_resolution
     from ..weights import model_from_spec, resolve_device
     from ..weights.devices import auto_dtype
-    from .runner import run_benchmark
 
     devices = _parse_devices(args.devices) if args.devices else None
     for device in devices or [args.device]:  # a bad device fails before any worker starts
@@ -203,7 +203,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 
 
 def _run_traj(args: argparse.Namespace) -> int:
-    from .traj import run_traj
+    from ..eval.traj import run_traj
 
     return run_traj(args)
 

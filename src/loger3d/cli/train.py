@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["add_train_parser", "cmd_train"]
+__all__ = ["add_parser", "run"]
 
 _HELP = """\
 Train a LoGeR-family model from a YAML config: synthetic worlds and/or real sequence folders, the
@@ -29,9 +29,9 @@ examples:
   torchrun --nproc_per_node=4 -m loger3d train my.yaml -o runs/ddp"""
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .config import builtin_configs, load_train_config
-    from .trainer import Trainer
+def run(args: argparse.Namespace) -> int:
+    from ..train.config import builtin_configs, load_train_config
+    from ..train.trainer import Trainer
 
     if args.list:
         for name, path in sorted(builtin_configs().items()):
@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_parser(commands) -> None:
+def add_parser(commands) -> None:
     p = commands.add_parser("train", help="train or fine-tune a model from a YAML config (resumable, DDP-ready)",
                             description=_HELP, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", metavar="CONFIG", help="a YAML config or a shipped example's name")
@@ -75,4 +75,4 @@ def add_train_parser(commands) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the config's, auto)")
     p.add_argument("--list", action="store_true", help="list the shipped example configs and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=run)

@@ -1,0 +1,81 @@
+"""The ``loger3d`` command line: one module per command, each with its ``add_parser`` and a ``run(args)`` that
+calls the library (which never sees argparse).
+
+    loger3d demo                       # the shipped sample through the shipped model, scored
+    loger3d reconstruct video.mp4 -o out/
+    loger3d export out/ --format glb
+    loger3d convert loger loger_bf16.safetensors --dtype bf16
+
+Exit status: 0 success; 2 a problem with the input, the options or the output folder (one line
+on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 4 an output could not be written (disk
+full, no permission); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished chunks are
+kept, resume with --resume. Errors users cause are ``LogerError``s (one line, their exit status);
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import LogerError
+from .report import error, on_sigterm, stop_status, stop_word
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The command modules, in the order ``--help`` lists them; each has ``add_parser(commands)``.
+COMMANDS = ("convert", "reconstruct", "demo", "export", "view", "eval", "train", "info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: every module of :data:`COMMANDS` adds its subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="loger3d",
+        description="Tools for LoGeR, long-video 3D reconstruction (hybrid TTT + sliding-window memory).",
+        epilog="example: python -m loger3d convert loger loger_bf16.safetensors --dtype bf16\n"
+               "run 'loger3d COMMAND --help' for the options of a command",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"loger3d {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __name__).add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status (see the module docstring); Ctrl-C or SIGTERM at any
+    point, start-up included, ends in one line."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as stop:
+        error(stop_word(stop))
+        return stop_status(stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors: argparse has already printed
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except LogerError as e:  # the message names the problem and the fix; the class gives the exit status
+        error(e)
+        return e.exit_code
+    except (ValueError, OSError) as e:  # what the libraries raise for input they refuse, a missing file
+        return error(e)
