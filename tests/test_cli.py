@@ -119,3 +119,11 @@ def test_python_m_help():
         assert run.returncode == 0, run.stderr
         assert "safetensors" in run.stdout and "usage: loger3d" in run.stdout
     assert "--dtype" in run.stdout and "--force" in run.stdout and "example" in run.stdout
+
+
+def test_the_parser_is_built_without_pytorch():
+    """``--help``, ``--version`` and every option check before a model is needed start in a blink."""
+    code = "import sys; from loger3d.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr

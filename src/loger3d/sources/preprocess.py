@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PATCH", "PIXEL_LIMIT", "demo_target_size", "parse_resolution", "to_rgb8", "resize_frame",
            "frames_to_tensor"]
@@ -110,5 +113,7 @@ def frames_to_tensor(images: np.ndarray, scaled: bool = True) -> torch.Tensor:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [n,H,W,3], got {images.dtype} {list(images.shape)}; "
                          "stack Frame.image arrays with np.stack")
+    import torch  # here, so that reading and sizing frames never loads PyTorch
+
     channels_first = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return channels_first.float().div_(255.0) if scaled else channels_first.contiguous()
