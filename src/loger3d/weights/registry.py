@@ -100,11 +100,14 @@ class ModelCard:
 
 
 MODEL_CARDS: dict[str, ModelCard] = {card.name: card for card in (
-    ModelCard("loger", "loger", 32, 3, "none", hub="Junyi42/LoGeR/LoGeR/latest.pt", licence="see the LoGeR release",
+    ModelCard("loger", "loger", 32, 3, "none", hub="Junyi42/LoGeR/LoGeR/latest.pt",
+              licence="none declared by the LoGeR release (Junyi42/LoGeR#3)",
               about="LoGeR (hybrid TTT + SWA memory): long videos; --reset-every 5 beyond about 1,000 frames"),
     ModelCard("loger_star", "loger_star", 64, 3, "se3", hub="Junyi42/LoGeR/LoGeR_star/latest.pt",
-              licence="see the LoGeR release", about="LoGeR*: chunks chained by SE(3) through their overlap"),
-    ModelCard("pi3", "pi3", 32, 3, "sim3", hub="yyfz233/Pi3/model.safetensors", licence="see the Pi3 release",
+              licence="none declared by the LoGeR release (Junyi42/LoGeR#3)",
+              about="LoGeR*: chunks chained by SE(3) through their overlap"),
+    ModelCard("pi3", "pi3", 32, 3, "sim3", hub="yyfz233/Pi3/model.safetensors",
+              licence="CC BY-NC 4.0 (Pi3's weights)",
               about="Pi3 without memory, chunked and chained by Sim(3): the paper's Pi3-Chunk baseline"),
     ModelCard("tiny_synthetic", "tiny", 10, 2, "se3", package_file="assets/tiny_synthetic.safetensors",
               training_size=(224, 126), edge_rtol=0.1, licence="same as loger3d",
