@@ -56,3 +56,12 @@ def write_video(path, n: int = 30, width: int = 160, height: int = 120, fps: int
         for packet in stream.encode():
             container.mux(packet)
     return str(path)
+
+
+def one_line_error(capsys, *words: str) -> str:
+    """The one ``loger3d: error: ...`` line a command printed on stderr, holding every word of ``words``."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
+    for word in words:
+        assert word in err[0], err[0]
+    return err[0]

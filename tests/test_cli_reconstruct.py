@@ -10,7 +10,7 @@ from PIL import Image
 from loger3d.cli import main
 from loger3d.seeded import fill_seeded_
 
-from .conftest import write_video
+from .conftest import one_line_error, write_video
 
 TINY = ["--model", "seeded:tiny", "--resolution", "112x84", "--window", "6", "--overlap", "2"]
 
@@ -18,14 +18,6 @@ TINY = ["--model", "seeded:tiny", "--resolution", "112x84", "--window", "6", "--
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("cli") / "clip.mp4", n=14)
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
-    for word in words:
-        assert word in err[0], err[0]
-    return err[0]
 
 
 def test_reconstruct_writes_the_documented_outputs(video, tmp_path, capsys):

@@ -15,6 +15,8 @@ from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors
 from loger3d.run import RunError
 from loger3d.sinks.trajectory import read_tum
 
+from .conftest import one_line_error
+
 #: Measured 0.983 m (3.5 % of the 28 m path) on CPU; a regression guard, not an accuracy claim.
 ATE_LIMIT_M = 1.1
 
@@ -80,13 +82,6 @@ def test_the_shipped_model_loads_offline(tmp_path, monkeypatch):
     assert path == weights.shipped_path("tiny_synthetic") and preset == "tiny"
     model, dtype = weights.model_from_spec("tiny_synthetic", device="cpu")
     assert model.config.name == "tiny" and dtype == "fp32" and not model.training
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
-    for word in words:
-        assert word in err[0], err[0]
 
 
 def test_bad_output_folders_are_refused(demo_run, tmp_path, capsys):

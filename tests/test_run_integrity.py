@@ -18,7 +18,7 @@ import pytest
 
 from loger3d.cli import main
 
-from .conftest import write_video
+from .conftest import one_line_error, write_video
 
 TINY = ["--model", "seeded:tiny", "--resolution", "112x84", "--window", "6", "--overlap", "2", "--quiet"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -35,14 +35,6 @@ def reference(video, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "out"
     assert main(["reconstruct", video, "-o", str(out), *TINY]) == 0
     return out
-
-
-def one_line_error(capsys, *words):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("loger3d: error: "), err
-    for word in words:
-        assert word in err[0], err[0]
-    return err[0]
 
 
 def files_of(out: Path) -> dict[str, bytes]:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from ..errors import OutputError, describe_os_error
 
-__all__ = ["TEMPORARY_NAME", "atomic_open", "atomic_path", "checked_write", "make_folder", "write_json",
+__all__ = ["TEMPORARY_NAME", "atomic_open", "checked_write", "make_folder", "write_json",
            "write_safetensors"]
 
 
@@ -67,21 +67,6 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         try:
             with f:
                 yield f
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A hidden temporary path next to ``path`` for writers that need a file name; on success it is
-    renamed to ``path``, on error deleted."""
-    path = Path(path)
-    tmp = _temporary(path)
-    with checked_write(path):
-        try:
-            yield tmp
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
