@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from loger3d.cli import main
+from loger3d.errors import DamagedFileError
 from loger3d.sinks.base import FrameBatch
 from loger3d.sinks.images import ImageWriter
 from loger3d.sinks.store import FrameStore
@@ -230,7 +231,7 @@ def test_errors(tmp_path, noise_run):
     with pytest.raises(ValueError, match="holds no loger3d run"):
         load_scene(tmp_path / "missing")
     (tmp_path / "run.json").write_text("{not json")
-    with pytest.raises(ValueError, match="is not a loger3d run file"):
+    with pytest.raises(DamagedFileError, match=r"run.json is damaged \(Expecting"):
         load_scene(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"settings": {}, "status": "running"}))
     with pytest.raises(ValueError, match="has no finished frames yet"):

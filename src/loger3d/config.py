@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from .errors import InputError
+
 __all__ = ["ModelConfig", "PRESETS", "get_config"]
 
 
@@ -63,16 +65,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.dec_depth % 2:
-            raise ValueError("dec_depth must be even (frame and global blocks alternate)")
+            raise InputError("dec_depth must be even (frame and global blocks alternate)")
         for i in self.ttt_insert_after + self.swa_insert_after:
             if not 0 <= i < self.dec_depth:
-                raise ValueError(f"memory layer index {i} outside the decoder (depth {self.dec_depth})")
+                raise InputError(f"memory layer index {i} outside the decoder (depth {self.dec_depth})")
         if (self.dec_dim // self.dec_heads) % 4:
-            raise ValueError("decoder head width must be a multiple of 4 for 2D RoPE")
+            raise InputError("decoder head width must be a multiple of 4 for 2D RoPE")
         if self.dec_dim % self.ttt_head_dim:
-            raise ValueError("dec_dim must be a multiple of ttt_head_dim")
+            raise InputError("dec_dim must be a multiple of ttt_head_dim")
         if self.default_align not in ("none", "se3", "sim3"):
-            raise ValueError(f"default_align must be none, se3 or sim3, not {self.default_align!r}")
+            raise InputError(f"default_align must be none, se3 or sim3, not {self.default_align!r}")
 
     @property
     def num_special_tokens(self) -> int:
@@ -135,4 +137,4 @@ def get_config(preset: str | ModelConfig) -> ModelConfig:
     try:
         return PRESETS[preset]
     except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}") from None

@@ -3,7 +3,9 @@
 Library functions raise these with a one-line message that names the problem and the fix; the
 command line prints ``loger3d: error: <message>`` and exits with the error's ``exit_code``
 (README's table). Errors a user can cause with input or options are also ``ValueError``s, as
-before this root existed.
+before this root existed. A plain ``ValueError`` is kept for preconditions only loger3d's own code
+can break (array shapes inside the model, internal invariants): the command line shows those as
+tracebacks, since they are bugs.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["DamagedFileError", "LogerError", "OutputError", "WeightsError", "describe_os_error", "one_line"]
+__all__ = ["DamagedFileError", "InputError", "LogerError", "OutputError", "WeightsError", "describe_os_error",
+           "one_line"]
 
 
 class LogerError(Exception):
     """A problem the message explains in one line; the command line exits with ``exit_code``."""
 
     exit_code = 2
+
+
+class InputError(LogerError, ValueError):
+    """Input or options the command cannot use (a trajectory file, a metric's input, an export or model option);
+    the message names the problem and the fix. The more specific errors below and in the packages say which."""
 
 
 class DamagedFileError(LogerError, ValueError):

@@ -16,7 +16,6 @@ otherwise; viser's share button (which uploads the scene to a public relay) is h
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import os
 import threading
@@ -27,6 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from loger3d.errors import InputError
+from loger3d.run.folder import RUN_FILE, read_run_record
+from loger3d.run.settings import RunError
 from loger3d.sinks.cloud import filter_mask
 from loger3d.sinks.images import read_images
 from loger3d.sinks.intrinsics import shared_intrinsics
@@ -40,7 +42,6 @@ __all__ = ["MAX_TRAJECTORY_POINTS", "Scene", "colorize_depth", "evenly_spaced", 
 MAX_TRAJECTORY_POINTS = 5000
 """Camera centres drawn as the trajectory polyline: enough for a smooth path, small for the browser."""
 
-_RUN_FILE = "run.json"
 _DEFAULT_FOV = math.radians(60.0)
 # viridis at 0, 1/8, ..., 1: a perceptually ordered map that stays readable in grey.
 _VIRIDIS = np.array([[68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141], [39, 173, 129],
@@ -123,16 +124,17 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
 
     Each frame contributes up to ``ceil(max_points / N)`` pixels drawn at random (``seed``) among
     those with finite positive depth off depth edges (the run's ``edge_rtol``); the union is cut to
-    ``max_points`` at random. Raises ``ValueError`` for a folder without a run or without frames.
+    ``max_points`` at random. Raises ``RunError`` for a folder without a run or without frames
+    (``DamagedFileError`` for a garbled run.json).
     """
     if max_points < 1 or max_frustums < 1:
-        raise ValueError(f"max_points {max_points} and max_frustums {max_frustums} must be at least 1")
+        raise InputError(f"max_points {max_points} and max_frustums {max_frustums} must be at least 1")
     run_dir = Path(run_dir)
     settings = _read_settings(run_dir)
     store = FrameStore(run_dir)
     if not store.chunks():
-        raise ValueError(f"the run in {run_dir} has no finished frames yet; wait for its first chunk, or resume it "
-                         f"with loger3d reconstruct --resume")
+        raise RunError(f"the run in {run_dir} has no finished frames yet; wait for its first chunk, or resume it "
+                       f"with loger3d reconstruct --resume")
     index, timestamps, poses, names = store.read_poses()
     intrinsics = store.read_intrinsics()
     per_frame = -(-max_points // len(index))
@@ -141,7 +143,7 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
     xyz, rgb, conf, depth, size = [], [], [], [], None
     for chunk in store.iter_batches():
         if "local_points" not in chunk:
-            raise ValueError(f"the run in {run_dir} kept no depth or point maps (--save), so there is no cloud to view")
+            raise RunError(f"the run in {run_dir} kept no depth or point maps (--save), so there is no cloud to view")
         local = chunk["local_points"].astype(np.float32)  # [n,H,W,3]
         chunk_conf = chunk["conf"] if "conf" in chunk else np.ones(local.shape[:3], np.float32)  # [n,H,W]
         size = (local.shape[2], local.shape[1])
@@ -171,14 +173,10 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
 
 
 def _read_settings(run_dir: Path) -> dict:
-    path = run_dir / _RUN_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} holds no loger3d run ({_RUN_FILE} missing); give a folder written by "
-                         f"loger3d reconstruct")
-    try:
-        return json.loads(path.read_text()).get("settings", {})
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{path} is not a loger3d run file ({e}); give a folder written by loger3d reconstruct") from e
+    if not (run_dir / RUN_FILE).is_file():
+        raise RunError(f"{run_dir} holds no loger3d run ({RUN_FILE} missing); give a folder written by loger3d "
+                       "reconstruct")
+    return read_run_record(run_dir)["settings"]
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
@@ -242,7 +240,7 @@ def _import_viser():
     try:
         import viser
     except ImportError as e:
-        raise ValueError("the viewer needs viser: pip install 'loger3d[viewer]' (or pip install viser)") from e
+        raise InputError("the viewer needs viser: pip install 'loger3d[viewer]' (or pip install viser)") from e
     return viser
 
 

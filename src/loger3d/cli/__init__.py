@@ -10,7 +10,10 @@ Exit status: 0 success; 2 a problem with the input, the options or the output fo
 on stderr: ``loger3d: error: ...``); 3 out of GPU memory; 4 an output could not be written (disk
 full, no permission); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished chunks are
 kept, resume with --resume. Errors users cause are ``LogerError``s (one line, their exit status);
-anything else is a bug and shows its traceback.
+anything else, a plain ``ValueError`` from numpy, PyTorch or a check of loger3d's own invariants included,
+is a bug and shows its traceback. An ``OSError`` is one line too (exit 2): a file to read that is missing,
+unreadable or a folder is the user's environment, not a bug, and the many readers (open, PIL, PyAV, numpy)
+name the file in it; a failed write is already an ``OutputError``.
 """
 
 from __future__ import annotations
@@ -77,5 +80,5 @@ def _run(argv: Sequence[str] | None) -> int:
     except LogerError as e:  # the message names the problem and the fix; the class gives the exit status
         error(e)
         return e.exit_code
-    except (ValueError, OSError) as e:  # what the libraries raise for input they refuse, a missing file
+    except OSError as e:  # a file to read that is missing or unreadable (writes are OutputErrors, above)
         return error(e)

@@ -162,19 +162,21 @@ def _parse_devices(text: str) -> list[str]:
     """``all`` → every CUDA device; otherwise a comma list (``cuda:0,cuda:1``; ``cpu,cpu`` runs two CPU workers)."""
     import torch
 
+    from ..errors import InputError
+
     if text == "all":
         count = torch.cuda.device_count()
         if count == 0:
-            raise ValueError("--devices all needs CUDA GPUs and none is visible; use --device cpu")
+            raise InputError("--devices all needs CUDA GPUs and none is visible; use --device cpu")
         return [f"cuda:{i}" for i in range(count)]
     devices = [d.strip() for d in text.split(",") if d.strip()]
     for d in devices:
         if d != "cpu" and not (d.startswith("cuda") and d[4:] in ("", *(f":{i}" for i in range(64)))):
-            raise ValueError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
+            raise InputError(f"--devices: {d!r} is not cpu, cuda or cuda:N")
         if d.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--devices: {d} asked for but no CUDA device is visible")
+            raise InputError(f"--devices: {d} asked for but no CUDA device is visible")
     if not devices:
-        raise ValueError("--devices needs at least one device")
+        raise InputError("--devices needs at least one device")
     return devices
 
 

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import OutputError
+from ..errors import InputError, OutputError
 from .report import ProgressBar, error, status, stop_status, stop_word
 
 _RECONSTRUCT_HELP = """\
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads {args.threads}: give at least 1")
+            raise InputError(f"--threads {args.threads}: give at least 1")
         torch.set_num_threads(args.threads)
     save = parse_save(args.save)
     devices = None
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
         devices = parse_devices(args.devices)
         if args.device != "auto":
-            raise ValueError("give either --device or --devices, not both")
+            raise InputError("give either --device or --devices, not both")
         args.device = str(devices[0])
     resolve_device(args.device)
     known = card_for(args.model)  # a name, or a file that carries its card: known before the model is loaded

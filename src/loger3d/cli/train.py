@@ -30,7 +30,7 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.config import builtin_configs, load_train_config
+    from ..train.config import ConfigError, builtin_configs, load_train_config
     from ..train.trainer import Trainer
 
     if args.list:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:18s} {path}")
         return 0
     if args.config is None:
-        raise ValueError("give a CONFIG (a YAML file or a shipped example; see --list)")
+        raise ConfigError("give a CONFIG (a YAML file or a shipped example; see --list)")
     overrides = list(args.set or [])
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")

@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "DEPTH_ALIGNMENTS",
     "DepthAlignment",
@@ -41,7 +43,7 @@ def l1_scale(pred: np.ndarray, gt: np.ndarray) -> float:
     pred, gt = _flat_pair(pred, gt)
     keep = pred != 0
     if not keep.any():
-        raise ValueError("all predicted depths are zero, so no scale fits: check the prediction")
+        raise InputError("all predicted depths are zero, so no scale fits: check the prediction")
     ratios, weights = gt[keep] / pred[keep], np.abs(pred[keep])
     order = np.argsort(ratios)
     cumulative = np.cumsum(weights[order])
@@ -63,7 +65,7 @@ def l1_scale_shift(pred: np.ndarray, gt: np.ndarray, tol: float = 1e-12) -> tupl
         return float(np.dot(pred, np.sign(residual - np.median(residual))))
 
     if np.ptp(pred) == 0:
-        raise ValueError("all predicted depths are equal, so no scale and shift fit: check the prediction")
+        raise InputError("all predicted depths are equal, so no scale and shift fit: check the prediction")
     start = float(np.polyfit(pred, gt, 1)[0])
     width = max(abs(start), 1e-12)
     low, high = start, start
@@ -96,7 +98,7 @@ def fit_depth_alignment(pred: np.ndarray, gt: np.ndarray, method: DepthAlignment
         return float(np.median(gt) / np.median(pred)), 0.0
     if method == "none":
         return 1.0, 0.0
-    raise ValueError(f"unknown depth alignment {method!r}: use one of {', '.join(DEPTH_ALIGNMENTS)}")
+    raise InputError(f"unknown depth alignment {method!r}: use one of {', '.join(DEPTH_ALIGNMENTS)}")
 
 
 def depth_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -139,12 +141,12 @@ def video_depth_metrics(
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     if pred.shape != gt.shape:
-        raise ValueError(f"predicted depth has shape {pred.shape}, ground truth {gt.shape}: resize the prediction")
+        raise InputError(f"predicted depth has shape {pred.shape}, ground truth {gt.shape}: resize the prediction")
     valid = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
     if max_depth is not None:
         valid &= gt < max_depth
     if not valid.any():
-        raise ValueError("no valid ground-truth depth (finite, > 0, below max_depth): check the inputs and max_depth")
+        raise InputError("no valid ground-truth depth (finite, > 0, below max_depth): check the inputs and max_depth")
     if not per_frame:
         scale, shift = fit_depth_alignment(pred[valid], gt[valid], align)
         result = depth_errors(_clip(scale * pred[valid] + shift, max_depth), gt[valid])
@@ -161,7 +163,7 @@ def video_depth_metrics(
 def combine_depth_metrics(results: Sequence[dict[str, float]]) -> dict[str, float]:
     """Average of per-sequence metrics weighted by their ``valid_pixels`` (the official cross-sequence mean)."""
     if not results:
-        raise ValueError("no sequence results to combine: evaluate at least one sequence")
+        raise InputError("no sequence results to combine: evaluate at least one sequence")
     weights = np.array([r["valid_pixels"] for r in results], dtype=np.float64)
     keys = [k for k in results[0] if k not in ("valid_pixels", "scale", "shift")]
     combined = {k: float(np.average([r[k] for r in results], weights=weights)) for k in keys}
@@ -176,5 +178,5 @@ def _flat_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     pred = np.asarray(pred, dtype=np.float64).ravel()
     gt = np.asarray(gt, dtype=np.float64).ravel()
     if pred.shape != gt.shape or pred.size == 0:
-        raise ValueError(f"depth vectors have {pred.size} and {gt.size} values: expected equal, non-empty")
+        raise InputError(f"depth vectors have {pred.size} and {gt.size} values: expected equal, non-empty")
     return pred, gt

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["estimate_normals", "icp_point_to_point", "pointcloud_metrics"]
 
 _CHUNK = 65536  # points per batch of the PCA, to bound memory on million-point clouds
@@ -30,7 +32,7 @@ def estimate_normals(points: np.ndarray, k: int = 30) -> np.ndarray:
     points = _check_cloud(points, "points")
     k = min(k, len(points))
     if k < 3:
-        raise ValueError(f"normals need at least 3 points per neighbourhood, got {k}: pass a larger cloud")
+        raise InputError(f"normals need at least 3 points per neighbourhood, got {k}: pass a larger cloud")
     tree = _kdtree(points)
     normals = np.empty_like(points)
     for start in range(0, len(points), _CHUNK):
@@ -145,16 +147,16 @@ def _kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def _unit(normals: np.ndarray, points: np.ndarray) -> np.ndarray:
     normals = np.asarray(normals, dtype=np.float64)
     if normals.shape != points.shape:
-        raise ValueError(f"normals have shape {normals.shape}, points {points.shape}: pass one normal per point")
+        raise InputError(f"normals have shape {normals.shape}, points {points.shape}: pass one normal per point")
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
 def _check_cloud(points: np.ndarray, name: str) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
-        raise ValueError(f"{name} has shape {points.shape}: expected a non-empty [N, 3] point array")
+        raise InputError(f"{name} has shape {points.shape}: expected a non-empty [N, 3] point array")
     if not np.isfinite(points).all():
-        raise ValueError(f"{name} has non-finite coordinates: drop invalid points (NaN/inf) first")
+        raise InputError(f"{name} has non-finite coordinates: drop invalid points (NaN/inf) first")
     return points
 
 
@@ -162,5 +164,5 @@ def _kdtree(points: np.ndarray):
     try:
         from scipy.spatial import cKDTree
     except ImportError as e:
-        raise ValueError("point-cloud metrics need scipy for nearest neighbours: pip install scipy") from e
+        raise InputError("point-cloud metrics need scipy for nearest neighbours: pip install scipy") from e
     return cKDTree(points)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..run import RUN_FILE, RunSettings, reconstruct
+from ..errors import InputError, LogerError
+from ..run import RUN_FILE, RunError, RunSettings, reconstruct
+from ..run.folder import read_run_record
 from ..sinks.store import FrameStore
 from ..util.atomic import atomic_open
 from .datasets import DATASETS, open_dataset
@@ -62,16 +64,13 @@ def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str
         resolution=list(options["resolution"]) if options.get("resolution") else None,
         max_pixels=options.get("max_pixels") or 255000,
         save=["depth", "conf", "points"], store_precision="float32")  # scores use the model's exact outputs
-    run_file = run_dir / RUN_FILE
-    if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        if previous.get("status") == "complete" and previous.get("settings") == asdict(settings):
+    resume = (run_dir / RUN_FILE).exists()
+    if resume:
+        previous = read_run_record(run_dir)
+        if previous["settings"] != asdict(settings):
+            raise RunError(f"{run_dir} holds a run with other settings; remove it or use another --out")
+        if previous.get("status") == "complete":
             return  # finished earlier with the same settings: reuse
-        if previous.get("settings") != asdict(settings):
-            raise ValueError(f"{run_dir} holds a run with other settings; remove it or use another --out")
-        resume = True
-    else:
-        resume = False
     reconstruct(list(seq.image_paths), run_dir, model, settings, resume=resume, progress=progress)
 
 
@@ -172,7 +171,7 @@ def score_sequence(seq, run_dir: Path, dataset: str, eval_align: str, depth: boo
                 stem = seq.name.replace("/", "_")
                 plot_top_view(plots / f"{stem}_top.png", score)
                 _plot_error_along(plots / f"{stem}_ate.png", score.ate, f"{dataset} {seq.name}")
-            except (ImportError, ValueError):  # matplotlib missing: the numbers are still written
+            except (ImportError, InputError):  # matplotlib missing: the numbers are still written
                 pass
     if dataset == "7scenes" and seq.gt_poses is not None and seq.depth_paths is not None:
         result["reconstruction"] = _reconstruction_scores(seq, store, seq.gt_poses[index], est)
@@ -222,8 +221,8 @@ def _reconstruct_sharded(dataset: str, data: str | os.PathLike, names: list[str]
         for name, job in jobs.items():
             try:
                 job.result()
-            except Exception as e:  # a worker's error, named with its sequence
-                raise ValueError(f"sequence {name}: {e}") from e
+            except LogerError as e:  # a worker's one-line error, named with its sequence (a bug keeps its traceback)
+                raise type(e)(f"sequence {name}: {e}") from None
 
 
 def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str, out: str | os.PathLike, *,
@@ -239,7 +238,7 @@ def run_benchmark(dataset: str, data: str | os.PathLike, model, model_spec: str,
     results equal a one-device run's.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown benchmark {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown benchmark {dataset!r}; choose one of {', '.join(DATASETS)}")
     options = dict(options or {})
     reader = open_dataset(dataset, data)
     names = sequences or reader.sequences()

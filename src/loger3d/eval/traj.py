@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from loger3d.sinks.trajectory import read_kitti, read_tum
+from loger3d.errors import InputError
+from loger3d.sinks.trajectory import read_kitti, read_tum, trajectory_lines
 
 from .datasets.association import nearest_matches
 from .trajectory_metrics import (
@@ -47,15 +48,12 @@ _STATS = ("rmse", "mean", "median", "std", "min", "max")
 
 def detect_format(path: str | os.PathLike) -> Literal["tum", "kitti"]:
     """``tum`` (8 numbers a line) or ``kitti`` (12), from the first line that is not blank or a '#' comment."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                count = len(line.replace(",", " ").split())
-                if count in (8, 12):
-                    return "tum" if count == 8 else "kitti"
-                raise ValueError(f"{path}: {count} numbers a line, neither TUM (8) nor KITTI (12): pass a trajectory")
-    raise ValueError(f"{path} holds no poses: pass a TUM or KITTI trajectory file")
+    for _, line in trajectory_lines(path):
+        count = len(line.replace(",", " ").split())
+        if count in (8, 12):
+            return "tum" if count == 8 else "kitti"
+        raise InputError(f"{path}: {count} numbers a line, neither TUM (8) nor KITTI (12): pass a trajectory")
+    raise InputError(f"{path} holds no poses: pass a TUM or KITTI trajectory file")
 
 
 def associate_timestamps(
@@ -75,7 +73,7 @@ def associate_timestamps(
     short, long = (est_stamps, gt_stamps) if est_is_short else (gt_stamps, est_stamps)
     short_idx, long_idx = _match_nearest(short, long, max_diff)
     if len(short_idx) == 0:
-        raise ValueError(
+        raise InputError(
             f"no timestamps match within {max_diff} s: check that both files use the same clock (or use --max-diff)"
         )
     return (long_idx, short_idx) if est_is_short else (short_idx, long_idx)
@@ -109,7 +107,7 @@ def load_trajectory_pair(
     """
     formats = {detect_format(p) for p in (gt_path, est_path)} if fmt == "auto" else {fmt}
     if len(formats) > 1:
-        raise ValueError(
+        raise InputError(
             f"{gt_path} and {est_path} are in different formats (TUM and KITTI): pass both in one format "
             "('loger3d reconstruct' writes trajectory_tum.txt and trajectory_kitti.txt)"
         )
@@ -118,14 +116,14 @@ def load_trajectory_pair(
         gt, est = read_kitti(gt_path), read_kitti(est_path)
         _check_not_empty((gt_path, gt), (est_path, est))
         if len(gt) != len(est):
-            raise ValueError(
+            raise InputError(
                 f"ground truth has {len(gt)} poses and the estimate {len(est)}: KITTI files pair by line, so "
                 "they need the same length (use TUM files with timestamps for partial trajectories)"
             )
         info = {"format": "kitti", "num_gt": len(gt), "num_est": len(est)}
         return gt, est, info
     if kind != "tum":
-        raise ValueError(f"unknown trajectory format {kind!r}: use auto, tum or kitti")
+        raise InputError(f"unknown trajectory format {kind!r}: use auto, tum or kitti")
     gt_stamps, gt = read_tum(gt_path)
     est_stamps, est = read_tum(est_path)
     _check_not_empty((gt_path, gt), (est_path, est))
@@ -137,7 +135,7 @@ def load_trajectory_pair(
 def _check_not_empty(*files: tuple[str | os.PathLike, np.ndarray]) -> None:
     for path, poses in files:
         if len(poses) == 0:
-            raise ValueError(f"{os.fspath(path)} holds no poses: pass a TUM or KITTI trajectory file")
+            raise InputError(f"{os.fspath(path)} holds no poses: pass a TUM or KITTI trajectory file")
 
 
 @dataclass(frozen=True)
@@ -226,7 +224,7 @@ def plot_top_view(path: str | os.PathLike, score: TrajectoryScore) -> None:
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise ValueError("--plot needs matplotlib: pip install matplotlib (or leave out --plot)") from e
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or leave out --plot)") from e
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
     gt, est = score.gt[:, :3, 3], score.est_aligned[:, :3, 3]

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "ALIGNMENTS",
     "KITTI_LENGTHS",
@@ -78,10 +80,10 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> Similar
     source = np.ascontiguousarray(source, dtype=np.float64)  # evo's positions_xyz layout, so its sums
     target = np.ascontiguousarray(target, dtype=np.float64)
     if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 3:
-        raise ValueError(f"point sets have shapes {source.shape} and {target.shape}: expected two equal [N, 3]")
+        raise InputError(f"point sets have shapes {source.shape} and {target.shape}: expected two equal [N, 3]")
     n = len(source)
     if n == 0:
-        raise ValueError("no points to align: the trajectories have no poses in common")
+        raise InputError("no points to align: the trajectories have no poses in common")
     x, y = source.T, target.T  # evo's layout: [3, N]
     mean_x, mean_y = x.mean(axis=1), y.mean(axis=1)
     centred_x, centred_y = x - mean_x[:, None], y - mean_y[:, None]
@@ -91,7 +93,7 @@ def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool) -> Similar
     covariance = np.multiply(1.0 / n, np.cumsum(outer, axis=0)[-1])
     u, d, vt = np.linalg.svd(covariance)
     if np.count_nonzero(d > np.finfo(d.dtype).eps) < 2:
-        raise ValueError(_degenerate_message(source, target))
+        raise InputError(_degenerate_message(source, target))
     s = np.eye(3)
     if np.linalg.det(u) * np.linalg.det(vt) < 0.0:
         s[2, 2] = -1.0  # a proper rotation (Kabsch)
@@ -131,7 +133,7 @@ def align_trajectory(
     if method in ("sim3", "se3"):
         count = len(gt) if n_align is None else n_align
         if not 1 <= count <= len(gt):
-            raise ValueError(f"n_align is {n_align} but there are {len(gt)} poses: use 1..{len(gt)} or leave it unset")
+            raise InputError(f"n_align is {n_align} but there are {len(gt)} poses: use 1..{len(gt)} or leave it unset")
         transform = umeyama(est[:count, :3, 3], gt[:count, :3, 3], with_scale=method == "sim3")
     elif method == "origin":
         to_origin = gt[0] @ _rigid_inverse(est[:1])[0]
@@ -139,7 +141,7 @@ def align_trajectory(
     elif method == "none":
         transform = Similarity(np.eye(3), np.zeros(3))
     else:
-        raise ValueError(f"unknown alignment {method!r}: use one of {', '.join(ALIGNMENTS)}")
+        raise InputError(f"unknown alignment {method!r}: use one of {', '.join(ALIGNMENTS)}")
     return transform.apply(est), transform
 
 
@@ -147,7 +149,7 @@ def error_stats(errors: np.ndarray) -> dict[str, float]:
     """rmse, mean, median, std (population), min and max of a non-empty error vector, as evo reports them."""
     errors = np.asarray(errors, dtype=np.float64)
     if errors.size == 0:
-        raise ValueError("no errors to summarise: the trajectories have no poses or pairs in common")
+        raise InputError("no errors to summarise: the trajectories have no poses or pairs in common")
     return {
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "mean": float(np.mean(errors)),
@@ -194,18 +196,18 @@ def rpe_pairs(
     n = len(poses)
     if unit == "f":
         if delta != int(delta) or delta < 1:
-            raise ValueError(f"RPE delta is {delta} frames: use a whole number of frames, 1 or more")
+            raise InputError(f"RPE delta is {delta} frames: use a whole number of frames, 1 or more")
         step = int(delta)
         starts = np.arange(n - step) if all_pairs else np.arange(0, n, step)[:-1]
         pairs = np.stack([starts, starts + step], axis=1)
     elif unit == "m":
         if not delta > 0:
-            raise ValueError(f"RPE delta is {delta} m: use a positive distance")
+            raise InputError(f"RPE delta is {delta} m: use a positive distance")
         pairs = _pairs_by_path(np.asarray(poses, dtype=np.float64)[:, :3, 3], float(delta), all_pairs, rel_tol)
     else:
-        raise ValueError(f"unknown RPE delta unit {unit!r}: use 'f' (frames) or 'm' (metres)")
+        raise InputError(f"unknown RPE delta unit {unit!r}: use 'f' (frames) or 'm' (metres)")
     if len(pairs) == 0:
-        raise ValueError(f"RPE delta {delta} ({unit}) gives no pose pairs on {n} poses: use a smaller delta")
+        raise InputError(f"RPE delta {delta} ({unit}) gives no pose pairs on {n} poses: use a smaller delta")
     return pairs.reshape(-1, 2).astype(np.int64)
 
 
@@ -262,7 +264,7 @@ def rpe_errors(
     ``pairs_from_reference`` is ``gt``); with a delta in frames both give the same pairs.
     """
     if pairs_from not in ("gt", "est"):
-        raise ValueError(f"pairs_from is {pairs_from!r}: use 'gt' or 'est'")
+        raise InputError(f"pairs_from is {pairs_from!r}: use 'gt' or 'est'")
     pairs = rpe_pairs(gt if pairs_from == "gt" else est, delta, unit, all_pairs)
     trans, angle = relative_errors(gt, est, pairs)
     return trans, np.degrees(angle), pairs
@@ -291,7 +293,7 @@ def segment_errors(gt: np.ndarray, est: np.ndarray, lengths: tuple[float, ...], 
     """
     gt, est = _check_pair(gt, est)
     if step < 1:
-        raise ValueError(f"segment step is {step}: use 1 or more frames")
+        raise InputError(f"segment step is {step}: use 1 or more frames")
     dist = path_distances(gt)
     starts = np.arange(0, len(gt), step)
     firsts, lasts, seg_lengths = [], [], []
@@ -363,9 +365,9 @@ def _check_pair(gt: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray
     gt = np.asarray(gt, dtype=np.float64)
     est = np.asarray(est, dtype=np.float64)
     if gt.ndim != 3 or gt.shape[1:] != (4, 4) or gt.shape != est.shape:
-        raise ValueError(f"poses have shapes {gt.shape} and {est.shape}: expected two equal [N, 4, 4] arrays")
+        raise InputError(f"poses have shapes {gt.shape} and {est.shape}: expected two equal [N, 4, 4] arrays")
     if len(gt) == 0:
-        raise ValueError("the trajectories have no poses in common: check the association (timestamps or lines)")
+        raise InputError("the trajectories have no poses in common: check the association (timestamps or lines)")
     if not (np.isfinite(gt).all() and np.isfinite(est).all()):
-        raise ValueError("a pose holds NaN or inf: drop or repair the failed poses before scoring")
+        raise InputError("a pose holds NaN or inf: drop or repair the failed poses before scoring")
     return gt, est

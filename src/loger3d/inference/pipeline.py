@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..model.activations import ChunkActivations
 from ..model.align import ChunkAligner
 from ..model.blocks import Attention, pinned_attention, resolve_backends
@@ -49,7 +50,7 @@ def parse_devices(spec: str | Sequence[str | torch.device]) -> list[torch.device
     if isinstance(spec, str):
         if spec.strip() == "all":
             if not torch.cuda.is_available():
-                raise ValueError("--devices all needs CUDA GPUs; none is visible")
+                raise InputError("--devices all needs CUDA GPUs; none is visible")
             return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
         spec = [part.strip() for part in spec.split(",") if part.strip()]
     devices = []
@@ -57,16 +58,16 @@ def parse_devices(spec: str | Sequence[str | torch.device]) -> list[torch.device
         try:
             device = torch.device(item)
         except RuntimeError:
-            raise ValueError(f"not a device: {item!r}; give devices such as cuda:0,cuda:1 or 'all'") from None
+            raise InputError(f"not a device: {item!r}; give devices such as cuda:0,cuda:1 or 'all'") from None
         if device.type == "cuda":
             if device.index is None:
-                raise ValueError(f"give each GPU with its index (cuda:0, cuda:1, ...), not {item!r}")
+                raise InputError(f"give each GPU with its index (cuda:0, cuda:1, ...), not {item!r}")
             if not torch.cuda.is_available() or device.index >= torch.cuda.device_count():
                 count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-                raise ValueError(f"{item} is not available: {count} CUDA device(s) visible")
+                raise InputError(f"{item} is not available: {count} CUDA device(s) visible")
         devices.append(device)
     if not devices:
-        raise ValueError("no devices given; give devices such as cuda:0,cuda:1 or 'all'")
+        raise InputError("no devices given; give devices such as cuda:0,cuda:1 or 'all'")
     return devices
 
 
@@ -112,7 +113,7 @@ def plan_stages(costs: Sequence[float], parts: int) -> list[range]:
     largest stage cost (exact, by dynamic programming)."""
     n = len(costs)
     if not 1 <= parts <= n:
-        raise ValueError(f"cannot cut {n} units into {parts} stages")
+        raise InputError(f"cannot cut {n} units into {parts} stages: give at most {n} devices")
     prefix = [0.0]
     for c in costs:
         prefix.append(prefix[-1] + c)
@@ -176,7 +177,7 @@ class LayerPipeline:
         if len(devices) < 2:
             raise ValueError("a layer pipeline needs at least two devices; use the model directly on one")
         if model.training:
-            raise ValueError("the layer pipeline runs inference only; call model.eval() first")
+            raise InputError("the layer pipeline runs inference only; call model.eval() first")
         self.model = model
         self.devices = devices
         self.aligner = aligner
@@ -196,7 +197,7 @@ class LayerPipeline:
         n = self.model.num_units
         if len(split) != len(self.devices) - 1 or split != sorted(set(split)) or \
                 (split and (split[0] < 1 or split[-1] > n - 1)):
-            raise ValueError(f"split must be {len(self.devices) - 1} increasing unit numbers in 1..{n - 1}, "
+            raise InputError(f"split must be {len(self.devices) - 1} increasing unit numbers in 1..{n - 1}, "
                              f"got {split}")
         return split
 

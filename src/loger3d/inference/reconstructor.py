@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..model.align import ALIGN_MODES, ChunkAligner, ChunkTransform
 from ..model.memory import ChunkMemory
 from ..model.outputs import ChunkPrediction
@@ -100,11 +101,11 @@ class Reconstructor:
                  offload: bool = True, devices: str | Sequence[str | torch.device] | None = None,
                  split: Sequence[int] | None = None) -> None:
         if window <= 0:
-            raise ValueError(f"streaming needs a window of at least 1 frame, got {window}")
+            raise InputError(f"streaming needs a window of at least 1 frame, got {window}")
         if not 0 <= overlap < window:
-            raise ValueError(f"overlap must be in [0, window), got overlap {overlap} with window {window}")
+            raise InputError(f"overlap must be in [0, window), got overlap {overlap} with window {window}")
         if align not in ALIGN_MODES:
-            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, not {align!r}")
+            raise InputError(f"align must be one of {', '.join(ALIGN_MODES)}, not {align!r}")
         self.model = model
         self.window = window
         self.overlap = overlap
@@ -129,10 +130,10 @@ class Reconstructor:
             devices = parse_devices(devices)
             if len(devices) > 1:
                 if not offload:
-                    raise ValueError("the layer pipeline runs inference only (offload=True)")
+                    raise InputError("the layer pipeline runs inference only (offload=True)")
                 self.pipeline = LayerPipeline(model, devices, self.aligner, split)
             elif devices[0] != model.image_mean.device:
-                raise ValueError(f"the model is on {model.image_mean.device}, not on {devices[0]}; move it there "
+                raise InputError(f"the model is on {model.image_mean.device}, not on {devices[0]}; move it there "
                                  "first (one device runs the model where it is)")
 
     # ------------------------------------------------------------------ streaming
@@ -156,12 +157,12 @@ class Reconstructor:
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if images.dim() != 5 or images.shape[2] != 3:
-            raise ValueError(f"frames must be [n, 3, H, W] or [B, n, 3, H, W], got {tuple(images.shape)}")
+            raise InputError(f"frames must be [n, 3, H, W] or [B, n, 3, H, W], got {tuple(images.shape)}")
         if self._buffer is not None and self._buffer.device != images.device:  # a resumed buffer, or a device change
             self._buffer = self._buffer.to(images.device)
         if self._buffer is not None and (images.shape[0] != self._buffer.shape[0]
                                          or images.shape[3:] != self._buffer.shape[3:]):
-            raise ValueError(f"frames of size {tuple(images.shape[3:])} (batch {images.shape[0]}) do not match the "
+            raise InputError(f"frames of size {tuple(images.shape[3:])} (batch {images.shape[0]}) do not match the "
                              f"stream's {tuple(self._buffer.shape[3:])} (batch {self._buffer.shape[0]})")
         self._buffer = images if self._buffer is None else torch.cat([self._buffer, images], dim=1)
         self.frames_pushed += images.shape[1]
@@ -281,7 +282,7 @@ class Reconstructor:
         if settings != mine:
             saved = f"window {settings[0]}, overlap {settings[1]}, align {ALIGN_MODES[settings[2]]}, " \
                     f"reset_every {settings[3]}"
-            raise ValueError(f"the saved state was made with {saved}; resume with the same settings")
+            raise InputError(f"the saved state was made with {saved}; resume with the same settings")
         # the aligner works where the heads are; held frames are on the host when offloaded
         device = self.model.unit_device(self.model.num_units - 1)
         held_device = torch.device("cpu") if self.offload else device

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..errors import InputError
 from ..geometry import local_to_world
 from .outputs import ChunkPrediction
 
@@ -103,7 +104,7 @@ class ChunkAligner:
 
     def __init__(self, mode: str = "none", reset_every: int = 0, overlap: int = 0) -> None:
         if mode not in ALIGN_MODES:
-            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, not {mode!r}")
+            raise InputError(f"align must be one of {', '.join(ALIGN_MODES)}, not {mode!r}")
         self.mode = mode
         self.reset_every = max(int(reset_every), 0)
         self.overlap = overlap

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend
 
 from ..config import ModelConfig, get_config
+from ..errors import InputError
 from ..geometry import local_to_world
 from .activations import ChunkActivations
 from .blocks import Attention, Block
@@ -167,7 +168,7 @@ class LoGeR(nn.Module):
         under another, but the outputs then follow the new dtype.
         """
         if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
-            raise ValueError(f"Newton–Schulz dtype must be a floating torch dtype such as torch.float32, not {dtype!r}")
+            raise InputError(f"Newton–Schulz dtype must be a floating torch dtype such as torch.float32, not {dtype!r}")
         for layer in self.ttt_layers:
             layer.ns_dtype = dtype
         return self
@@ -199,7 +200,7 @@ class LoGeR(nn.Module):
         state dict). ``enabled=False`` restores the eager path with the official kernels: the oracle.
         """
         if attention not in ("cudnn", "flash"):
-            raise ValueError(f"attention must be 'cudnn' or 'flash', not {attention!r}")
+            raise InputError(f"attention must be 'cudnn' or 'flash', not {attention!r}")
         backends = None
         if enabled and attention == "cudnn":
             backends = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
@@ -294,16 +295,16 @@ class LoGeR(nn.Module):
         if images.dim() == 4:
             images = images.unsqueeze(0)
         if images.dim() != 5 or images.shape[2] != 3:
-            raise ValueError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
+            raise InputError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
         if not (images.is_floating_point() or images.dtype == torch.uint8):
-            raise ValueError(f"images must be float RGB in [0, 1] or uint8 in [0, 255], got {images.dtype}")
+            raise InputError(f"images must be float RGB in [0, 1] or uint8 in [0, 255], got {images.dtype}")
         B, N, _, H, W = images.shape
         p = self.config.patch_size
         if H % p or W % p:
-            raise ValueError(f"image size {H}x{W} is not a multiple of {p}; resize or crop to multiples of {p}")
+            raise InputError(f"image size {H}x{W} is not a multiple of {p}; resize or crop to multiples of {p}")
         roles = torch.as_tensor([1] * N if frame_roles is None else frame_roles, dtype=torch.long)
         if roles.shape != (N,) or bool(((roles < 0) | (roles > 2)).any()):  # checked on the host: no GPU sync
-            raise ValueError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
+            raise InputError(f"frame_roles must hold {N} values in {{0, 1, 2}}")
         return ChunkActivations(images, roles, B, N, H, W)
 
     def run_units(self, acts: ChunkActivations, memory: ChunkMemory, units_range: range

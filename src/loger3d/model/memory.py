@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from ..util.atomic import write_safetensors
 
 __all__ = ["FastWeights", "KVCache", "ChunkMemory"]
@@ -104,7 +105,7 @@ class ChunkMemory:
             memory = cls.empty(num_ttt, num_swa)
             memory.chunks_seen = int(state["chunks_seen"])
         except KeyError as e:
-            raise ValueError(f"not a ChunkMemory state: missing {e}") from None
+            raise InputError(f"not a ChunkMemory state: missing {e}") from None
         for i in range(num_ttt):
             if f"fast_weights.{i}.w0" in state:
                 memory.fast_weights[i] = FastWeights(*(state[f"fast_weights.{i}.{n}"] for n in ("w0", "w1", "w2")))

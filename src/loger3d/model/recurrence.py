@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from .memory import ChunkMemory
 from .outputs import ChunkPrediction
 
@@ -36,7 +37,7 @@ class MemoryPolicy:
 
     def __post_init__(self) -> None:
         if self.reset_every < 0 or self.truncate_every < 0:
-            raise ValueError(f"reset_every and truncate_every must be >= 0, got {self.reset_every}, "
+            raise InputError(f"reset_every and truncate_every must be >= 0, got {self.reset_every}, "
                              f"{self.truncate_every}")
 
     def resets_before(self, k: int) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from .align import ChunkAligner, ChunkTransform
 from .outputs import ChunkPrediction, Prediction
 from .recurrence import ChunkRecurrence, MemoryPolicy
@@ -64,7 +65,7 @@ def run_sequence(model, images: torch.Tensor, window: int, overlap: int, align: 
     if images.dim() == 4:
         images = images.unsqueeze(0)
     if images.dim() != 5:
-        raise ValueError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
+        raise InputError(f"images must be [B, N, 3, H, W] or [N, 3, H, W], got {tuple(images.shape)}")
     n = images.shape[1]
     offload = not model.training
     if len(plan_windows(n, window, overlap)) == 1:

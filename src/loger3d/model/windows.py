@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 __all__ = ["Window", "plan_windows", "pe_token_counts", "frame_roles"]
 
 
@@ -32,15 +34,15 @@ class Window:
 
 def _check(window: int, overlap: int) -> None:
     if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+        raise InputError(f"overlap must be >= 0, got {overlap}")
     if window > 0 and overlap >= window:
-        raise ValueError(f"overlap ({overlap}) must be smaller than the window ({window})")
+        raise InputError(f"overlap ({overlap}) must be smaller than the window ({window})")
 
 
 def plan_windows(n: int, window: int, overlap: int) -> list[Window]:
     """The chunks of an ``n``-frame sequence, in processing order."""
     if n <= 0:
-        raise ValueError("cannot plan windows for an empty sequence")
+        raise InputError("cannot plan windows for an empty sequence")
     _check(window, overlap)
     if window <= 0 or window >= n:
         return [Window(0, 0, n, n)]
@@ -67,7 +69,7 @@ def pe_token_counts(n: int, window: int, overlap: int) -> tuple[int, int, int]:
     n1 = min(max(window - 2 * overlap, 0), n - n0)
     n2 = max(min(overlap, n, n - n0 - n1), 0)
     if n0 + n1 + n2 != n:
-        raise ValueError(f"a chunk of {n} frames does not fit window {window} with overlap {overlap}")
+        raise InputError(f"a chunk of {n} frames does not fit window {window} with overlap {overlap}")
     return n0, n1, n2
 
 

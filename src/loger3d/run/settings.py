@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import LogerError
+from ..sinks.cloud import MIN_POINTS
 
 __all__ = ["RunError", "RunSettings", "check_cloud_options", "SAVE_CHOICES", "DEFAULT_SAVE", "parse_save"]
 
@@ -19,7 +20,7 @@ class RunError(LogerError, ValueError):
 
 
 def check_cloud_options(conf_threshold: float, edge_rtol: float, cloud_stride: int = 1,
-                        voxel_size: float | None = None, max_points: int = 1) -> None:
+                        voxel_size: float | None = None, max_points: int = MIN_POINTS) -> None:
     """Raise ``RunError`` naming the first fused-cloud option out of its range."""
     _raise_first(_cloud_option_problems(conf_threshold, edge_rtol, cloud_stride, voxel_size, max_points))
 
@@ -32,7 +33,7 @@ def _cloud_option_problems(conf_threshold: float, edge_rtol: float, cloud_stride
         (cloud_stride >= 1, f"--cloud-stride {cloud_stride}: give 1 or more"),
         (voxel_size is None or voxel_size > 0, f"--voxel-size {voxel_size}: give a positive size, or leave it out "
                                                "for the automatic one"),
-        (max_points >= 1, f"--max-points {max_points}: give 1 or more"),
+        (max_points >= MIN_POINTS, f"--max-points {max_points}: give {MIN_POINTS} or more"),
     ]
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .base import FrameBatch, SinkState
 
-__all__ = ["CloudSink", "DEFAULT_CONF_THRESHOLD", "VOXELS_PER_MEDIAN_DISTANCE", "VoxelCloud", "add_to_cloud",
-           "filter_mask"]
+__all__ = ["CloudSink", "DEFAULT_CONF_THRESHOLD", "MIN_POINTS", "VOXELS_PER_MEDIAN_DISTANCE", "VoxelCloud",
+           "add_to_cloud", "filter_mask"]
 
 DEFAULT_CONF_THRESHOLD = 0.1
 """The official demos' threshold on the sigmoid confidence: drops sky and the most uncertain pixels only."""
@@ -65,6 +66,10 @@ def _max_pool3(x: np.ndarray, stride: int = 1) -> np.ndarray:
     return np.maximum(np.maximum(rows[..., 0:w:stride], rows[..., 1:w + 1:stride]), rows[..., 2:w + 2:stride])
 
 
+MIN_POINTS = 8
+"""The smallest ``max_points`` of a :class:`VoxelCloud`: its coarsest table has up to 8 voxels."""
+
+
 class VoxelCloud:
     """Per-voxel running means of position and colour, with counts, over all added points.
 
@@ -77,9 +82,9 @@ class VoxelCloud:
 
     def __init__(self, voxel_size: float | None = None, max_points: int = 5_000_000) -> None:
         if voxel_size is not None and not voxel_size > 0:
-            raise ValueError(f"voxel_size {voxel_size} must be positive, or None to choose it from the first batch")
-        if max_points < 8:
-            raise ValueError(f"max_points {max_points} is below 8: the coarsest table has up to 8 voxels")
+            raise InputError(f"voxel_size {voxel_size} must be positive, or None to choose it from the first batch")
+        if max_points < MIN_POINTS:
+            raise InputError(f"max_points {max_points} is below {MIN_POINTS}: the coarsest table has up to 8 voxels")
         self.voxel_size = voxel_size
         self.max_points = max_points
         self._keys = np.zeros(0, np.int64)
@@ -151,7 +156,7 @@ class VoxelCloud:
             origin = np.repeat(centers, mask.reshape(len(mask), -1).sum(axis=1), axis=0)
         size = float(np.median(np.linalg.norm(xyz - origin, axis=1))) / VOXELS_PER_MEDIAN_DISTANCE
         if not size > 0:
-            raise ValueError("cannot choose a voxel size: the first batch's points coincide; pass voxel_size")
+            raise InputError("cannot choose a voxel size: the first batch's points coincide; pass voxel_size")
         return size
 
     def _merge(self, keys: np.ndarray, xyz: np.ndarray, rgb: np.ndarray, count: np.ndarray) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from loger3d.sinks.images import image_relpath
 from loger3d.sinks.trajectory import quaternion_to_rotation, rotation_to_quaternion
 
+from ..errors import InputError
 from ..util.atomic import atomic_open, make_folder
 from .intrinsics import camera_arrays
 
@@ -68,7 +69,7 @@ def write_colmap_text(
     camera_of = np.arange(1, n + 1) if per_image else np.ones(n, np.int64)
     spaced = [name for name in names if len(name.split()) != 1]
     if spaced:
-        raise ValueError(f"image name {spaced[0]!r} has whitespace, which COLMAP text files cannot hold: rename frames")
+        raise InputError(f"image name {spaced[0]!r} has whitespace, which COLMAP text files cannot hold: rename frames")
     if (xyz is None) != (rgb is None):
         raise ValueError("pass xyz and rgb together, or neither")
     if xyz is not None:
@@ -121,7 +122,7 @@ def read_colmap_text(folder: str | os.PathLike) -> ColmapModel:
         if model == "SIMPLE_PINHOLE":
             p = [p[0], *p]
         elif model != "PINHOLE":
-            raise ValueError(f"camera {camera_id} is {model}: only PINHOLE and SIMPLE_PINHOLE are read")
+            raise InputError(f"camera {camera_id} is {model}: only PINHOLE and SIMPLE_PINHOLE are read")
         fx, fy, cx, cy = map(float, p)
         cameras[int(camera_id)] = (int(w), int(h), np.array([[fx, 0, cx - 0.5], [0, fy, cy - 0.5], [0, 0, 1.0]]))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..util.atomic import atomic_open, make_folder
 from ..util.workers import background_priority
 from .base import FrameBatch, SinkState
@@ -51,7 +52,7 @@ class ImageWriter:
         paths = []
         for name, image in zip(batch.name, batch.image):
             if not name or Path(name).name != name or name.startswith("."):
-                raise ValueError(f"frame name {name!r} is not a plain file name: use names without '/' or leading '.'")
+                raise InputError(f"frame name {name!r} is not a plain file name: use names without '/' or leading '.'")
             path = self.root / image_relpath(name)
             make_folder(path.parent)
             self._pending.append(self._pool.submit(_write_jpeg, path, image))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import InputError
 from ..util.atomic import atomic_open
 
 __all__ = ["OPENCV_TO_GLTF", "read_ply", "write_glb", "write_ply"]
@@ -58,21 +59,21 @@ def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str,
         data = f.read()
     end = data.find(b"end_header\n")
     if not data.startswith(b"ply\n") or end < 0:
-        raise ValueError(f"{path} is not a PLY file: no 'ply' magic or 'end_header' line")
+        raise InputError(f"{path} is not a PLY file: no 'ply' magic or 'end_header' line")
     fields, count = [], None
     for line in data[:end].decode("ascii").splitlines()[1:]:
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "format" and words[1] != "binary_little_endian":
-            raise ValueError(f"{path} is PLY {words[1]}: only binary_little_endian is read")
+            raise InputError(f"{path} is PLY {words[1]}: only binary_little_endian is read")
         if words[0] == "element":
             if count is not None or words[1] != "vertex":
-                raise ValueError(f"{path} has element {words[1]!r}: only a single vertex element is read")
+                raise InputError(f"{path} has element {words[1]!r}: only a single vertex element is read")
             count = int(words[2])
         if words[0] == "property":
             if words[1] == "list" or words[1] not in _PLY_TYPES:
-                raise ValueError(f"{path} has property {' '.join(words[1:])!r}: only float, double and uchar are read")
+                raise InputError(f"{path} has property {' '.join(words[1:])!r}: only float, double and uchar are read")
             fields.append((words[2], _PLY_TYPES[words[1]]))
     vertices = np.frombuffer(data, dtype=fields, count=count or 0, offset=end + len(b"end_header\n"))
     xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DamagedFileError
+from ..errors import DamagedFileError, InputError
 from ..util.atomic import atomic_open, make_folder
 from .base import FrameBatch, SinkState
 from .intrinsics import estimate_intrinsics
@@ -73,10 +73,10 @@ class FrameStore:
     def __init__(self, root: str | os.PathLike, keep: tuple[str, ...] = ("depth", "conf"),
                  precision: str = "float16") -> None:
         if precision not in STORE_PRECISIONS:
-            raise ValueError(f"store precision {precision!r} is not supported: use 'float16' or 'float32'")
+            raise InputError(f"store precision {precision!r} is not supported: use 'float16' or 'float32'")
         unknown = set(keep) - set(STORE_FIELDS)
         if unknown:
-            raise ValueError(f"cannot keep {', '.join(sorted(unknown))} in the frame store: "
+            raise InputError(f"cannot keep {', '.join(sorted(unknown))} in the frame store: "
                              f"choose from {', '.join(STORE_FIELDS)}")
         self.folder = Path(root) / "frames"
         self.keep = tuple(keep)

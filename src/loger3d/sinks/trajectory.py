@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import InputError
 from ..util.atomic import atomic_open, checked_write
 from .base import FrameBatch, SinkState
 
@@ -29,6 +30,7 @@ __all__ = [
     "read_kitti",
     "read_tum",
     "rotation_to_quaternion",
+    "trajectory_lines",
     "write_kitti",
     "write_tum",
 ]
@@ -101,13 +103,13 @@ def write_kitti(path: str | os.PathLike, poses: np.ndarray, append: bool = False
 def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Timestamps ``[N]`` float64 and camera-to-world poses ``[N, 4, 4]`` from a TUM file ('#' lines skipped).
 
-    A line that is not 8 finite numbers, or whose quaternion is zero, is a ``ValueError`` naming
+    A line that is not 8 finite numbers, or whose quaternion is zero, is an ``InputError`` naming
     the file and the line.
     """
     rows, lines = _read_rows(path, 8)
     zero = np.flatnonzero(~(np.linalg.norm(rows[:, 4:8], axis=1) > 0.0))
     if len(zero):
-        raise ValueError(
+        raise InputError(
             f"{os.fspath(path)}:{lines[zero[0]]}: the quaternion (qx qy qz qw) is zero, not a rotation: "
             "remove or repair that line"
         )
@@ -120,7 +122,7 @@ def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def read_kitti(path: str | os.PathLike) -> np.ndarray:
     """Camera-to-world poses ``[N, 4, 4]`` float64 from a KITTI file (12 numbers a line).
 
-    A line that is not 12 finite numbers is a ``ValueError`` naming the file and the line.
+    A line that is not 12 finite numbers is an ``InputError`` naming the file and the line.
     """
     rows, _ = _read_rows(path, 12)
     poses = _identity(len(rows))
@@ -160,30 +162,40 @@ def _format_line(values: Iterable[float]) -> str:
     return " ".join(repr(v) for v in values) + "\n"
 
 
+def trajectory_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """The stripped lines of a trajectory file with their numbers (from 1), '#' comments and blank lines
+    skipped; a file that is not UTF-8 text (an image, a binary) is an ``InputError`` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield lineno, line
+    except UnicodeDecodeError as e:
+        raise InputError(f"{os.fspath(path)} is not a text file ({e.reason}): pass a TUM or KITTI trajectory "
+                         "file") from None
+
+
 def _read_rows(path: str | os.PathLike, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows ``[N, width]`` of numbers of a text file ('#' comments and blank lines skipped) and each
-    row's line number ``[N]`` (from 1); a line that is not ``width`` finite numbers is a ``ValueError``
+    row's line number ``[N]`` (from 1); a line that is not ``width`` finite numbers is an ``InputError``
     that names the file and the line, such as ``est.txt:17: not a finite number ('nan')``."""
     rows, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            values = line.replace(",", " ").split()
-            where = f"{os.fspath(path)}:{lineno}"
-            if len(values) != width:
-                raise ValueError(f"{where}: {len(values)} numbers, expected {width}: wrong trajectory format")
-            try:
-                row = [float(v) for v in values]
-            except ValueError:
-                bad = next(v for v in values if not _is_float(v))
-                raise ValueError(f"{where}: not a number ({bad!r}): remove or repair that line") from None
-            if not all(map(math.isfinite, row)):
-                bad = next(v for v, x in zip(values, row) if not math.isfinite(x))
-                raise ValueError(f"{where}: not a finite number ({bad!r}): remove or repair that line")
-            rows.append(row)
-            lines.append(lineno)
+    for lineno, line in trajectory_lines(path):
+        values = line.replace(",", " ").split()
+        where = f"{os.fspath(path)}:{lineno}"
+        if len(values) != width:
+            raise InputError(f"{where}: {len(values)} numbers, expected {width}: wrong trajectory format")
+        try:
+            row = [float(v) for v in values]
+        except ValueError:
+            bad = next(v for v in values if not _is_float(v))
+            raise InputError(f"{where}: not a number ({bad!r}): remove or repair that line") from None
+        if not all(map(math.isfinite, row)):
+            bad = next(v for v, x in zip(values, row) if not math.isfinite(x))
+            raise InputError(f"{where}: not a finite number ({bad!r}): remove or repair that line")
+        rows.append(row)
+        lines.append(lineno)
     return np.asarray(rows, dtype=np.float64).reshape(-1, width), np.asarray(lines, dtype=np.int64)
 
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -47,7 +49,7 @@ def demo_target_size(width: int, height: int, max_pixels: int = PIXEL_LIMIT, pat
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if max_pixels < patch * patch:
-        raise ValueError(f"max_pixels must be at least {patch * patch} (one {patch}x{patch} patch), got {max_pixels}")
+        raise InputError(f"max_pixels must be at least {patch * patch} (one {patch}x{patch} patch), got {max_pixels}")
     scale = math.sqrt(max_pixels / (width * height))
     target_w, target_h = width * scale, height * scale
     k, m = round(target_w / patch), round(target_h / patch)
@@ -64,14 +66,14 @@ def parse_resolution(value: str | tuple[int, int]) -> tuple[int, int]:
     if isinstance(value, str):
         match = _RESOLUTION.match(value)
         if match is None:
-            raise ValueError(f"cannot parse resolution {value!r}; write it as WIDTHxHEIGHT, e.g. 504x280")
+            raise InputError(f"cannot parse resolution {value!r}; write it as WIDTHxHEIGHT, e.g. 504x280")
         width, height = int(match[1]), int(match[2])
     else:
         width, height = (int(v) for v in value)
     if width % PATCH or height % PATCH or width <= 0 or height <= 0:
         low = (max(PATCH, width // PATCH * PATCH), max(PATCH, height // PATCH * PATCH))
         high = (max(PATCH, -(-width // PATCH) * PATCH), max(PATCH, -(-height // PATCH) * PATCH))
-        raise ValueError(f"resolution {width}x{height} must be positive multiples of {PATCH} on both sides; "
+        raise InputError(f"resolution {width}x{height} must be positive multiples of {PATCH} on both sides; "
                          f"nearest valid sizes: {low[0]}x{low[1]} or {high[0]}x{high[1]}")
     return width, height
 
@@ -93,7 +95,7 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")
     except ValueError as e:  # a mode PIL cannot convert (rare: e.g. exotic raw modes)
-        raise ValueError(f"cannot convert an image of mode {img.mode} to RGB: {e}") from None
+        raise InputError(f"cannot convert an image of mode {img.mode} to RGB: {e}") from None
 
 
 def resize_frame(img: Image.Image, size: tuple[int, int]) -> np.ndarray:

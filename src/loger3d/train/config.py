@@ -92,12 +92,12 @@ class TrainSection:
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.batch_size < 1 or self.micro_batch < 1 or self.batch_size % self.micro_batch:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a positive multiple of micro_batch "
-                             f"({self.micro_batch})")
+            raise ConfigError(f"batch_size ({self.batch_size}) must be a positive multiple of micro_batch "
+                              f"({self.micro_batch})")
         if self.log_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("log_every and checkpoint_every must be >= 1")
+            raise ConfigError("log_every and checkpoint_every must be >= 1")
         self.recurrent  # noqa: B018 -- validates align, loss_scope and truncate_every
 
     @property
@@ -161,7 +161,10 @@ def _override(raw: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[last] = yaml.safe_load(value)
+    try:
+        node[last] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {assignment}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def builtin_configs() -> dict[str, str]:
@@ -180,9 +183,9 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] = ()) -> Tra
                               f"{', '.join(sorted(shipped))}")
         path = shipped[path]
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # not YAML, or not text at all
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping with sections model, data, curriculum, optim, train, loss")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .clip import Clip
+from .config import ConfigError
 
 __all__ = ["DepthFilter"]
 
@@ -32,9 +33,9 @@ class DepthFilter:
 
     def __post_init__(self) -> None:
         if self.max_depth is not None and not (_is_number(self.max_depth) and 0 < self.max_depth < math.inf):
-            raise ValueError(f"max_depth must be a positive number of metres or None, got {self.max_depth!r}")
+            raise ConfigError(f"max_depth must be a positive number of metres or None, got {self.max_depth!r}")
         if self.percentile is not None and not (_is_number(self.percentile) and 0 < self.percentile <= 100):
-            raise ValueError(f"percentile must be in (0, 100] (e.g. 98) or None, got {self.percentile!r}")
+            raise ConfigError(f"percentile must be in (0, 100] (e.g. 98) or None, got {self.percentile!r}")
 
     def __call__(self, clip: Clip) -> Clip:
         keep = clip.valid

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from loger3d.errors import InputError
 from loger3d.eval.datasets.base import (
     DatasetError,
     _read_depth_png,
@@ -205,7 +206,7 @@ def _read_image(path: str) -> Image.Image:
         with Image.open(path) as opened:
             rgb = to_rgb8(opened)
             rgb.load()
-    except OSError as e:
+    except (OSError, InputError) as e:  # unreadable, or a mode that has no RGB
         raise DatasetError(f"{path}: cannot read the image ({' '.join(str(e).split())}); re-export it") from None
     return rgb
 

@@ -6,16 +6,27 @@ from __future__ import annotations
 import json
 import os
 
+from ..errors import DamagedFileError
 from ..util.atomic import atomic_open
 
 __all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of ``metrics.jsonl`` (none when it is missing); a garbled line is a ``DamagedFileError``."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DamagedFileError(f"{os.fspath(path)}:{lineno} is damaged ({e.msg}); remove that line and "
+                                       "run again") from None
+    return records
 
 
 def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:

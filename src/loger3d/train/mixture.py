@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .clip import Clip, ClipSource
+from .config import ConfigError
 from .depth_filter import DepthFilter
 
 __all__ = ["ClipMixture"]
@@ -23,10 +24,10 @@ class ClipMixture:
     def __init__(self, sources: Sequence[ClipSource], weights: Sequence[float] | None = None, seed: int = 0,
                  depth_filter: DepthFilter | None = None) -> None:
         if not sources:
-            raise ValueError("a data mixture needs at least one source")
-        weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+            raise ConfigError("a data mixture needs at least one source")
+        weights = [1.0] * len(sources) if weights is None else [_number(w, "weight") for w in weights]
         if len(weights) != len(sources) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"need one non-negative weight per source with a positive sum, got {weights}")
+            raise ConfigError(f"need one non-negative weight per source with a positive sum, got {weights}")
         self.sources = list(sources)
         self.probabilities = np.asarray(weights) / sum(weights)
         self.seed = int(seed)
@@ -62,14 +63,21 @@ def mixture_from_config(data) -> ClipMixture:
     sources, weights = [], []
     for i, spec in enumerate(data.sources):
         if not isinstance(spec, dict) or "kind" not in spec:
-            raise ValueError(f"data.sources[{i}] must be a mapping with a kind (synthetic or folder), got {spec!r}")
+            raise ConfigError(f"data.sources[{i}] must be a mapping with a kind (synthetic or folder), got {spec!r}")
         options = {k: v for k, v in spec.items() if k not in ("kind", "weight")}
-        weights.append(float(spec.get("weight", 1.0)))
+        weights.append(_number(spec.get("weight", 1.0), f"data.sources[{i}].weight"))
         kinds = {"synthetic": SyntheticSource, "folder": SequenceFolder}
         if spec["kind"] not in kinds:
-            raise ValueError(f"data.sources[{i}].kind {spec['kind']!r} is unknown; use synthetic or folder")
+            raise ConfigError(f"data.sources[{i}].kind {spec['kind']!r} is unknown; use synthetic or folder")
         try:
             sources.append(kinds[spec["kind"]](height=data.height, width=data.width, **options))
-        except TypeError as e:
-            raise ValueError(f"data.sources[{i}] ({spec['kind']}): {e}") from None
+        except (TypeError, ConfigError) as e:  # an unknown option, or a value the source refuses
+            raise ConfigError(f"data.sources[{i}] ({spec['kind']}): {e}") from None
     return ClipMixture(sources, weights, data.seed, DepthFilter(data.max_depth, data.depth_percentile))
+
+
+def _number(value: object, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number, got {value!r}") from None

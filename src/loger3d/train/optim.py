@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .config import OptimSection
+from .config import ConfigError, OptimSection
 from .init import MEMORY_PREFIXES
 
 __all__ = ["parameter_groups", "lr_factor", "build_optimizer"]
@@ -54,5 +54,5 @@ def lr_factor(step: int, total_steps: int, cfg: OptimSection) -> float:
 def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.AdamW:
     groups = parameter_groups(model, cfg)
     if not groups:
-        raise ValueError("every parameter is frozen (all learning rates are 0); nothing to train")
+        raise ConfigError("every parameter is frozen (all learning rates are 0); nothing to train")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .clip import Clip
+from .config import ConfigError
 from .worlds import FAMILIES, SyntheticWorld, WorldConfig
 
 __all__ = ["HELD_OUT_SEED_OFFSET", "ClipPlan", "SyntheticSource", "TRAJECTORIES"]
@@ -74,17 +75,23 @@ class SyntheticSource:
     def __post_init__(self) -> None:
         self.families = tuple(self.families)
         self.trajectories = tuple(self.trajectories)
-        self.stride = tuple(int(s) for s in self.stride)
         unknown = [f for f in self.families if f not in FAMILIES]
         if unknown or not self.families:
-            raise ValueError(f"unknown scene families {unknown}; choose from {sorted(FAMILIES)}")
+            raise ConfigError(f"unknown scene families {unknown}; choose from {sorted(FAMILIES)}")
         unknown = [t for t in self.trajectories if t not in TRAJECTORIES]
         if unknown or not self.trajectories:
-            raise ValueError(f"unknown trajectories {unknown}; choose from {list(TRAJECTORIES)}")
-        if len(self.stride) != 2 or not 1 <= self.stride[0] <= self.stride[1]:
-            raise ValueError(f"stride must be [min, max] with 1 <= min <= max, got {list(self.stride)}")
+            raise ConfigError(f"unknown trajectories {unknown}; choose from {list(TRAJECTORIES)}")
+        try:
+            low, high = (int(s) for s in self.stride)
+        except (TypeError, ValueError):  # not two whole numbers
+            low = high = 0
+        if not 1 <= low <= high:
+            raise ConfigError(f"stride must be [min, max] with 1 <= min <= max, got {self.stride!r}")
+        self.stride = (low, high)
         if self.num_worlds < 1 or self.world_length < 1:
-            raise ValueError("num_worlds and world_length must be positive")
+            raise ConfigError("num_worlds and world_length must be positive")
+        if self.height < 1 or self.width < 1:
+            raise ConfigError(f"height and width must be positive, got {self.height} and {self.width}")
         self._cache: OrderedDict[int, SyntheticWorld] = OrderedDict()
         self._pending: dict[int, Future] = {}
         self._pool: ProcessPoolExecutor | None = None
@@ -114,8 +121,8 @@ class SyntheticSource:
         stride = int(rng.integers(self.stride[0], self.stride[1] + 1))
         span = (frames - 1) * stride + 1
         if span > self.world_length:
-            raise ValueError(f"a clip of {frames} frames at stride {stride} needs worlds of {span} frames; "
-                             f"raise world_length (now {self.world_length})")
+            raise ConfigError(f"a clip of {frames} frames at stride {stride} needs worlds of {span} frames; "
+                              f"raise world_length (now {self.world_length})")
         index = int(rng.integers(self.num_worlds))
         return ClipPlan(index, int(rng.integers(self.world_length - span + 1)), stride)
 

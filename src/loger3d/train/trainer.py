@@ -60,10 +60,10 @@ class TrainResult:
 
 def model_config(config: TrainConfig) -> ModelConfig:
     """The architecture: the preset with ``model.options`` applied."""
+    preset = get_config(config.model.preset)  # an unknown name is an InputError listing the presets
     try:
-        return replace(get_config(config.model.preset), **{
-            k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()})
-    except TypeError as e:
+        return replace(preset, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.model.options.items()})
+    except (TypeError, ValueError) as e:  # an unknown field, or a value ModelConfig refuses
         raise TrainingError(f"model.options: {e}") from None
 
 

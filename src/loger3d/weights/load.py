@@ -75,6 +75,8 @@ def model_from_spec(spec: str, device: torch.device | str = "auto", dtype: str =
     _, preset, *seed = spec.split(":")
     if preset not in PRESETS:
         raise WeightsError(f"unknown preset {preset!r} in {spec!r}; use seeded:{'|'.join(PRESETS)}[:SEED]")
+    if seed and not seed[0].isdigit():
+        raise WeightsError(f"seed {seed[0]!r} in {spec!r} is not a whole number; use seeded:{preset}[:SEED]")
     with torch.device("meta"):
         model = LoGeR(preset)
     model = fill_seeded_(model, int(seed[0]) if seed else 0, device=device).eval()

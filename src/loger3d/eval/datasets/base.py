@@ -38,6 +38,7 @@ __all__ = [
     "Selection",
     "Sequence",
     "read_dpt",
+    "text_lines",
 ]
 
 DPT_TAG = 202021.25  # first float32 of Sintel .dpt/.cam files (the Middlebury .flo convention)
@@ -134,7 +135,7 @@ class Sequence:
         if suffix == ".dpt":
             raw = read_dpt(path)
         elif suffix == ".npy":
-            raw = np.load(path).astype(np.float32)
+            raw = _read_depth_npy(path)
         elif suffix == ".png":
             raw = _read_depth_png(path)
         else:
@@ -145,6 +146,13 @@ class Sequence:
         depth = (raw.astype(np.float64) * self.depth_scale).astype(np.float32)
         depth[invalid] = 0.0
         return depth
+
+
+def _read_depth_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError, EOFError) as e:  # cut short, not .npy, or an object array
+        raise DatasetError(f"{path}: cannot read the depth ({' '.join(str(e).split())}); re-download it") from None
 
 
 def _read_depth_png(path: str) -> np.ndarray:
@@ -179,16 +187,24 @@ def read_rows(path: str, columns: int | tuple[int, int], what: str) -> list[tupl
     if not os.path.isfile(path):
         raise DatasetError(f"missing {what} file {path}")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            if not low <= len(fields) <= high:
-                expected = low if low == high else f"{low} to {high}"
-                raise DatasetError(f"{path}:{lineno}: {len(fields)} fields, expected {expected} ({what})")
-            rows.append((lineno, fields))
+    for lineno, line in enumerate(text_lines(path), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if not low <= len(fields) <= high:
+            expected = low if low == high else f"{low} to {high}"
+            raise DatasetError(f"{path}:{lineno}: {len(fields)} fields, expected {expected} ({what})")
+        rows.append((lineno, fields))
     return rows
+
+
+def text_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file of the dataset; one that is not text is a ``DatasetError`` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path} is not a text file ({e.reason}); re-download it") from None
 
 
 def read_numbers(path: str, columns: int, what: str) -> np.ndarray:

@@ -29,7 +29,15 @@ import re
 
 import numpy as np
 
-from loger3d.eval.datasets.base import Dataset, DatasetError, Selection, Sequence, list_files, read_matrix
+from loger3d.eval.datasets.base import (
+    Dataset,
+    DatasetError,
+    Selection,
+    Sequence,
+    list_files,
+    read_matrix,
+    text_lines,
+)
 
 __all__ = ["SevenScenes"]
 
@@ -94,8 +102,7 @@ class SevenScenes(Dataset):
         for scene in sorted({name.split("/")[0] for name in found}):
             split = self._path(scene, "TestSplit.txt")
             if os.path.isfile(split):
-                with open(split, encoding="utf-8") as f:
-                    numbers = [re.sub(r"\D", "", line) for line in f if line.strip()]
+                numbers = [re.sub(r"\D", "", line) for line in text_lines(split) if line.strip()]
                 listed += [f"{scene}/seq-{n.zfill(2)}" for n in numbers if n]
         return [name for name in listed if name in found]
 

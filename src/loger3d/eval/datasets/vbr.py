@@ -53,6 +53,7 @@ from loger3d.eval.datasets.base import (
     list_files,
     read_matrix,
     read_numbers,
+    text_lines,
     tum_poses,
 )
 from loger3d.eval.datasets.tum import read_stamped_paths
@@ -250,15 +251,14 @@ def read_times_ns(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DatasetError(f"missing timestamps file {path}")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            try:
-                out.append(int(text) if text.isdigit() else int(np.datetime64(text, "ns").astype(np.int64)))
-            except ValueError:
-                raise DatasetError(f"{path}:{lineno}: {text!r} is not ISO-8601 time or integer nanoseconds") from None
+    for lineno, line in enumerate(text_lines(path), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            out.append(int(text) if text.isdigit() else int(np.datetime64(text, "ns").astype(np.int64)))
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: {text!r} is not ISO-8601 time or integer nanoseconds") from None
     return np.array(out, dtype=np.int64)
 
 
@@ -270,8 +270,10 @@ def _calibration(path: str, camera: str) -> tuple[np.ndarray, np.ndarray, np.nda
         import yaml
     except ImportError:
         raise DatasetError("reading vbr_calib.yaml needs PyYAML: pip install pyyaml") from None
-    with open(path, encoding="utf-8") as f:
-        calib = yaml.safe_load(f)
+    try:
+        calib = yaml.safe_load("".join(text_lines(path)))
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); re-download it") from None
     key = "cam_l" if camera == "left" else "cam_r"
     try:
         fx, fy, cx, cy = (float(v) for v in calib[key]["intrinsics"])
