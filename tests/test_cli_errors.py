@@ -3,18 +3,23 @@ exit status, a plain ``ValueError`` is a bug and propagates; files that are not 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
+import torch
 
 import loger3d
 from loger3d.cli import main
 from loger3d.errors import DamagedFileError, InputError, LogerError, OutputError
 from loger3d.eval.trajectory_metrics import rpe_pairs
 from loger3d.model.windows import plan_windows
+from loger3d.seeded import fill_seeded_
 from loger3d.sinks.cloud import VoxelCloud
 from loger3d.sources.preprocess import parse_resolution
+from loger3d.util.atomic import atomic_write
 
 from .conftest import one_line_error
 
@@ -92,3 +97,42 @@ def test_a_bad_model_option_in_a_training_config_names_the_key():
 
     with pytest.raises(TrainingError, match="model.options: dec_depth must be even"):
         model_config(config_from_dict({"model": {"options": {"dec_depth": 7}}}))
+
+
+def test_a_full_disk_during_convert_is_one_line_exit_4(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    model = fill_seeded_(loger3d.build_model("tiny", device="meta"), 0)
+    torch.save(model.state_dict(), tmp_path / "src.pt")
+
+    def full_disk(tensors, filename, metadata=None):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    assert main(["convert", str(tmp_path / "src.pt"), str(tmp_path / "out.safetensors")]) == 4
+    one_line_error(capsys, "no space left to write", "out.safetensors", "free some space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.pt"]
+
+
+def test_atomic_write_renames_on_success_and_cleans_up_on_failure(tmp_path):
+    def own_temporary(tmp):  # as safetensors writes: its own 0600 file, renamed onto the path it was given
+        mine = tmp.with_name(".mine")
+        mine.write_bytes(b"whole")
+        mine.chmod(0o600)
+        os.replace(mine, tmp)
+
+    out = tmp_path / "big.bin"
+    atomic_write(out, own_temporary)
+    assert out.read_bytes() == b"whole" and sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
+    (tmp_path / "plain").write_bytes(b"")
+    assert out.stat().st_mode == (tmp_path / "plain").stat().st_mode  # the permissions of any new file
+    (tmp_path / "plain").unlink()
+
+    def full(tmp):
+        tmp.write_bytes(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match="no space left to write .*big.bin"):
+        atomic_write(out, full)
+    assert out.read_bytes() == b"whole" and sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]

@@ -114,3 +114,18 @@ def test_fast_path_benchmark_is_recorded(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_protocol_windows_and_chaining_follow_the_model_card(monkeypatch):
+    """The per-model window of a protocol is looked up by the card's protocol name; the chaining is the card's."""
+    from dataclasses import replace
+
+    from loger3d.eval.runner import protocol_settings
+    from loger3d.weights.registry import MODEL_CARDS
+
+    protocol = {"window": {"LoGeR": 32, "LoGeR*": 64}, "overlap": 3, "reset_every": 5}
+    assert protocol_settings(protocol, "loger") == (32, 3, 5, "none")
+    assert protocol_settings(protocol, "loger_star") == (64, 3, 5, "se3")
+    assert protocol_settings(protocol, "pi3") == (32, 3, 5, "sim3")  # not named by the paper: the first window
+    monkeypatch.setitem(MODEL_CARDS, "loger", replace(MODEL_CARDS["loger"], protocol_name="LoGeR*", align="sim3"))
+    assert protocol_settings(protocol, "loger") == (64, 3, 5, "sim3")

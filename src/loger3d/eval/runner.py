@@ -22,6 +22,7 @@ from ..run import RUN_FILE, RunError, RunSettings, reconstruct
 from ..run.folder import read_run_record
 from ..sinks.store import FrameStore
 from ..util.atomic import atomic_open
+from ..weights.registry import preset_card
 from .datasets import DATASETS, open_dataset
 from .depth_metrics import combine_depth_metrics, video_depth_metrics
 from .pointcloud_metrics import pointcloud_metrics
@@ -30,19 +31,16 @@ from .trajectory_metrics import align_trajectory, vbr_segment_metric
 
 __all__ = ["run_benchmark", "protocol_settings", "score_sequence"]
 
-#: How the protocols name the checkpoints (their per-model settings).
-_PROTOCOL_NAMES = {"loger": "LoGeR", "loger_star": "LoGeR*"}
-#: Chunk chaining per checkpoint: LoGeR* aligns by SE(3); Pi3 runs as Pi3-Chunk (Sim(3)).
-_ALIGN = {"loger": "none", "loger_star": "se3", "pi3": "sim3"}
-
 
 def protocol_settings(protocol: dict, preset: str) -> tuple[int, int, int, str]:
-    """(window, overlap, reset_every, align) the official scripts use for this checkpoint."""
+    """(window, overlap, reset_every, align) the official scripts use for this checkpoint: a window the protocol
+    gives per model is looked up by the preset's card's ``protocol_name`` (the first one for a model the paper
+    does not name), the chunk chaining is the card's."""
+    card = preset_card(preset)
     window = protocol.get("window")
     if isinstance(window, dict):
-        window = window.get(_PROTOCOL_NAMES.get(preset, ""), next(iter(window.values()), None))
-    return (int(window or 32), int(protocol.get("overlap") or 3), int(protocol.get("reset_every") or 0),
-            _ALIGN.get(preset, "none"))
+        window = window.get(card.protocol_name, next(iter(window.values()), None))
+    return (int(window or 32), int(protocol.get("overlap") or 3), int(protocol.get("reset_every") or 0), card.align)
 
 
 def _selection(options: dict) -> dict:

@@ -26,7 +26,7 @@ import yaml
 from ..config import ModelConfig, get_config
 from ..errors import LogerError
 from ..model.loger import LoGeR
-from ..util.atomic import atomic_open
+from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
 from ..weights.registry import ModelCard
 from .clip import stack_clips
@@ -190,14 +190,11 @@ class Trainer:
 
     def export_weights(self) -> str:
         """``model.safetensors``: the weights alone, fp32, keys of the preset (rank 0 writes)."""
-        from safetensors.torch import save_file
-
         path = os.path.join(self.out, "model.safetensors")
         if self.main:
             tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
             metadata = {"preset": self.config.model.preset, "step": str(self.step), **self.model_card().to_metadata()}
-            save_file(tensors, path + ".tmp", metadata=metadata)
-            os.replace(path + ".tmp", path)
+            stream_safetensors(path, tensors, metadata)
         return path
 
     def model_card(self) -> ModelCard:

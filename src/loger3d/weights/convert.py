@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from ..errors import WeightsError
+from ..util.atomic import stream_safetensors
 from .devices import resolve_dtype
 from .hub import resolve_source
 from .load import _pick_preset
@@ -44,11 +44,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
     """Write a checkpoint (alias or file) as ``.safetensors`` in fp32/fp16/bf16; return its preset.
 
     Safetensors loads without unpickling and fast; the preset is checked first and recorded in the
-    metadata. The output appears atomically: it is written to a temporary file next to it and
-    renamed, so an interrupted run never leaves a half-written ``dst``.
+    metadata. The output appears atomically (``util.atomic.stream_safetensors``: no copy of the weights in
+    memory), so an interrupted run never leaves a half-written ``dst``.
     """
-    from safetensors.torch import save_file
-
     from .. import __version__
 
     target = resolve_dtype(dtype)
@@ -71,14 +69,5 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
     if card is not None and card.preset == name:  # the model keeps its defaults wherever the file goes
         metadata.update(card.to_metadata())
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask-respecting permissions
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    stream_safetensors(out, tensors, metadata)
     return name

@@ -1,7 +1,7 @@
 """One card per model that loger3d knows by name: where its weights are, which preset they fit, how to run it.
 
-The command line (``reconstruct``, ``demo``, ``info``), ``load_model`` and ``convert`` all read the
-cards, so the defaults of a model are stated once. A card travels with the model: ``convert`` writes
+The command line (``reconstruct``, ``demo``, ``eval``, ``info``), ``load_model`` and ``convert`` all read
+the cards, so the defaults of a model are stated once. A card travels with the model: ``convert`` writes
 it into the safetensors metadata (key ``loger3d_card``, JSON), and :func:`card_for` reads it back from
 a file, so a copied or converted model keeps its own defaults. Models without a card (a bare
 checkpoint, ``seeded:PRESET``) run with their preset's defaults (:func:`preset_card`).
@@ -38,6 +38,8 @@ class ModelCard:
                   exceeds it), else ``None`` (the official demo's 255,000-pixel rule)
     edge_rtol     the fused cloud's depth-edge filter that suits its depth maps
     licence, about  the weights' licence and what the model is for
+    protocol_name its name in the LoGeR paper's evaluation protocols (``LoGeR``, ``LoGeR*``), whose per-model
+                  windows ``loger3d eval`` follows, or ``None`` for a model they do not name
     """
 
     name: str
@@ -52,6 +54,7 @@ class ModelCard:
     edge_rtol: float = 0.03
     licence: str = "unknown"
     about: str = ""
+    protocol_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -102,10 +105,11 @@ class ModelCard:
 MODEL_CARDS: dict[str, ModelCard] = {card.name: card for card in (
     ModelCard("loger", "loger", 32, 3, "none", hub="Junyi42/LoGeR/LoGeR/latest.pt",
               licence="none declared by the LoGeR release (Junyi42/LoGeR#3)",
-              about="LoGeR (hybrid TTT + SWA memory): long videos; --reset-every 5 beyond about 1,000 frames"),
+              about="LoGeR (hybrid TTT + SWA memory): long videos; --reset-every 5 beyond about 1,000 frames",
+              protocol_name="LoGeR"),
     ModelCard("loger_star", "loger_star", 64, 3, "se3", hub="Junyi42/LoGeR/LoGeR_star/latest.pt",
               licence="none declared by the LoGeR release (Junyi42/LoGeR#3)",
-              about="LoGeR*: chunks chained by SE(3) through their overlap"),
+              about="LoGeR*: chunks chained by SE(3) through their overlap", protocol_name="LoGeR*"),
     ModelCard("pi3", "pi3", 32, 3, "sim3", hub="yyfz233/Pi3/model.safetensors",
               licence="CC BY-NC 4.0 (Pi3's weights)",
               about="Pi3 without memory, chunked and chained by Sim(3): the paper's Pi3-Chunk baseline"),
