@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from loger3d.errors import InputError
-from loger3d.run.folder import RUN_FILE, read_run_record
+from loger3d.run.folder import read_run_record
 from loger3d.run.settings import RunError
 from loger3d.sinks.cloud import filter_mask
 from loger3d.sinks.images import read_images
@@ -130,7 +130,7 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
     if max_points < 1 or max_frustums < 1:
         raise InputError(f"max_points {max_points} and max_frustums {max_frustums} must be at least 1")
     run_dir = Path(run_dir)
-    settings = _read_settings(run_dir)
+    settings = read_run_record(run_dir)["settings"]
     store = FrameStore(run_dir)
     if not store.chunks():
         raise RunError(f"the run in {run_dir} has no finished frames yet; wait for its first chunk, or resume it "
@@ -170,13 +170,6 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
         trajectory=poses[evenly_spaced(len(index), MAX_TRAJECTORY_POINTS), :3, 3].astype(np.float32),
         conf_threshold=float(settings.get("conf_threshold", 0.1)),
         median_depth=float(np.median(depth)) if len(depth) else 1.0)
-
-
-def _read_settings(run_dir: Path) -> dict:
-    if not (run_dir / RUN_FILE).is_file():
-        raise RunError(f"{run_dir} holds no loger3d run ({RUN_FILE} missing); give a folder written by loger3d "
-                       "reconstruct")
-    return read_run_record(run_dir)["settings"]
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:

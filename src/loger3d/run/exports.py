@@ -18,7 +18,7 @@ from ..sinks.cloud import VoxelCloud, add_to_cloud
 from ..sinks.images import image_relpath, read_images
 from ..sinks.store import FrameStore
 from ..util.atomic import atomic_open
-from .folder import RUN_FILE, read_run_record
+from .folder import read_run_record
 from .settings import RunError, check_cloud_options
 
 __all__ = ["EXPORT_FORMATS", "check_export_formats", "write_exports", "export_run", "rebuild_cloud"]
@@ -112,8 +112,6 @@ def export_run(run_dir: str | os.PathLike, formats, conf_threshold: float | None
     out = Path(run_dir)
     check_export_formats(formats)
     check_cloud_options(conf_threshold or 0.0, edge_rtol or 0.0, voxel_size=voxel_size)
-    if not (out / RUN_FILE).exists():
-        raise RunError(f"{out} holds no loger3d run ({RUN_FILE} missing); give a folder written by reconstruct")
     record = read_run_record(out)
     settings = record["settings"]
     if not FrameStore(out).chunks():

@@ -73,8 +73,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def read_run_record(out: Path) -> dict[str, Any]:
-    """The ``run.json`` of the run in ``out`` (a ``DamagedFileError`` when it is not a run record)."""
+    """The ``run.json`` of the run in ``out``: a ``RunError`` when there is none, a ``DamagedFileError`` when it
+    is not a run record."""
     path = Path(out) / RUN_FILE
+    if not path.is_file():
+        raise RunError(f"{out} holds no loger3d run ({RUN_FILE} missing); give a folder written by loger3d "
+                       "reconstruct")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
