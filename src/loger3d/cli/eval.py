@@ -155,6 +155,9 @@ def _add_benchmarks(runners: argparse._SubParsersAction) -> None:
         bench.add_argument("--fast", action="store_true",
                            help="the fast path (cuDNN attention, compiled layers; docs/performance.md): faster on a "
                                 "GPU, outputs within its measured tolerance rather than the reference numerics")
+        bench.add_argument("--loop-closure", action="store_true",
+                           help="close loops in each run with the default settings (docs/loop-closure.md); the "
+                                "scores are those of the corrected trajectories")
         bench.set_defaults(func=_run_benchmark, benchmark=name)
 
 
@@ -197,7 +200,8 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     options = {"window": args.window, "overlap": args.overlap, "align": args.align, "reset_every": args.reset_every,
                "start": args.start, "stride": args.stride, "max_frames": args.max_frames,
                "resolution": parse_resolution(args.resolution) if args.resolution else None,
-               "eval_align": args.eval_align, "depth": args.depth, "fast": args.fast}
+               "eval_align": args.eval_align, "depth": args.depth, "fast": args.fast,
+               "loop_closure": args.loop_closure}
     run_benchmark(args.benchmark, args.data, model, args.model, args.out, dtype=dtype, sequences=args.sequences,
                   options=options, devices=devices)
     print((Path(args.out) / "results.md").read_text(), end="")

@@ -38,6 +38,7 @@ examples:
   loger3d reconstruct drive.mp4 -o drive/ --model loger_star --reset-every 5 --stride 2
   loger3d reconstruct frames/ -o out/ --resolution 504x280 --start 100 --end 2100
   loger3d reconstruct walk.mp4 -o walk/ --resume          # after an interruption
+  loger3d reconstruct orbit.mp4 -o orbit/ --loop-closure  # close loops when the camera comes back
 
 outputs in OUT/: trajectory_tum.txt, trajectory_kitti.txt, cloud.ply, intrinsics.txt,
 colmap/, transforms.json, images/, frames/ (per-frame arrays), run.json
@@ -106,8 +107,32 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                       help="fuse every N-th pixel row and column into the cloud (default: 2; 1 uses all)")
     outp.add_argument("--voxel-size", type=float, help="voxel size of the fused cloud (default: automatic)")
     outp.add_argument("--max-points", type=int, default=5_000_000, help="upper bound on the fused cloud's size")
+    loop = rec.add_argument_group("loop closure (docs/loop-closure.md)")
+    loop.add_argument("--loop-closure", action="store_true",
+                      help="find places the camera comes back to, verify each with the model and correct the "
+                           "trajectory, depth and cloud with a Sim(3) pose graph; the uncorrected trajectories are "
+                           "kept as trajectory_*_uncorrected.txt and loops/loops.json says what was found (needs "
+                           "--save depth,conf,images; off by default)")
+    loop.add_argument("--loop-similarity", type=float, metavar="COS",
+                      help="how alike two keyframes must look to be verified as a loop: a standardised cosine "
+                           "(default: 0.7; higher finds fewer loops and costs less)")
+    loop.add_argument("--loop-min-gap", type=int, metavar="FRAMES",
+                      help="frames between the two ends of a loop, at least (default: 100, and at least the window)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     rec.set_defaults(func=run)
+
+
+def _loop_settings(args: argparse.Namespace) -> dict | None:
+    """``RunSettings.loop_closure`` from the loop options given; ``None`` when loop closure is off."""
+    from ..loop.closer import LoopOptions
+
+    given = {"similarity": args.loop_similarity, "min_gap": args.loop_min_gap}
+    if not args.loop_closure:
+        named = [f"--loop-{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if named:
+            raise InputError(f"{', '.join(named)} only apply with --loop-closure: add it, or leave them out")
+        return None
+    return LoopOptions.from_dict({k: v for k, v in given.items() if v is not None}).to_dict()
 
 
 def _parse_size(text: str) -> list[int]:
@@ -157,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         edge_rtol=args.edge_rtol if args.edge_rtol is not None else 0.03,
         cloud_stride=args.cloud_stride, voxel_size=args.voxel_size, max_points=args.max_points)
     settings.check()
+    loop_closure = _loop_settings(args)
+    if loop_closure is not None and (args.window is not None or known is not None):  # the window is known now
+        replace(settings, window=args.window or known.window, loop_closure=loop_closure).check()
     check_folder(Path(args.output), args.resume)
     source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
     status(args, _describe_size(source, settings, known is not None and known.training_size is not None
@@ -167,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     settings = replace(settings, window=args.window if args.window is not None else card.window,
                        overlap=args.overlap if args.overlap is not None else card.overlap,
                        align=args.align or card.align,
-                       edge_rtol=args.edge_rtol if args.edge_rtol is not None else card.edge_rtol, dtype=dtype).check()
+                       edge_rtol=args.edge_rtol if args.edge_rtol is not None else card.edge_rtol, dtype=dtype,
+                       loop_closure=loop_closure).check()
     if args.fast is None:  # on CUDA, for runs long enough to repay the compilation
         frames = source.num_frames
         settings.fast = model.image_mean.device.type == "cuda" and (frames is None or frames >= FAST_MIN_FRAMES)

@@ -62,6 +62,10 @@ def _reconstruct_sequence(seq, run_dir: Path, model, model_spec: str, dtype: str
         resolution=list(options["resolution"]) if options.get("resolution") else None,
         max_pixels=options.get("max_pixels") or 255000,
         save=["depth", "conf", "points"], store_precision="float32")  # scores use the model's exact outputs
+    if options.get("loop_closure"):  # verification reads the frames back as JPEGs
+        from ..loop.closer import LoopOptions
+
+        settings.save, settings.loop_closure = ["depth", "conf", "points", "images"], LoopOptions().to_dict()
     resume = (run_dir / RUN_FILE).exists()
     if resume:
         previous = read_run_record(run_dir)

@@ -38,7 +38,7 @@ from .pipeline import LayerPipeline, parse_devices
 
 __all__ = ["FinishedFrames", "Reconstructor"]
 
-_PRED_KEYS = ("local_points", "conf", "camera_poses", "points")
+_PRED_KEYS = ("local_points", "conf", "camera_poses", "points", "descriptors")
 
 
 @dataclass
@@ -267,7 +267,8 @@ class Reconstructor:
             state["buffer"] = self._buffer
         state.update({f"aligner.{k}": v for k, v in self.aligner.state_dict().items()})
         if self._held is not None:
-            state.update({f"held.{k}": getattr(self._held, k) for k in _PRED_KEYS})
+            state.update({f"held.{k}": getattr(self._held, k) for k in _PRED_KEYS
+                          if getattr(self._held, k) is not None})
             state["held_meta"] = torch.tensor([self._held_start, self._held_chunk])
             if self._held_transform is not None:
                 t = self._held_transform
@@ -301,7 +302,8 @@ class Reconstructor:
                                       if k.startswith("aligner.")})
         self._held = None
         if "held_meta" in state:
-            self._held = ChunkPrediction(*(state[f"held.{k}"].to(held_device) for k in _PRED_KEYS))
+            self._held = ChunkPrediction(**{k: state[f"held.{k}"].to(held_device) for k in _PRED_KEYS
+                                            if f"held.{k}" in state})
             self._held_start, self._held_chunk = (int(x) for x in state["held_meta"])
             self._held_transform = None
             if "held_transform.rotation" in state:

@@ -25,6 +25,7 @@ class ChunkActivations:
     tokens  ``[B*N, T, C]`` decoder tokens after the last unit run (T = special + patch tokens;
             the global blocks view them as ``[B, N*T, C]``, the memory layers as ``[B, N, T, C]``)
     hidden  the outputs of the last two decoder blocks, ``[B*N, T, C]`` each: the heads' input
+    descriptors  ``[B, N, C_enc]`` float32 unit-norm mean encoder patch token per frame (place recognition)
     ttt_gates, swa_gates  each memory layer's mean |gate| so far (scalars)
     prediction  the heads' output, once they have run
     """
@@ -37,6 +38,7 @@ class ChunkActivations:
     width: int
     tokens: torch.Tensor | None = None
     hidden: list[torch.Tensor] = field(default_factory=list)
+    descriptors: torch.Tensor | None = None
     ttt_gates: list[torch.Tensor] = field(default_factory=list)
     swa_gates: list[torch.Tensor] = field(default_factory=list)
     prediction: ChunkPrediction | None = None
@@ -46,7 +48,7 @@ class ChunkActivations:
         def move(t):
             return t.to(device, non_blocking=non_blocking) if t is not None else None
 
-        return replace(self, images=move(self.images), tokens=move(self.tokens),
+        return replace(self, images=move(self.images), tokens=move(self.tokens), descriptors=move(self.descriptors),
                        hidden=[move(t) for t in self.hidden], ttt_gates=[move(t) for t in self.ttt_gates],
                        swa_gates=[move(t) for t in self.swa_gates],
                        prediction=replace(self.prediction, **{k: move(v) for k, v in self.prediction.items()})
@@ -54,7 +56,7 @@ class ChunkActivations:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every device tensor held (to mark them as used by another stream)."""
-        out = [t for t in (self.images, self.tokens) if t is not None]
+        out = [t for t in (self.images, self.tokens, self.descriptors) if t is not None]
         out += self.hidden + self.ttt_gates + self.swa_gates
         if self.prediction is not None:
             out += [v for _, v in self.prediction.items()]

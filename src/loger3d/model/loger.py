@@ -347,7 +347,8 @@ class LoGeR(nn.Module):
             patches = self.encoder(x.reshape(B * N, 3, H, W))
             specials = self._special_tokens(B, roles, patches.dtype)
             tokens = torch.cat([specials, patches], dim=1)
-        return replace(acts, images=None, tokens=tokens)
+        descriptors = torch.nn.functional.normalize(patches.float().mean(dim=1), dim=-1).reshape(B, N, -1)
+        return replace(acts, images=None, tokens=tokens, descriptors=descriptors)
 
     def _block(self, i: int, acts: ChunkActivations, rotary: _RotaryCache) -> ChunkActivations:
         """Decoder block ``i``: attention within each frame (even ``i``) or across the chunk (odd)."""
@@ -415,8 +416,8 @@ class LoGeR(nn.Module):
             points = local_to_world(poses, local_points)
         ttt_gate = torch.stack(acts.ttt_gates).mean() if acts.ttt_gates else None
         swa_gate = torch.stack(acts.swa_gates).mean() if acts.swa_gates else None
-        pred = ChunkPrediction(local_points, conf, poses, points, ttt_gate, swa_gate)
-        return replace(acts, tokens=None, hidden=[], prediction=pred)
+        pred = ChunkPrediction(local_points, conf, poses, points, ttt_gate, swa_gate, acts.descriptors)
+        return replace(acts, tokens=None, hidden=[], descriptors=None, prediction=pred)
 
     # ------------------------------------------------------------------ chunk
     def forward_chunk(

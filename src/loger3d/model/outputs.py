@@ -36,6 +36,8 @@ class ChunkPrediction(_KeyAccess):
     local_points ``[B,N,H,W,3]`` camera-frame points (x·z, y·z, z); conf ``[B,N,H,W,1]`` logits
     (apply a sigmoid for [0, 1]); camera_poses ``[B,N,4,4]`` camera-to-world; points
     ``[B,N,H,W,3]`` world points. ``ttt_gate`` / ``swa_gate``: mean |gate| over the chunk.
+    descriptors ``[B,N,C]`` float32: each frame's unit-norm mean encoder patch token, a global image
+    descriptor for place recognition (loop closure), computed from features the model has anyway.
     """
 
     local_points: torch.Tensor
@@ -44,6 +46,7 @@ class ChunkPrediction(_KeyAccess):
     points: torch.Tensor
     ttt_gate: torch.Tensor | None = None
     swa_gate: torch.Tensor | None = None
+    descriptors: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -51,8 +54,10 @@ class ChunkPrediction(_KeyAccess):
 
     def frames(self, start: int, stop: int) -> ChunkPrediction:
         """The frames ``[start, stop)`` of the chunk."""
+        descriptors = self.descriptors[:, start:stop] if self.descriptors is not None else None
         return replace(self, local_points=self.local_points[:, start:stop], conf=self.conf[:, start:stop],
-                       camera_poses=self.camera_poses[:, start:stop], points=self.points[:, start:stop])
+                       camera_poses=self.camera_poses[:, start:stop], points=self.points[:, start:stop],
+                       descriptors=descriptors)
 
     def to(self, device: torch.device | str) -> ChunkPrediction:
         return replace(self, **{k: v.to(device) for k, v in self.items()})

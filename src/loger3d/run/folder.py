@@ -113,6 +113,7 @@ class RunRecord:
     timings: dict[str, Any] = field(default_factory=dict)
     timings_previous_runs: dict[str, Any] | None = None
     cloud_points: int | None = None
+    loops: dict[str, Any] | None = None  # loop closure's summary (loops/loops.json has the details)
 
     def write(self, out: Path) -> None:
         write_json(out / RUN_FILE, asdict(self))

@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import DamagedFileError
 from ..inference.reconstructor import FinishedFrames, Reconstructor
+from ..loop.closer import LoopCloser
 from ..sinks.base import Sink
 from ..sinks.cloud import CloudSink
 from ..sinks.images import ImageWriter
@@ -39,10 +41,13 @@ from .folder import (
     prepare_folder,
     remove_stale_temporaries,
 )
-from .settings import RunSettings
+from .loops import close_loops, discard_loop_outputs
+from .settings import RunError, RunSettings
 from .writer import RunWriter, StageClock
 
 __all__ = ["reconstruct", "build_sinks", "open_run_source"]
+
+_LOOP = "loop."  # the loop closer's entries in the checkpoint's stream state
 
 
 def open_run_source(source_spec, settings: RunSettings, decode_threads: int | None = None) -> FrameSource:
@@ -54,7 +59,7 @@ def open_run_source(source_spec, settings: RunSettings, decode_threads: int | No
 
 def build_sinks(out: Path, settings: RunSettings) -> dict[str, Sink]:
     """The sinks a run writes, by name (the names key their state in the checkpoint)."""
-    store = FrameStore(out, keep=settings.store_fields, precision=settings.store_precision)
+    store = FrameStore(out, keep=settings.store_fields, precision=settings.store_precision, corrected=False)
     sinks: dict[str, Sink] = {
         "store": store,
         "trajectory": TrajectoryWriter(out, store),
@@ -89,14 +94,25 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     previous = prepare_folder(out, settings, resume, fingerprint)
     stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every,
                            devices=devices)
+    closer = None
+    if settings.loop_closure is not None:
+        if stream.pipeline is not None:
+            stream.close()
+            raise RunError("loop closure runs on one device: leave out --devices, or --loop-closure")
+        closer = LoopCloser(model, out, settings.loop_options(), settings.window, settings.overlap)
     sinks = build_sinks(out, settings)
     record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe(),
                        inputs={"fingerprint": fingerprint})
     if previous is not None:
         record.timings_previous_runs = previous.get("timings") or None
         checkpoint = _resume_point(out, previous, sinks)  # everything checked before anything changes
+        discard_loop_outputs(out)
         if checkpoint is not None:
-            stream.load_state_dict(checkpoint.stream)
+            stream_state = {k: v for k, v in checkpoint.stream.items() if not k.startswith(_LOOP)}
+            stream.load_state_dict(stream_state)
+            if closer is not None:
+                closer.load_state_dict({k[len(_LOOP):]: v.numpy() for k, v in checkpoint.stream.items()
+                                        if k.startswith(_LOOP)})
             record.frames, record.chunks = checkpoint.frames, checkpoint.chunks
             record.checkpoint = {"frames": checkpoint.frames, "chunks": checkpoint.chunks}
         remove_stale_temporaries(out)
@@ -116,7 +132,16 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
             last_save = time.perf_counter()
             done = done + stream.flush()
         parts = [(part, [meta.pop(i) for i in range(part.start, part.stop)]) for part in done]
-        writer.submit(parts, stream.chunks_run, stream.state_dict() if due else None)
+        state = stream.state_dict() if due else None
+        if closer is not None:
+            t0 = time.perf_counter()
+            closer.observe(done)
+            closer.verify_ready(writer.record.frames)  # frames the writer has put on disk so far
+            clock.loops += time.perf_counter() - t0
+            if due:
+                state.update({_LOOP + k: torch.from_numpy(np.ascontiguousarray(v))
+                              for k, v in closer.state_dict().items()})
+        writer.submit(parts, stream.chunks_run, state)
 
     device = model.image_mean.device
     step = settings.window - settings.overlap
@@ -145,11 +170,19 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         t0 = time.perf_counter()
         done = stream.finish()
         clock.model += time.perf_counter() - t0
-        hand_over(done, force=keep_state)  # a kept state covers the whole run
+        # A kept state covers the whole run; with loop closure too, so that a run stopped while it closes
+        # loops resumes there rather than at an earlier chunk.
+        hand_over(done, force=keep_state or closer is not None)
         writer.drain()
         _finish_sinks(sinks)
+        cloud = sinks["cloud"].cloud
+        if closer is not None:
+            t0 = time.perf_counter()
+            corrected, record.loops = close_loops(out, closer, settings)
+            cloud = corrected if corrected is not None else cloud
+            clock.loops += time.perf_counter() - t0
         t0 = time.perf_counter()
-        write_exports(out, sinks["cloud"].cloud, size=source.size)
+        write_exports(out, cloud, size=source.size)
         clock.sinks += time.perf_counter() - t0
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
@@ -168,7 +201,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         if close is not None:
             close()
     record.status = "complete"
-    record.cloud_points = len(sinks["cloud"].cloud)
+    record.cloud_points = len(cloud)
     record.timings = clock.report(time.perf_counter() - writer.started, record.frames)
     if not keep_state:
         record.checkpoint = None

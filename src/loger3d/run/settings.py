@@ -81,6 +81,7 @@ class RunSettings:
     cloud_stride: int = 2
     voxel_size: float | None = None
     max_points: int = 5_000_000
+    loop_closure: dict | None = None  # LoopOptions.to_dict(); None: off
 
     def check(self) -> RunSettings:
         """Raise ``RunError`` naming the first option out of its range (before anything is loaded or written)."""
@@ -94,7 +95,21 @@ class RunSettings:
                                     self.max_points),
         ]
         _raise_first(problems)
+        if self.loop_closure is not None:
+            missing = [s for s in ("depth", "conf", "images") if s not in self.save]
+            if missing:
+                raise RunError(f"loop closure reads back each frame's depth, confidence and image, but --save leaves "
+                               f"out {', '.join(missing)}: add them (--save depth,conf,images)")
+            self.loop_options()
         return self
+
+    def loop_options(self):
+        """The run's ``loop.LoopOptions`` (checked, window defaults filled in); ``None`` when loop closure is off."""
+        if self.loop_closure is None:
+            return None
+        from ..loop.closer import LoopOptions
+
+        return LoopOptions.from_dict(self.loop_closure).resolved(self.window)
 
     @property
     def store_fields(self) -> tuple[str, ...]:

@@ -26,17 +26,22 @@ __all__ = ["RunWriter", "StageClock", "to_batch"]
 
 @dataclass
 class StageClock:
-    """Seconds spent per stage; the main thread adds to decode and model, the writer to sinks and checkpoint."""
+    """Seconds spent per stage; the main thread adds to decode, model and loops (loop closure), the writer to
+    sinks and checkpoint."""
 
     decode: float = 0.0
     model: float = 0.0
     sinks: float = 0.0
     checkpoint: float = 0.0
+    loops: float = 0.0
 
     def report(self, total: float, frames: int) -> dict:
-        return {"total_s": round(total, 3), "decode_wait_s": round(self.decode, 3), "model_s": round(self.model, 3),
-                "sinks_s": round(self.sinks, 3), "checkpoint_s": round(self.checkpoint, 3),
-                "frames_per_second": round(frames / total, 3) if total > 0 else None}
+        report = {"total_s": round(total, 3), "decode_wait_s": round(self.decode, 3), "model_s": round(self.model, 3),
+                  "sinks_s": round(self.sinks, 3), "checkpoint_s": round(self.checkpoint, 3),
+                  "frames_per_second": round(frames / total, 3) if total > 0 else None}
+        if self.loops:
+            report["loop_closure_s"] = round(self.loops, 3)
+        return report
 
 
 def to_batch(done: FinishedFrames, frames: list[Frame]) -> FrameBatch:

@@ -18,6 +18,11 @@ the model's per-pixel rays), depth from local points.
 One uncompressed npz per batch keeps memory bounded for any video length; files appear
 atomically, so a crash never leaves a chunk that looks finished but is cut short, and a resumed
 run drops chunks past its checkpoint (:meth:`FrameStore.restore`).
+
+Loop closure never rewrites the chunks: it saves a Sim(3) correction per frame beside them
+(``OUT/loops/corrections.npz``, :mod:`.corrections`), and readers return corrected poses, depth
+and local points by default; ``FrameStore(out, corrected=False)`` reads the raw store, as the run's
+own sinks do. Intrinsics and confidence are the same either way.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ import numpy as np
 from ..errors import DamagedFileError, InputError
 from ..util.atomic import atomic_open, make_folder
 from .base import FrameBatch, SinkState
+from .corrections import FrameCorrections, read_corrections
 from .intrinsics import estimate_intrinsics
 
 __all__ = ["FrameStore", "STORE_FIELDS", "STORE_PRECISIONS", "rebuild_local_points"]
@@ -67,11 +73,13 @@ class FrameStore:
 
     ``keep``: which of ``STORE_FIELDS`` to write; ``precision``: "float16" (depth and points in
     float16, confidence in uint8) or "float32" (all exact). Reading needs neither: each chunk
-    says what it holds. New chunks are numbered after the highest one present.
+    says what it holds. New chunks are numbered after the highest one present. ``corrected``:
+    readers apply ``root/loops/corrections.npz`` where it exists (read once, at the first read);
+    False reads the raw chunks. Writing is the same either way.
     """
 
     def __init__(self, root: str | os.PathLike, keep: tuple[str, ...] = ("depth", "conf"),
-                 precision: str = "float16") -> None:
+                 precision: str = "float16", corrected: bool = True) -> None:
         if precision not in STORE_PRECISIONS:
             raise InputError(f"store precision {precision!r} is not supported: use 'float16' or 'float32'")
         unknown = set(keep) - set(STORE_FIELDS)
@@ -81,8 +89,11 @@ class FrameStore:
         self.folder = Path(root) / "frames"
         self.keep = tuple(keep)
         self.precision = precision
+        self.corrected = corrected
         self._next = self._after_last()
         self._index: dict[int, tuple[Path, int]] | None = None
+        self._corrections: FrameCorrections | None = None
+        self._corrections_read = False
 
     # ------------------------------------------------------------------ sink
     def write(self, batch: FrameBatch) -> None:
@@ -140,8 +151,17 @@ class FrameStore:
                 path.unlink()
         self._next = self._after_last()
         self._index = None
+        self._corrections_read = False
 
     # ------------------------------------------------------------------ reading
+    @property
+    def corrections(self) -> FrameCorrections | None:
+        """The corrections readers apply: None for a raw reader (``corrected=False``) or a store without them."""
+        if self.corrected and not self._corrections_read:
+            self._corrections = read_corrections(self.folder.parent)
+            self._corrections_read = True
+        return self._corrections if self.corrected else None
+
     def chunks(self) -> list[Path]:
         """The chunk files present, in chunk-number order."""
         if not self.folder.is_dir():
@@ -152,23 +172,41 @@ class FrameStore:
     def iter_batches(self) -> Iterator[dict[str, np.ndarray]]:
         """Each chunk's arrays in chunk order, decoded: depth, conf and local_points as float32 where
         they are stored or can be rebuilt (see the module docstring); ``image`` only in stores of
-        loger3d 0.1, which kept it."""
+        loger3d 0.1, which kept it. Poses, depth and local points are corrected unless the reader is raw."""
         for path in self.chunks():
-            yield _decoded(_load(path))
+            yield self._corrected(_decoded(_load(path)))
 
     def read_frame(self, i: int) -> dict[str, np.ndarray]:
         """Frame with sequence index ``i``, decoded as :meth:`iter_batches` does (0-d arrays for index, name, ...)."""
-        if self._index is None or i not in self._index:
-            self._index = self._build_index()  # a miss rebuilds once: another process may have appended
-        if i not in self._index:
-            raise KeyError(f"frame {i} is not in {self.folder}: it holds {len(self._index)} frames")
-        path, row = self._index[i]
-        frame = _decoded({k: v[row:row + 1] for k, v in _load(path).items()})
+        path, row = self._locate([i])[0]
+        frame = self._corrected(_decoded({k: v[row:row + 1] for k, v in _load(path).items()}))
         return {k: v[0] for k, v in frame.items()}
 
+    def read_frames(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """Frames with sequence indices ``indices`` ``[n]``, decoded as :meth:`iter_batches` does and stacked in
+        the order asked (``[n, ...]`` per member that every chunk read holds; ``{}`` for none). Each chunk file
+        is read once."""
+        places = self._locate(indices)
+        wanted: dict[Path, set[int]] = {}
+        for path, row in places:
+            wanted.setdefault(path, set()).add(row)
+        parts: list[dict[str, np.ndarray]] = []
+        position: dict[tuple[Path, int], int] = {}  # (chunk, row) -> row of the concatenated parts
+        for path, rows in wanted.items():
+            chosen = sorted(rows)
+            start = len(position)
+            position.update({(path, row): start + j for j, row in enumerate(chosen)})
+            parts.append(self._corrected(_decoded({k: v[chosen] for k, v in _load(path).items()})))
+        if not parts:
+            return {}
+        take = np.array([position[place] for place in places], dtype=np.int64)
+        keys = [k for k in parts[0] if all(k in p for p in parts)]
+        return {k: np.concatenate([p[k] for p in parts])[take] for k in keys}
+
     def read_poses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """index ``[N]`` int64, timestamp ``[N]`` float64, camera-to-world ``[N, 4, 4]``, names: small members only."""
-        parts = self._read_members(_SMALL)
+        """index ``[N]`` int64, timestamp ``[N]`` float64, camera-to-world ``[N, 4, 4]`` (corrected unless the
+        reader is raw), names: small members only."""
+        parts = self._corrected(self._read_members(_SMALL))
         return parts["index"], parts["timestamp"], parts["camera_poses"], [str(s) for s in parts["name"]]
 
     def read_intrinsics(self) -> np.ndarray:
@@ -188,6 +226,29 @@ class FrameStore:
     def _after_last(self) -> int:
         chunks = self.chunks()
         return _chunk_number(chunks[-1]) + 1 if chunks else 0
+
+    def _locate(self, indices: Sequence[int]) -> list[tuple[Path, int]]:
+        """(chunk file, row) of each frame in ``indices``; a frame not in the store is a ``KeyError``."""
+        indices = [int(i) for i in indices]
+        if self._index is None or any(i not in self._index for i in indices):
+            self._index = self._build_index()  # a miss rebuilds once: another process may have appended
+        for i in indices:
+            if i not in self._index:
+                raise KeyError(f"frame {i} is not in {self.folder}: it holds {len(self._index)} frames")
+        return [self._index[i] for i in indices]
+
+    def _corrected(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Decoded ``arrays`` of frames ``arrays["index"]`` with the corrections applied to poses, depth and local
+        points (each scaled in float64 and rounded once, so depth stays the local points' Z)."""
+        corrections = self.corrections
+        if corrections is None:
+            return arrays
+        index = arrays["index"]
+        arrays["camera_poses"] = corrections.apply_to_poses(index, arrays["camera_poses"])
+        for key in ("depth", "local_points"):
+            if key in arrays:
+                arrays[key] = corrections.apply_to_points(index, arrays[key])
+        return arrays
 
     def _read_members(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
