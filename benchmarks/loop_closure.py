@@ -113,9 +113,17 @@ def run_world(name: str, seed: int, args, model, dtype: str, card) -> dict:
                             "loop_closure_s_per_1000_frames":
                                 1000 * record["timings"].get("loop_closure_s", 0.0) / args.frames,
                             "reasons": _count(e["reason"].split(" ")[0] for e in loops),
+                            "score_quantiles_true": _quantiles([e["score"] for e in true_candidates]),
+                            "score_quantiles_false": _quantiles([e["score"] for e in loops
+                                                                 if e not in true_candidates]),
                             "largest_shift_m": report.get("largest_shift_m")})
         print(json.dumps(row), flush=True)
         return row
+
+
+def _quantiles(values: list[float]) -> list[float] | None:
+    """10th, 50th and 90th percentiles (``None`` for no values)."""
+    return [round(float(q), 3) for q in np.percentile(values, [10, 50, 90])] if values else None
 
 
 def _count(words) -> dict[str, int]:

@@ -115,7 +115,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                            "--save depth,conf,images; off by default)")
     loop.add_argument("--loop-similarity", type=float, metavar="COS",
                       help="how alike two keyframes must look to be verified as a loop: a standardised cosine "
-                           "(default: 0.7; higher finds fewer loops and costs less)")
+                           "(default: 0.8; higher finds fewer loops and costs less)")
     loop.add_argument("--loop-min-gap", type=int, metavar="FRAMES",
                       help="frames between the two ends of a loop, at least (default: 100, and at least the window)")
     rec.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -37,14 +37,14 @@ class LoopOptions:
     similarity      standardised cosine a keyframe pair needs to become a candidate
     min_gap         frames between the two ends, at least (and at least the window)
     keyframe_every  every how many frames a frame is a keyframe (searched and searchable)
-    spacing         candidates closer than this to a kept one, at both ends, are dropped (0: the window)
+    spacing         candidates closer than this to a kept one, at both ends, are dropped (0: twice the window)
     end_frames      frames taken around each end for verification (0: half the window, so that the
                     verification window has the stream's chunk shape)
     robust_scale    the pose graph's Cauchy scale on loop edges, in standard deviations
     verify          when a verified candidate is accepted (``VerifyOptions``)
     """
 
-    similarity: float = 0.7
+    similarity: float = 0.8
     min_gap: int = 100
     keyframe_every: int = 2
     spacing: int = 0
@@ -66,7 +66,7 @@ class LoopOptions:
 
     def resolved(self, window: int) -> LoopOptions:
         """The options with the window-dependent defaults filled in, checked."""
-        options = LoopOptions(self.similarity, self.min_gap, self.keyframe_every, self.spacing or window,
+        options = LoopOptions(self.similarity, self.min_gap, self.keyframe_every, self.spacing or 2 * window,
                               self.end_frames or max(window // 2, 1), self.robust_scale, self.verify)
         problems = [
             (-1.0 <= options.similarity <= 1.0, f"--loop-similarity {options.similarity}: give a cosine in [-1, 1]"),
