@@ -180,3 +180,76 @@ def test_a_resumed_run_puts_back_what_loop_closure_wrote(tiny_model, video, tmp_
     with torch.no_grad():
         reconstruct(video, tmp_path / "resumed", tiny_model, settings(video, loop_closure=LOOPS), resume=True)
     assert_same_outputs(tmp_path / "plain", tmp_path / "resumed")
+
+
+# ---------------------------------------------------------------------------------------------- verification
+class _WindowModel:
+    """Stands in for the model: predicts the window's frames exactly, in a frame of its own (``window``), or with
+    end b's points moved by ``shift_b`` metres (a model that misplaces the revisit)."""
+
+    def __init__(self, points, depth, window: Sim3, shift_b: float = 0.0, n_a: int = 0):
+        self.points, self.depth, self.window, self.shift_b, self.n_a = points, depth, window, shift_b, n_a
+
+    def forward_chunk(self, images):
+        from loger3d.model.outputs import ChunkPrediction
+
+        points = self.window.apply(self.points)
+        points[self.n_a:, ..., 0] += self.shift_b
+        n, h, w, _ = points.shape
+        local = torch.ones(1, n, h, w, 3)
+        local[..., 2] = torch.from_numpy(self.depth * self.window.scale)
+        return ChunkPrediction(local, torch.full((1, n, h, w, 1), 5.0), torch.eye(4).repeat(1, n, 1, 1),
+                               torch.from_numpy(points).float()[None]), None
+
+
+def _plane_views(centres: np.ndarray, yaw: np.ndarray, h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """World points ``[n,h,w,3]`` and depth ``[n,h,w]`` of cameras at ``centres`` looking along +z (turned by
+    ``yaw`` about y) at the plane z = 6."""
+    u, v = np.meshgrid((np.arange(w) - w / 2) / (2 * w), (np.arange(h) - h / 2) / (2 * w))  # focal 2w pixels
+    rays = np.stack([u, v, np.ones_like(u)], -1)
+    points, depth = [], []
+    for c, angle in zip(centres, yaw):
+        r = Sim3.from_vector(np.array([0, angle, 0, 0, 0, 0, 0])).rotation
+        world_rays = rays @ r.T
+        t = (6.0 - c[2]) / world_rays[..., 2]
+        points.append(c + t[..., None] * world_rays)
+        depth.append(t)  # the local z of a ray with unit z is the ray parameter
+    return np.stack(points), np.stack(depth)
+
+
+def _end(indices, points, depth, drift: Sim3):
+    from loger3d.loop.verify import EndFrames
+
+    n, h, w, _ = points.shape
+    return EndFrames(np.asarray(indices), np.zeros((n, h, w, 3), np.uint8), drift.apply(points).astype(np.float32),
+                     (depth * drift.scale).astype(np.float32), np.ones((n, h, w), np.float32),
+                     drift.apply(points[:, h // 2, w // 2]))
+
+
+def _revisit(shift_b: float = 0.0):
+    from loger3d.loop.verify import verify_loop
+
+    rng = np.random.default_rng(3)
+    centres = np.c_[rng.uniform(-0.3, 0.3, (8, 2)), np.zeros(8)]
+    points, depth = _plane_views(centres, rng.uniform(-0.1, 0.1, 8))
+    drift_a = Sim3.from_vector(np.array([0.01, -0.02, 0.03, 0.5, -0.2, 0.1, 0.02]))
+    drift_b = Sim3.from_vector(np.array([-0.03, 0.05, -0.08, 2.5, 1.0, -0.4, -0.05]))
+    window = Sim3.from_vector(np.array([0.4, -0.2, 0.9, 3.0, -1.0, 2.0, 0.3]))
+    model = _WindowModel(points, depth, window, shift_b, n_a=4)
+    check = LoopCheck(10, 500, 1, 40, 0.95, path_m=100.0)
+    check = verify_loop(model, _end(range(8, 12), points[:4], depth[:4], drift_a),
+                        _end(range(498, 502), points[4:], depth[4:], drift_b), check, VerifyOptions())
+    return check, drift_a.compose(drift_b.inverse())
+
+
+def test_verification_recovers_the_drift_between_the_ends_from_an_exact_model():
+    check, truth = _revisit()
+    assert check.accepted, check.reason
+    # a robust scale of twice the median residual leaves a few exact points just outside it
+    assert check.inliers > 0.9 and check.residual < 1e-6 and check.overlap > 0.9
+    np.testing.assert_allclose(check.drift.matrix(), truth.matrix(), atol=1e-6)
+
+
+def test_verification_rejects_a_model_that_misplaces_the_revisit():
+    check, _ = _revisit(shift_b=3.0)
+    assert not check.accepted and check.reason.startswith("overlap"), check.reason
