@@ -78,6 +78,19 @@ def test_place_index_state_round_trip_gives_the_same_answers():
     assert b.count == 101
 
 
+def test_wide_descriptors_are_projected_and_a_resumed_index_projects_them_the_same_way():
+    rng = np.random.default_rng(2)
+    places = [rng.normal(size=512) for _ in range(4)]
+    a = PlaceIndex(min_gap=10, spacing=4, dims=32)
+    for frame in range(40):
+        a.add(frame, places[(frame // 10) % 4] + 0.05 * rng.normal(size=512))
+    b = PlaceIndex(min_gap=10, spacing=4, dims=32)
+    b.load_state_dict(a.state_dict())
+    assert a.state_dict()["vectors"].shape == (40, 32)
+    found = b.query(45, places[2], similarity=0.8)
+    assert found == a.query(45, places[2], similarity=0.8) and 20 <= found[0].match < 30
+
+
 def test_loop_check_numbers_round_trip():
     check = LoopCheck(10, 90, 1, 11, 0.8, 12.5)
     accept_everything(None, None, None, check, VerifyOptions())

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..sinks.corrections import FrameCorrections
 from .graph import LoopEdge, solve_pose_graph
 from .places import PlaceIndex
-from .sim3 import Sim3
+from .sim3 import Sim3, from_vectors
 from .verify import LoopCheck, VerifyOptions, read_end, verify_loop
 
 __all__ = ["LoopCloser", "LoopOptions", "interpolate_corrections"]
@@ -229,7 +229,6 @@ def interpolate_corrections(chunk_corrections: Sequence[Sim3], frames: int, step
     middles = np.arange(len(vectors)) * step + (step - 1) / 2
     frame = np.arange(frames, dtype=np.float64)
     blended = np.stack([np.interp(frame, middles, vectors[:, j]) for j in range(7)], axis=1)
-    sims = [Sim3.from_vector(v) for v in blended]
-    return FrameCorrections(np.arange(frames, dtype=np.int64), np.array([s.scale for s in sims], np.float64),
-                            np.stack([s.rotation for s in sims]), np.stack([s.translation for s in sims]))
+    rotation, translation, scale = from_vectors(blended)
+    return FrameCorrections(np.arange(frames, dtype=np.int64), scale.astype(np.float64), rotation, translation)
 
