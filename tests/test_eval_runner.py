@@ -129,3 +129,17 @@ def test_protocol_windows_and_chaining_follow_the_model_card(monkeypatch):
     assert protocol_settings(protocol, "pi3") == (32, 3, 5, "sim3")  # not named by the paper: the first window
     monkeypatch.setitem(MODEL_CARDS, "loger", replace(MODEL_CARDS["loger"], protocol_name="LoGeR*", align="sim3"))
     assert protocol_settings(protocol, "loger") == (64, 3, 5, "sim3")
+
+
+def test_loop_closure_benchmark_closes_loops_in_each_run(tmp_path, capsys):
+    """``--loop-closure``: each run keeps its images for verification and reports its loops; scores come from
+    the (corrected) frame store."""
+    _kitti(tmp_path / "kitti", n=6)
+    out = tmp_path / "out"
+    assert main(["eval", "kitti", "--data", str(tmp_path / "kitti"), "--out", str(out), "--sequences", "00", *TINY,
+                 "--loop-closure"]) == 0
+    run = json.loads((out / "runs" / "00" / "run.json").read_text())
+    assert run["settings"]["loop_closure"]["similarity"] == 0.8 and "images" in run["settings"]["save"]
+    assert run["loops"] == {"candidates": 0, "verified": 0, "accepted": 0, "corrected": False}
+    assert json.loads((out / "runs" / "00" / "loops" / "loops.json").read_text())["accepted"] == 0
+    assert json.loads((out / "results.json").read_text())["sequences"][0]["frames"] == 6

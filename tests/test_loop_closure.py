@@ -266,3 +266,18 @@ def test_verification_recovers_the_drift_between_the_ends_from_an_exact_model():
 def test_verification_rejects_a_model_that_misplaces_the_revisit():
     check, _ = _revisit(shift_b=3.0)
     assert not check.accepted and check.reason.startswith("overlap"), check.reason
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--loop-similarity", "0.9"], ["--loop-similarity", "only apply with --loop-closure"]),
+    (["--loop-closure", "--loop-min-gap", "5", "--window", "8"], ["--loop-min-gap 5", "at least the window"]),
+    (["--loop-closure", "--save", "depth,conf"], ["loop closure", "--save depth,conf,images"]),
+])
+def test_loop_options_are_refused_in_one_line_before_anything_is_written(video, tmp_path, capsys, options, words):
+    from loger3d.cli import main
+
+    from .conftest import one_line_error
+
+    assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--model", "seeded:tiny", *options]) == 2
+    one_line_error(capsys, *words)
+    assert not (tmp_path / "out").exists()

@@ -183,8 +183,9 @@ def run(args: argparse.Namespace) -> int:
         cloud_stride=args.cloud_stride, voxel_size=args.voxel_size, max_points=args.max_points)
     settings.check()
     loop_closure = _loop_settings(args)
-    if loop_closure is not None and (args.window is not None or known is not None):  # the window is known now
-        replace(settings, window=args.window or known.window, loop_closure=loop_closure).check()
+    if loop_closure is not None:  # checked against the window when it is known now; the rest in any case
+        window = args.window or (known.window if known is not None else 1)
+        replace(settings, window=window, overlap=min(settings.overlap, window - 1), loop_closure=loop_closure).check()
     check_folder(Path(args.output), args.resume)
     source = open_run_source(settings.input[0] if len(settings.input) == 1 else settings.input, settings)
     status(args, _describe_size(source, settings, known is not None and known.training_size is not None

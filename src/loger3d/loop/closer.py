@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DamagedFileError, InputError
 from ..sinks.corrections import FrameCorrections
 from .graph import LoopEdge, solve_pose_graph
 from .places import PlaceIndex
 from .sim3 import Sim3, from_vectors
-from .verify import LoopCheck, VerifyOptions, read_end, verify_loop
+from .verify import FramesNotReady, LoopCheck, VerifyOptions, read_end, verify_loop
 
 __all__ = ["LoopCloser", "LoopOptions", "interpolate_corrections"]
 
@@ -141,7 +141,14 @@ class LoopCloser:
             if ends is None:
                 waiting.append(check)
                 continue
-            end_a, end_b = (read_end(self.out, indices) for indices in ends)
+            try:
+                end_a, end_b = (read_end(self.out, indices) for indices in ends)
+            except FramesNotReady:
+                if final:  # every image was written before the run's end: one is missing
+                    raise DamagedFileError(f"the images of frames {ends[0][0]}-{ends[1][-1]} are missing from "
+                                           f"{self.out / 'images'}; loop closure needs them") from None
+                waiting.append(check)  # its JPEGs are still being encoded: next time
+                continue
             self.checks.append(verify_loop(self.model, end_a, end_b, check, self.options.verify))
             done += 1
         self.pending = waiting

@@ -21,7 +21,7 @@ from ..sinks.images import read_images
 from ..sinks.store import FrameStore
 from .sim3 import Sim3, robust_fit_sim3
 
-__all__ = ["EndFrames", "LoopCheck", "VerifyOptions", "read_end", "verify_loop"]
+__all__ = ["EndFrames", "FramesNotReady", "LoopCheck", "VerifyOptions", "read_end", "verify_loop"]
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,21 @@ class EndFrames:
     centres: np.ndarray
 
 
+class FramesNotReady(Exception):
+    """A frame's image is not on disk yet: the run's JPEGs are encoded in the background."""
+
+
 def read_end(out: Path, indices: np.ndarray) -> EndFrames:
-    """Frames ``indices`` of the run in ``out`` from its raw frame store and JPEG images."""
+    """Frames ``indices`` of the run in ``out`` from its raw frame store and JPEG images; ``FramesNotReady``
+    when an image is still being written."""
     frames = FrameStore(out, corrected=False).read_frames([int(i) for i in indices])
     poses = frames["camera_poses"]
     local = frames["local_points"].astype(np.float64)
     points = np.einsum("nij,nhwj->nhwi", poses[:, :3, :3], local) + poses[:, None, None, :3, 3]
-    images = read_images(out, [str(n) for n in frames["name"]])
+    try:
+        images = read_images(out, [str(n) for n in frames["name"]])
+    except FileNotFoundError as e:
+        raise FramesNotReady(str(e)) from None
     return EndFrames(np.asarray(indices, np.int64), images, points.astype(np.float32), frames["depth"],
                      frames["conf"], poses[:, :3, 3].copy())
 
