@@ -25,7 +25,7 @@ from .clip import Clip
 from .config import ConfigError
 from .worlds import FAMILIES, SyntheticWorld, WorldConfig
 
-__all__ = ["HELD_OUT_SEED_OFFSET", "ClipPlan", "SyntheticSource", "TRAJECTORIES"]
+__all__ = ["HELD_OUT_SEED_OFFSET", "ClipPlan", "SyntheticSource", "TRAJECTORIES", "revisit_frames"]
 
 TRAJECTORIES = ("walk", "drive", "orbit")
 HELD_OUT_SEED_OFFSET = 1_000_000_000
@@ -39,6 +39,30 @@ class ClipPlan:
     index: int
     start: int
     stride: int
+
+
+def revisit_frames(poses: np.ndarray, plan: ClipPlan, frames: int, rng: np.random.Generator, gap: int,
+                   distance: float, angle_deg: float = 45.0) -> np.ndarray | None:
+    """A clip that comes back: half of it from ``plan`` (``frames // 2`` frames from its start), the other half
+    around another visit of that place, ``gap`` or more frames away before or after, whose camera is within
+    ``distance`` metres and ``angle_deg`` of viewing direction of the first half's middle camera (drawn with
+    ``rng`` among all such frames). The halves come in time order. ``poses`` are the world's ``[L, 4, 4]``;
+    ``None`` when the world never comes back there."""
+    planned = plan.start + plan.stride * np.arange(frames // 2)
+    other_count = frames - len(planned)
+    middle = planned[len(planned) // 2]
+    centres, forward = poses[:, :3, 3], poses[:, :3, 2]
+    before = plan.stride * (other_count // 2)  # frames of the other half before its centre, times the stride
+    starts = np.arange(len(poses)) - before
+    ends = starts + plan.stride * (other_count - 1)
+    near = np.linalg.norm(centres - centres[middle], axis=1) < distance
+    facing = forward @ forward[middle] > np.cos(np.deg2rad(angle_deg))
+    apart = (starts >= planned[-1] + gap) | (ends <= planned[0] - gap)
+    choices = np.flatnonzero(near & facing & apart & (starts >= 0) & (ends < len(poses)))
+    if not len(choices):
+        return None
+    other = starts[choices[rng.integers(len(choices))]] + plan.stride * np.arange(other_count)
+    return np.concatenate([planned, other] if other[0] > planned[-1] else [other, planned])
 
 
 def _build_world(config: WorldConfig) -> SyntheticWorld:
@@ -57,6 +81,10 @@ class SyntheticSource:
     clip, drawn per clip; ``fps`` the worlds' frame rate (with ``stride`` it sets the motion between frames).
     ``workers`` > 0 builds the worlds that ``prefetch`` announces in that many background processes (building a
     world takes ~0.5 s of CPU; a GPU renders a clip in milliseconds), so training does not wait for them.
+    ``revisit``: the share of clips that come back to where they were (``revisit_frames``: the second half
+    ``revisit_gap`` frames or more after the first, its middle camera within ``revisit_distance`` metres of the
+    first half's), so that the model learns to relate two visits of a place (what loop closure asks of it); a
+    world that never comes back gives a plain clip.
     """
 
     height: int
@@ -70,6 +98,9 @@ class SyntheticSource:
     fps: float = 10.0
     cache_size: int = 256
     workers: int = 0
+    revisit: float = 0.0
+    revisit_gap: int = 100
+    revisit_distance: float = 2.0
     name: str = "synthetic"
 
     def __post_init__(self) -> None:
@@ -90,6 +121,9 @@ class SyntheticSource:
         self.stride = (low, high)
         if self.num_worlds < 1 or self.world_length < 1:
             raise ConfigError("num_worlds and world_length must be positive")
+        if not 0.0 <= self.revisit <= 1.0 or self.revisit_gap < 1 or self.revisit_distance <= 0:
+            raise ConfigError(f"revisit must be a share in [0, 1] with revisit_gap >= 1 and revisit_distance > 0, got "
+                              f"{self.revisit}, {self.revisit_gap}, {self.revisit_distance}")
         if self.height < 1 or self.width < 1:
             raise ConfigError(f"height and width must be positive, got {self.height} and {self.width}")
         self._cache: OrderedDict[int, SyntheticWorld] = OrderedDict()
@@ -137,6 +171,7 @@ class SyntheticSource:
 
     def sample(self, rng: np.random.Generator, frames: int, device: torch.device | str = "cpu") -> Clip:
         plan = self.plan(rng, frames)
+        comes_back = self.revisit > 0 and rng.random() < self.revisit  # drawn only when asked: old runs unchanged
         for attempt in range(self.num_worlds):
             candidate = (plan.index + attempt) % self.num_worlds
             try:
@@ -144,10 +179,16 @@ class SyntheticSource:
                 break
             except RuntimeError as e:  # a world whose path grazes a surface: skip it, deterministically
                 warnings.warn(f"skipping synthetic world {self.seed_offset + candidate}: {e}", stacklevel=2)
-        seq = world.sample(plan.start, frames, plan.stride, device=device)
         cfg = world.config
-        return Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses,
-                    source=f"{self.name}/{cfg.family}-{cfg.trajectory}-{cfg.seed}@{plan.start}x{plan.stride}")
+        where = f"{self.name}/{cfg.family}-{cfg.trajectory}-{cfg.seed}@{plan.start}x{plan.stride}"
+        chosen = revisit_frames(world.poses.numpy(), plan, frames, rng, self.revisit_gap, self.revisit_distance) \
+            if comes_back else None
+        if chosen is None:
+            seq = world.sample(plan.start, frames, plan.stride, device=device)
+        else:
+            seq = world.sample_frames(torch.from_numpy(chosen), device=device)
+            where += f"+{int(chosen[0]) if chosen[0] != plan.start else int(chosen[frames // 2])}"
+        return Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses, source=where)
 
     def close(self) -> None:
         if self._pool is not None:

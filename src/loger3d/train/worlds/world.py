@@ -111,6 +111,13 @@ class SyntheticWorld:
         frames = torch.arange(start, self.config.length, stride)[:count]
         if start < 0 or frames.numel() == 0:
             raise ValueError(f"no frames from start {start} (stride {stride}) in a world of {self.config.length}")
+        return self.sample_frames(frames, device)
+
+    def sample_frames(self, frames: torch.Tensor, device: torch.device | str | None = None) -> WorldSequence:
+        """Render the frames ``frames`` ``[n]`` (any order, indices in ``[0, length)``) on ``device``."""
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        if frames.numel() == 0 or int(frames.min()) < 0 or int(frames.max()) >= self.config.length:
+            raise ValueError(f"frames must be indices in [0, {self.config.length}), got {frames.tolist()[:8]}...")
         device = torch.device(device) if device is not None else torch.device("cpu")
         if device not in self._scenes:
             self._scenes[device] = self.scene.to(device)
