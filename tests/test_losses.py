@@ -286,3 +286,63 @@ def test_config_weights_scale_terms():
     assert total.item() == pytest.approx(expected, rel=1e-5)
     no_global, _ = ChunkLoss(LossConfig(global_weight=0.0))(pred, gt_local, gt_poses, valid)
     assert no_global.item() == pytest.approx(expected - s["global_points"], rel=1e-5)
+
+
+def _masked_reference(pred_local, gt_local, valid, conf_logits, scale, cfg, sky):
+    """The point and confidence terms written with boolean indexing, as Pi3 does (the loss itself uses dense
+    masked sums): an independent check of the same numbers."""
+    import torch.nn.functional as F
+
+    from loger3d.train.losses import depth_weights
+
+    weights = depth_weights(gt_local, valid, cfg.depth_floor)
+    b = valid.nonzero()[:, 0]
+    err = (scale[b, None] * pred_local[valid] - gt_local[valid]).abs() * weights[valid][:, None]
+    points = err.sum() / (3 * valid.sum())
+    target = (err.mean(-1) < cfg.conf_error_threshold).float()
+    logits = conf_logits[..., 0]
+    conf = F.binary_cross_entropy_with_logits(logits[valid], target)
+    sky = sky & ~valid
+    conf = conf + F.binary_cross_entropy_with_logits(logits[sky], torch.zeros_like(logits[sky]))
+    return points, conf
+
+
+def _reference_scale(pred, gt, valid, weights, max_points):
+    """optimal_scale one batch element at a time, with boolean indexing (the loss batches it)."""
+    scales = []
+    for b in range(pred.shape[0]):
+        idx = valid[b].flatten().nonzero().squeeze(1)
+        if max_points is not None:
+            idx = idx[torch.arange(max_points) * idx.numel() // max_points]
+        x, y = pred[b].reshape(-1, 3)[idx].flatten(), gt[b].reshape(-1, 3)[idx].flatten()
+        w = weights[b].flatten()[idx].repeat_interleave(3)
+        ratio = torch.where(x != 0, y / x, torch.zeros_like(x))
+        candidates = ratio.abs().unique()
+        costs = torch.stack([(w * (a * x - y).abs()).sum() for a in candidates])
+        scales.append(candidates[costs.argmin()])
+    return torch.stack(scales)
+
+
+@pytest.mark.parametrize("max_points", [None, 64])
+def test_dense_masked_terms_equal_the_boolean_indexed_ones(max_points):
+    from loger3d.train.losses import LossConfig, confidence_loss, depth_weights, local_point_loss, optimal_scale
+
+    g = torch.Generator().manual_seed(5)
+    B, N, H, W = 3, 2, 6, 7
+    gt = torch.rand(B, N, H, W, 3, generator=g) + torch.tensor([0.0, 0.0, 1.0])
+    pred = 2.0 * gt + 0.05 * torch.randn(B, N, H, W, 3, generator=g)
+    valid = torch.rand(B, N, H, W, generator=g) > 0.4
+    sky = torch.rand(B, N, H, W, generator=g) > 0.5
+    logits = torch.randn(B, N, H, W, 1, generator=g)
+    cfg = LossConfig(conf_error_threshold=0.05, align_points=max_points)
+    weights = depth_weights(gt, valid, cfg.depth_floor)
+    scale = optimal_scale(pred, gt, valid, weights, max_points)
+    torch.testing.assert_close(scale, _reference_scale(pred, gt, valid, weights, max_points), rtol=1e-6, atol=0)
+    points, conf = _masked_reference(pred, gt, valid, logits, scale, cfg, sky)
+    total, stats = local_point_loss(pred, gt, valid, logits, cfg, scale=scale, sky=sky)
+    assert stats["local_points"] == pytest.approx(points.item(), rel=1e-6)
+    assert stats["conf"] == pytest.approx(conf.item(), rel=1e-6)
+    empty = torch.zeros_like(valid)
+    assert optimal_scale(pred, gt, empty).tolist() == [1.0] * B  # nothing valid: scale 1, as before
+    dense_error = torch.rand(B, N, H, W, generator=g)
+    assert torch.isfinite(confidence_loss(logits, dense_error, empty, cfg))

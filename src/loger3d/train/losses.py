@@ -79,6 +79,16 @@ def _zero_invalid(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[..., None], points, torch.zeros((), dtype=points.dtype, device=points.device))
 
 
+def _zero_outside(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` ``[...]`` with 0 where ``mask`` ``[...]`` is false (values and gradients)."""
+    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
+def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sum of ``values`` where ``mask`` holds (same shapes)."""
+    return _zero_outside(values, mask).sum()
+
+
 def _masked_mean(values: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """``values.sum() / count``, 0 (still attached to the graph) when nothing is valid."""
     return values.sum() / count.clamp_min(1)
@@ -124,19 +134,19 @@ def _rescale(local: torch.Tensor, poses: torch.Tensor, factor: torch.Tensor) -> 
 
 
 def _weighted_median_ratio(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """argmin_a Σ w·|a·x − y| for 1-D ``x, y, w``: the median of y/x weighted by w·|x| (MoGe ``align``, no trunc).
+    """argmin_a Σ w·|a·x − y| per row of ``[B, K]`` ``x, y, w``: the median of y/x weighted by w·|x| (MoGe
+    ``align``, no trunc); 1 for a row without weight. Returns ``[B]``.
 
     The objective is convex and piecewise linear with kinks at y/x; its slope at a is
     Σ_{y/x<a} w|x| − Σ_{y/x>a} w|x|, so the minimum is where the sorted cumulative weight first reaches half.
     """
     sign = torch.sign(x)
     x, y = x * sign, y * sign
-    ratio, order = (y / x.clamp_min(eps)).sort()
-    cum = (w * x)[order].cumsum(0)
-    if cum[-1] <= 0:
-        return torch.ones((), dtype=x.dtype, device=x.device)
-    k = torch.searchsorted(cum, cum[-1:] / 2).clamp_max(cum.numel() - 1)
-    return ratio[k].squeeze(0)
+    ratio, order = (y / x.clamp_min(eps)).sort(dim=1)
+    cum = (w * x).gather(1, order).cumsum(1)
+    k = torch.searchsorted(cum, cum[:, -1:] / 2).clamp_max(cum.shape[1] - 1)
+    median = ratio.gather(1, k).squeeze(1)
+    return torch.where(cum[:, -1] > 0, median, torch.ones_like(median))
 
 
 @torch.no_grad()
@@ -157,19 +167,24 @@ def optimal_scale(
     pred, gt = _full(pred), _full(gt)
     if weights is None:
         weights = depth_weights(gt, valid)
-    scales = []
-    for b in range(pred.shape[0]):
-        idx = valid[b].flatten().nonzero().squeeze(1)
-        if idx.numel() == 0:
-            scales.append(torch.ones((), dtype=pred.dtype, device=pred.device))
-            continue
-        if max_points is not None:
-            idx = idx[torch.arange(max_points, device=idx.device) * idx.numel() // max_points]
-        x = pred[b].reshape(-1, 3)[idx].flatten()
-        y = gt[b].reshape(-1, 3)[idx].flatten()
-        w = weights[b].flatten()[idx].repeat_interleave(3).to(pred.dtype)
-        scales.append(_weighted_median_ratio(x, y, w))
-    return torch.stack(scales).abs()
+    B = pred.shape[0]
+    flat_valid = valid.reshape(B, -1)
+    counts = flat_valid.sum(1)  # [B]
+    # The k-th valid pixel of element b, for every element at once (no loop, no host sync): where the running
+    # count of valid pixels first reaches k + 1. Evenly strided ranks, as Pi3 picks them.
+    running = flat_valid.cumsum(1)  # [B, P]
+    if max_points is None:
+        ranks = torch.arange(flat_valid.shape[1], device=pred.device).expand(B, -1)
+        used = ranks < counts[:, None]
+    else:
+        ranks = torch.arange(max_points, device=pred.device)[None] * counts[:, None] // max_points
+        used = (counts > 0)[:, None].expand(-1, max_points)
+    idx = torch.searchsorted(running, (ranks + 1).contiguous()).clamp_max(flat_valid.shape[1] - 1)  # [B, K]
+    x = pred.reshape(B, -1, 3).gather(1, idx[..., None].expand(-1, -1, 3)).reshape(B, -1)
+    y = gt.reshape(B, -1, 3).gather(1, idx[..., None].expand(-1, -1, 3)).reshape(B, -1)
+    w = (weights.reshape(B, -1).gather(1, idx) * used).repeat_interleave(3, dim=1).to(pred.dtype)
+    scale = _weighted_median_ratio(x, y, w)
+    return torch.where(counts > 0, scale, torch.ones_like(scale)).abs()
 
 
 def confidence_loss(
@@ -181,18 +196,20 @@ def confidence_loss(
 ) -> torch.Tensor:
     """Pi3's confidence loss: BCE-with-logits of the valid pixels against ``error < threshold``.
 
-    ``error`` ``[M]``: the depth-weighted L1 error of the ``M`` valid pixels (order of ``valid.nonzero()``),
-    detached here. ``sky`` ``[B, N, H, W]`` (optional, Pi3 gets it from a SegFormer): invalid pixels pushed to
-    confidence 0 by a second BCE mean, added.
+    ``error`` ``[B, N, H, W]``: each pixel's depth-weighted L1 error (only valid pixels are read), detached
+    here. ``sky`` ``[B, N, H, W]`` (optional, Pi3 gets it from a SegFormer): invalid pixels pushed to
+    confidence 0 by a second BCE mean, added. Means over masks are sums of masked dense terms: no boolean
+    indexing, whose backward is a scatter and whose size the host must wait for.
     """
     logits = _full(conf_logits[..., 0])
     target = (error.detach() < cfg.conf_error_threshold).to(logits.dtype)
-    loss = _masked_mean(F.binary_cross_entropy_with_logits(logits[valid], target, reduction="none"), valid.sum())
+    loss = _masked_sum(F.binary_cross_entropy_with_logits(_zero_outside(logits, valid), target, reduction="none"),
+                       valid) / valid.sum().clamp_min(1)
     if sky is not None:
         sky = sky & ~valid
-        sky_logits = logits[sky]
-        loss = loss + _masked_mean(F.binary_cross_entropy_with_logits(sky_logits, torch.zeros_like(sky_logits),
-                                                                      reduction="none"), sky.sum())
+        bce = F.binary_cross_entropy_with_logits(_zero_outside(logits, sky), torch.zeros_like(logits),
+                                                 reduction="none")
+        loss = loss + _masked_sum(bce, sky) / sky.sum().clamp_min(1)
     return loss
 
 
@@ -216,8 +233,8 @@ def local_point_loss(
     weights = depth_weights(gt, valid, cfg.depth_floor)
     if scale is None:
         scale = optimal_scale(pred, gt, valid, weights, cfg.align_points)
-    b = valid.nonzero()[:, 0]
-    err = (scale.detach()[b, None] * pred[valid] - gt[valid]).abs() * weights[valid][:, None]  # [M, 3]
+    pred, gt = _zero_invalid(pred, valid), _zero_invalid(gt, valid)
+    err = (scale.detach().view(-1, 1, 1, 1, 1) * pred - gt).abs() * weights[..., None]  # [B, N, H, W, 3]; 0 if invalid
     points = _masked_mean(err, 3 * valid.sum())
     total = cfg.local_weight * points
     stats = {"local_points": points.item(), "scale": scale.mean().item()}
@@ -289,9 +306,8 @@ def global_point_loss(
     weights = depth_weights(gt_local, valid, cfg.depth_floor)
     pred_world = local_to_world(relative_to_first(pred_poses), _zero_invalid(pred_local, valid))
     gt_world = local_to_world(relative_to_first(gt_poses), _zero_invalid(gt_local, valid))
-    b = valid.nonzero()[:, 0]
-    err = (scale.detach()[b, None] * pred_world[valid] - gt_world[valid]).abs() * weights[valid][:, None]
-    loss = _masked_mean(err, 3 * valid.sum())
+    err = (scale.detach().view(-1, 1, 1, 1, 1) * pred_world - gt_world).abs() * weights[..., None]
+    loss = _masked_mean(_zero_invalid(err, valid), 3 * valid.sum())
     return cfg.global_weight * loss, {"global_points": loss.item()}
 
 
