@@ -281,3 +281,9 @@ def test_loop_options_are_refused_in_one_line_before_anything_is_written(video, 
     assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--model", "seeded:tiny", *options]) == 2
     one_line_error(capsys, *words)
     assert not (tmp_path / "out").exists()
+
+
+def test_loop_closure_on_several_devices_is_refused_before_the_folder_is_made(tiny_model, video, tmp_path):
+    with pytest.raises(RunError, match="one device"), torch.no_grad():
+        reconstruct(video, tmp_path / "out", tiny_model, settings(video, loop_closure=LOOPS), devices=["cpu", "cpu"])
+    assert not (tmp_path / "out").exists()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DamagedFileError
+from ..inference.pipeline import parse_devices
 from ..inference.reconstructor import FinishedFrames, Reconstructor
 from ..loop.closer import LoopCloser
 from ..sinks.base import Sink
@@ -90,15 +91,14 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
     # The input is checked before the folder is touched (a FrameSource passed in was opened by open_run_source).
     source = source_spec if isinstance(source_spec, FrameSource) else \
         open_run_source(source_spec, settings, decode_threads)
+    if settings.loop_closure is not None and devices is not None and len(parse_devices(devices)) > 1:
+        raise RunError("loop closure runs on one device: leave out --devices, or --loop-closure")
     fingerprint = _fingerprint(source)
     previous = prepare_folder(out, settings, resume, fingerprint)
     stream = Reconstructor(model, settings.window, settings.overlap, settings.align, settings.reset_every,
                            devices=devices)
     closer = None
     if settings.loop_closure is not None:
-        if stream.pipeline is not None:
-            stream.close()
-            raise RunError("loop closure runs on one device: leave out --devices, or --loop-closure")
         closer = LoopCloser(model, out, settings.loop_options(), settings.window, settings.overlap)
     sinks = build_sinks(out, settings)
     record = RunRecord(asdict(settings), environment(model.image_mean.device), source.describe(),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import LogerError
 from ..sinks.cloud import MIN_POINTS
+
+if TYPE_CHECKING:
+    from ..loop.closer import LoopOptions
 
 __all__ = ["RunError", "RunSettings", "check_cloud_options", "SAVE_CHOICES", "DEFAULT_SAVE", "parse_save"]
 
@@ -103,7 +107,7 @@ class RunSettings:
             self.loop_options()
         return self
 
-    def loop_options(self):
+    def loop_options(self) -> LoopOptions | None:
         """The run's ``loop.LoopOptions`` (checked, window defaults filled in); ``None`` when loop closure is off."""
         if self.loop_closure is None:
             return None
