@@ -287,3 +287,18 @@ def test_loop_closure_on_several_devices_is_refused_before_the_folder_is_made(ti
     with pytest.raises(RunError, match="one device"), torch.no_grad():
         reconstruct(video, tmp_path / "out", tiny_model, settings(video, loop_closure=LOOPS), devices=["cpu", "cpu"])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_viewer_shows_the_uncorrected_trajectory_and_the_accepted_loops(tiny_model, video, tmp_path, monkeypatch):
+    from loger3d.viewer import load_scene
+
+    monkeypatch.setattr(closer_module, "verify_loop", accept_everything)
+    run(video, tmp_path / "loops", tiny_model, loop_closure=LOOPS)
+    scene = load_scene(tmp_path / "loops", max_points=1000)
+    report = json.loads((tmp_path / "loops" / LOOPS_FILE).read_text())
+    assert scene.loops.shape == (report["accepted"], 2, 3) and report["accepted"] > 0
+    assert scene.uncorrected.shape == scene.trajectory.shape
+    assert not np.allclose(scene.uncorrected, scene.trajectory)
+    run(video, tmp_path / "plain", tiny_model)
+    plain = load_scene(tmp_path / "plain", max_points=1000)
+    assert plain.loops.shape == (0, 2, 3) and plain.uncorrected.shape == (0, 3)

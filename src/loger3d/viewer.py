@@ -16,17 +16,18 @@ otherwise; viser's share button (which uploads the scene to a public relay) is h
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from loger3d.errors import InputError
+from loger3d.errors import DamagedFileError, InputError
 from loger3d.run.folder import read_run_record
 from loger3d.run.settings import RunError
 from loger3d.sinks.cloud import filter_mask
@@ -63,6 +64,8 @@ class Scene:
     image_size     (width, height) of the frames in pixels
     frustum_rows   [F]   int64    rows of ``index``/``poses`` drawn as camera frustums, evenly spaced
     trajectory     [T,3] float32  camera centres along the run, evenly subsampled (first and last kept)
+    uncorrected    [T,3] float32  the same centres before loop closure corrected them (empty when it did not)
+    loops          [L,2,3] float32 the two camera centres of each loop loop closure accepted (empty: none)
     conf_threshold the run's confidence threshold: the slider's initial value
     median_depth   median camera-to-point depth of the displayed points: sets frustum and point sizes
     """
@@ -81,6 +84,8 @@ class Scene:
     trajectory: np.ndarray
     conf_threshold: float
     median_depth: float
+    uncorrected: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    loops: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3), np.float32))
 
     def count_above(self, threshold: float) -> int:
         """Number of points with confidence > ``threshold`` (strict, as the fused cloud): they are the first ones."""
@@ -163,13 +168,38 @@ def load_scene(run_dir: str | os.PathLike, max_points: int = 2_000_000, max_frus
         cut = np.sort(rng.choice(len(xyz), size=max_points, replace=False))
         xyz, rgb, conf, depth = xyz[cut], rgb[cut], conf[cut], depth[cut]
     order = np.argsort(-conf, kind="stable")
+    shown = evenly_spaced(len(index), MAX_TRAJECTORY_POINTS)
+    uncorrected, loops = _loop_overlay(run_dir, store, poses, shown)
     return Scene(
         run_dir=run_dir, xyz=xyz[order], rgb=rgb[order], conf=conf[order], index=index, timestamps=timestamps,
         names=names, poses=poses, intrinsics=intrinsics, image_size=size,
         frustum_rows=evenly_spaced(len(index), max_frustums),
-        trajectory=poses[evenly_spaced(len(index), MAX_TRAJECTORY_POINTS), :3, 3].astype(np.float32),
+        trajectory=poses[shown, :3, 3].astype(np.float32),
         conf_threshold=float(settings.get("conf_threshold", 0.1)),
-        median_depth=float(np.median(depth)) if len(depth) else 1.0)
+        median_depth=float(np.median(depth)) if len(depth) else 1.0, uncorrected=uncorrected, loops=loops)
+
+
+def _loop_overlay(run_dir: Path, store: FrameStore, poses: np.ndarray, shown: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """What loop closure changed: the uncorrected centres of frames ``shown`` (``[T,3]``, empty when nothing
+    was corrected) and the accepted loops' end centres ``[L,2,3]`` (empty without loops/loops.json)."""
+    from loger3d.run.loops import LOOPS_FILE
+
+    uncorrected = np.zeros((0, 3), np.float32)
+    if store.corrections is not None:
+        raw = FrameStore(run_dir, corrected=False).read_poses()[2]
+        uncorrected = raw[shown, :3, 3].astype(np.float32)
+    loops = np.zeros((0, 2, 3), np.float32)
+    path = run_dir / LOOPS_FILE
+    if path.is_file():
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8")).get("loops", [])
+            ends = [(e["a"], e["b"]) for e in entries if e.get("accepted")]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            raise DamagedFileError(f"{path} is damaged; the run's other files are kept as they are") from None
+        if ends:
+            loops = np.stack([poses[[a, b], :3, 3] for a, b in ends]).astype(np.float32)
+    return uncorrected, loops
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:
@@ -297,6 +327,13 @@ def _build(server: viser.ViserServer, scene: Scene) -> None:
     if len(scene.trajectory) > 1:
         segments = np.stack([scene.trajectory[:-1], scene.trajectory[1:]], axis=1)  # [T-1,2,3]
         server.scene.add_line_segments("/cameras/trajectory", segments, (230, 80, 40), thickness=2.0,
+                                       thickness_units="screen")
+    if len(scene.uncorrected) > 1:  # before loop closure, in grey
+        segments = np.stack([scene.uncorrected[:-1], scene.uncorrected[1:]], axis=1)
+        server.scene.add_line_segments("/cameras/uncorrected", segments, (150, 150, 150), thickness=1.5,
+                                       thickness_units="screen")
+    if len(scene.loops):  # accepted loops, in green
+        server.scene.add_line_segments("/cameras/loops", scene.loops, (40, 180, 80), thickness=2.5,
                                        thickness_units="screen")
     frustums = []
     for row, q in zip(scene.frustum_rows, wxyz):
