@@ -302,3 +302,14 @@ def test_the_viewer_shows_the_uncorrected_trajectory_and_the_accepted_loops(tiny
     run(video, tmp_path / "plain", tiny_model)
     plain = load_scene(tmp_path / "plain", max_points=1000)
     assert plain.loops.shape == (0, 2, 3) and plain.uncorrected.shape == (0, 3)
+
+
+def test_the_command_line_summary_says_what_loop_closure_did(video, tmp_path, capsys):
+    from loger3d.cli import main
+
+    assert main(["reconstruct", video, "-o", str(tmp_path / "out"), "--model", "seeded:tiny", "--window", "8",
+                 "--overlap", "2", "--resolution", "112x84", "--loop-closure", "--loop-min-gap", "10",
+                 "--loop-similarity", "-1"]) == 0
+    report = json.loads((tmp_path / "out" / LOOPS_FILE).read_text())
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("loop closure:")]
+    assert line == [line[0]] and f"{report['verified']} candidates verified, {report['accepted']} accepted" in line[0]

@@ -233,6 +233,11 @@ def run(args: argparse.Namespace) -> int:
         t = run["timings"]
         rate = t["frames_per_second"] or 0.0
         print(f"{run['frames']} frames in {t['total_s']:.1f} s ({rate:.2f} frames/s) -> {args.output}")
+        loops = run.get("loops")
+        if loops is not None:
+            outcome = "the trajectory, depth and cloud are corrected" if loops["corrected"] else "nothing corrected"
+            print(f"loop closure: {loops['verified']} candidates verified, {loops['accepted']} accepted, {outcome} "
+                  f"({t.get('loop_closure_s', 0.0):.1f} s; details in {Path(args.output) / 'loops' / 'loops.json'})")
     return 0
 
 
