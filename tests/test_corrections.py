@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from loger3d.errors import DamagedFileError
-from loger3d.sinks.base import FrameBatch
 from loger3d.sinks.corrections import (
     CORRECTIONS_FILE,
     FrameCorrections,
@@ -15,28 +14,14 @@ from loger3d.sinks.corrections import (
 )
 from loger3d.sinks.store import FrameStore
 
-H, W = 12, 16
-K = np.array([[20.0, 0.0, 7.5], [0.0, 19.0, 5.5], [0.0, 0.0, 1.0]])
+from .test_store import H, W, make_batch
+
 STORES = [(("depth", "conf"), "float16"), (("depth", "conf", "points"), "float32"), (("points",), "float16")]
 
 
 def rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     q, _ = np.linalg.qr(rng.normal(size=(n, 3, 3)))
     return q * np.sign(np.linalg.det(q))[:, None, None]
-
-
-def make_batch(start: int, n: int, seed: int) -> FrameBatch:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:H, 0:W].astype(np.float64)
-    depth = rng.uniform(1.0, 5.0, size=(n, H, W))
-    local = np.stack([(cols - K[0, 2]) / K[0, 0] * depth, (rows - K[1, 2]) / K[1, 1] * depth, depth], axis=-1)
-    poses = np.tile(np.eye(4), (n, 1, 1))
-    poses[:, :3, :3] = rotations(rng, n)
-    poses[:, :3, 3] = rng.normal(size=(n, 3))
-    index = np.arange(start, start + n)
-    return FrameBatch(index=index, source_index=index, timestamp=index / 30.0, name=[f"frame_{i:06d}" for i in index],
-                      image=np.zeros((n, H, W, 3), np.uint8), local_points=local.astype(np.float32),
-                      conf=rng.uniform(0, 1, size=(n, H, W)).astype(np.float32), camera_poses=poses)
 
 
 def make_corrections(indices: np.ndarray, seed: int) -> FrameCorrections:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -234,11 +232,7 @@ def test_scales_to_thousands_of_chunks() -> None:
         drifts.append(drifts[-1].compose(Sim3.from_vector(step)))
     ends = rng.integers(0, chunks - 200, 40)
     loops = [_loop(drifts, int(a), int(min(a + rng.integers(50, 1500), chunks - 1))) for a in ends]
-    start = time.perf_counter()
-    solution = solve_pose_graph(chunks, loops)
-    seconds = time.perf_counter() - start
-    print(f"{chunks} chunks, {len(loops)} loops: {seconds:.2f} s, {solution.iterations} iterations")
-    assert seconds < 30.0  # ~0.6 s here; a dense solve would take minutes
+    solution = solve_pose_graph(chunks, loops)  # its time is benchmarks/pose_graph.py's
     for edge in loops:  # every loop closed: C_b ≈ C_a ∘ D
         gap = solution.corrections[edge.b].inverse().compose(solution.corrections[edge.a].compose(edge.drift))
         assert gap.angle_deg < 0.05 and np.linalg.norm(gap.translation) < 0.01

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import DamagedFileError, InputError
 from ..sinks.corrections import FrameCorrections
+from ..sinks.store import FrameStore
 from .graph import LoopEdge, solve_pose_graph
 from .places import PlaceIndex
 from .sim3 import Sim3, from_vectors
@@ -97,11 +99,13 @@ class LoopCloser:
     def __init__(self, model, out: Path, options: LoopOptions, window: int, overlap: int) -> None:
         self.model = model
         self.out = Path(out)
+        self.store = FrameStore(out, corrected=False)  # one reader: its index grows with the run
         self.options = options.resolved(window)
         self.step = window - overlap
         self.places = PlaceIndex(self.options.min_gap, self.options.spacing)
         self.pending: list[LoopCheck] = []  # candidates waiting for their frames to be on disk
         self.checks: list[LoopCheck] = []  # verified, accepted or not, in the order verified
+        self._recent: deque[tuple[int, int]] = deque()  # (a, b) of the candidates queued within `spacing` of b
         self.seconds = 0.0  # spent verifying and solving (reported, not part of the outputs)
         self._path = array("d")  # cumulative path length at each frame, metres of the run's world
         self._last_centre: np.ndarray | None = None
@@ -142,7 +146,7 @@ class LoopCloser:
                 waiting.append(check)
                 continue
             try:
-                end_a, end_b = (read_end(self.out, indices) for indices in ends)
+                end_a, end_b = (read_end(self.store, indices) for indices in ends)
             except FramesNotReady:
                 if final:  # every image was written before the run's end: one is missing
                     raise DamagedFileError(f"the images of frames {ends[0][0]}-{ends[1][-1]} are missing from "
@@ -179,9 +183,11 @@ class LoopCloser:
     # ------------------------------------------------------------------ internals
     def _queue(self, a: int, b: int, score: float) -> None:
         spacing = self.options.spacing
-        for other in (*self.pending, *self.checks):
-            if abs(other.a - a) < spacing and abs(other.b - b) < spacing:
-                return  # the same revisit, already queued
+        while self._recent and b - self._recent[0][1] >= spacing:  # queries come in frame order
+            self._recent.popleft()
+        if any(abs(other - a) < spacing for other, _ in self._recent):
+            return  # the same revisit, already queued
+        self._recent.append((a, b))
         path = self._path[b] - self._path[a]
         self.pending.append(LoopCheck(a, b, self._node(a), self._node(b), score, path))
 
@@ -220,6 +226,7 @@ class LoopCloser:
         verify = self.options.verify
         self.checks = [LoopCheck.from_numbers(row, verify) for row in np.asarray(state["checks"])]
         self.pending = [_unverified(row, verify) for row in np.asarray(state["pending"])]
+        self._recent = deque(sorted(((c.a, c.b) for c in (*self.checks, *self.pending)), key=lambda ab: ab[1]))
 
 
 def _unverified(row: np.ndarray, options: VerifyOptions) -> LoopCheck:

@@ -4,7 +4,7 @@ The descriptors (``ChunkPrediction.descriptors``: each frame's unit-norm mean en
 a large common component, so raw cosines are high between any two frames of one video. The index
 standardises them by the running mean and standard deviation of every descriptor it has seen and
 compares the standardised vectors by cosine. Descriptors wider than ``dims`` (the full model's 1,024)
-first go through a fixed random projection to ``dims`` (128), which keeps cosines to a few percent
+first go through a fixed random projection to ``dims`` (128), which preserves cosines approximately
 and makes a query over 50,000 keyframes a few milliseconds: a 100,000-frame video with a keyframe
 every 2 frames holds 25 MB. ``tiny``'s 128-wide descriptors are kept as they are.
 """

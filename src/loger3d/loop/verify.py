@@ -12,11 +12,11 @@ translation): a wrong loop is worse than a missed one.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..sinks.images import read_images
 from ..sinks.store import FrameStore
 from .sim3 import Sim3, robust_fit_sim3
@@ -45,8 +45,6 @@ class VerifyOptions:
     pixel_step: int = 4
 
     def check(self) -> VerifyOptions:
-        from ..errors import InputError
-
         ranges = {"min_inliers": (0, 1), "max_residual": (0, np.inf), "min_overlap": (0, 1),
                   "max_rotation_deg": (0, 180), "max_log_scale": (0, np.inf), "max_drift": (0, np.inf)}
         for name, (low, high) in ranges.items():
@@ -78,10 +76,11 @@ class FramesNotReady(Exception):
     """A frame's image is not on disk yet: the run's JPEGs are encoded in the background."""
 
 
-def read_end(out: Path, indices: np.ndarray) -> EndFrames:
-    """Frames ``indices`` of the run in ``out`` from its raw frame store and JPEG images; ``FramesNotReady``
-    when an image is still being written."""
-    frames = FrameStore(out, corrected=False).read_frames([int(i) for i in indices])
+def read_end(store: FrameStore, indices: np.ndarray) -> EndFrames:
+    """Frames ``indices`` of a run from its raw frame ``store`` (``corrected=False``) and JPEG images;
+    ``FramesNotReady`` when an image is still being written."""
+    out = store.folder.parent
+    frames = store.read_frames([int(i) for i in indices])
     poses = frames["camera_poses"]
     local = frames["local_points"].astype(np.float64)
     points = np.einsum("nij,nhwj->nhwi", poses[:, :3, :3], local) + poses[:, None, None, :3, 3]

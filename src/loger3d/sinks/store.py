@@ -91,7 +91,8 @@ class FrameStore:
         self.precision = precision
         self.corrected = corrected
         self._next = self._after_last()
-        self._index: dict[int, tuple[Path, int]] | None = None
+        self._index: dict[int, tuple[Path, int]] = {}  # frame -> (chunk file, row), of the chunks in _indexed
+        self._indexed: set[Path] = set()
         self._corrections: FrameCorrections | None = None
         self._corrections_read = False
 
@@ -140,8 +141,8 @@ class FrameStore:
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
         self._next = number + 1
-        if self._index is not None:
-            self._index.update({int(i): (path, row) for row, i in enumerate(arrays["index"])})
+        if self._indexed:  # a reader's index stays current; a writer that never reads keeps none
+            self._add_to_index(path, arrays["index"])
         return number
 
     def truncate(self, num_chunks: int) -> None:
@@ -150,7 +151,7 @@ class FrameStore:
             if _chunk_number(path) >= num_chunks:
                 path.unlink()
         self._next = self._after_last()
-        self._index = None
+        self._index, self._indexed = {}, set()
         self._corrections_read = False
 
     # ------------------------------------------------------------------ reading
@@ -230,8 +231,10 @@ class FrameStore:
     def _locate(self, indices: Sequence[int]) -> list[tuple[Path, int]]:
         """(chunk file, row) of each frame in ``indices``; a frame not in the store is a ``KeyError``."""
         indices = [int(i) for i in indices]
-        if self._index is None or any(i not in self._index for i in indices):
-            self._index = self._build_index()  # a miss rebuilds once: another process may have appended
+        if any(i not in self._index for i in indices):  # a miss reads the chunks written since (by any process)
+            for path in self.chunks():
+                if path not in self._indexed:
+                    self._add_to_index(path, _load(path, ("index",))["index"])
         for i in indices:
             if i not in self._index:
                 raise KeyError(f"frame {i} is not in {self.folder}: it holds {len(self._index)} frames")
@@ -258,11 +261,9 @@ class FrameStore:
                 parts[k].append(chunk[k])
         return {k: np.concatenate(v) if v else _EMPTY[k] for k, v in parts.items()}
 
-    def _build_index(self) -> dict[int, tuple[Path, int]]:
-        index: dict[int, tuple[Path, int]] = {}
-        for path in self.chunks():
-            index.update({int(i): (path, row) for row, i in enumerate(_load(path, ("index",))["index"])})
-        return index
+    def _add_to_index(self, path: Path, index: np.ndarray) -> None:
+        self._index.update({int(i): (path, row) for row, i in enumerate(index)})
+        self._indexed.add(path)
 
 
 def _load(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
