@@ -9,6 +9,12 @@ not the scene's size: a frame costs about the same in a 200-shape room as in a 5
 
     python benchmarks/worlds_speed.py --device cpu --width 224 --height 126
     python benchmarks/worlds_speed.py --device cuda --batch 64 --frames 512 --json results/worlds_speed_h100.json
+
+``--step-clips N`` times what a training step asks for instead: N clips of ``--clip-frames`` frames, one from
+each of N training worlds (families and trajectories as ``SyntheticSource`` draws them, built beforehand), once
+rendered one clip per call and once all together (``render_worlds``), with the peak GPU memory of each.
+
+    python benchmarks/worlds_speed.py --device cuda --step-clips 64 --clip-frames 48 --json step_h200.json
 """
 
 from __future__ import annotations
@@ -50,6 +56,57 @@ def measure(family: str, args: argparse.Namespace, device: torch.device) -> dict
             "frames": done, "seconds": seconds, "fps": done / seconds, "build_seconds": build}
 
 
+def measure_step(args: argparse.Namespace, device: torch.device) -> dict:
+    """One training step's clips rendered clip by clip, then all at once; frames/s of each."""
+    from loger3d.train.synthetic import SyntheticSource
+    from loger3d.train.worlds.world import render_worlds
+
+    source = SyntheticSource(height=args.height, width=args.width, world_length=600, seed_offset=args.seed)
+    start = time.perf_counter()
+    worlds = [source.world(i) for i in range(args.step_clips)]
+    build = time.perf_counter() - start
+    requests = [(w, torch.arange(i % 7, i % 7 + 2 * args.clip_frames, 2)) for i, w in enumerate(worlds)]
+    row = {"clips": args.step_clips, "clip_frames": args.clip_frames, "build_seconds_per_world": build / len(worlds)}
+    for name, draw in (("one_call_per_clip", lambda: [render_worlds([r], device) for r in requests]),
+                       ("one_batch", lambda: render_worlds(requests, device))):
+        draw()  # warm-up: scenes moved to the device
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            draw()
+        sync(device)
+        seconds = (time.perf_counter() - start) / args.repeats
+        row[name] = {"seconds": seconds, "fps": args.step_clips * args.clip_frames / seconds,
+                     "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    if args.profile and device.type == "cuda":
+        row["profile_one_batch"] = profile(lambda: render_worlds(requests, device), device)
+    return row
+
+
+def profile(draw, device: torch.device) -> dict:
+    """One draw under torch.profiler: kernel time against wall time, kernel launches, the top kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as run_profiler
+
+    sync(device)
+    with run_profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        draw()
+        sync(device)
+        wall = time.perf_counter() - start
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    kernel_s = sum(e.self_device_time_total for e in kernels) / 1e6
+    ops = [e for e in prof.key_averages() if e.device_type.name == "CPU" and e.key.startswith("aten::")]
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]
+    top_ops = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"wall_s": wall, "kernel_s": kernel_s, "gpu_busy": kernel_s / wall,
+            "kernel_launches": sum(e.count for e in kernels), "aten_ops": sum(e.count for e in ops),
+            "top_kernels": [{"name": e.key[:100], "ms": e.self_device_time_total / 1e3, "count": e.count} for e in top],
+            "top_ops_cpu": [{"name": e.key, "ms": e.self_cpu_time_total / 1e3, "count": e.count} for e in top_ops]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -61,12 +118,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     parser.add_argument("--families", nargs="+", default=["indoor", "street", "terrain"])
+    parser.add_argument("--step-clips", type=int, default=0, help="time a training step's clips instead (see above)")
+    parser.add_argument("--clip-frames", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="with --step-clips on CUDA: profile one batched draw")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    if args.step_clips:
+        row = {"device": str(device), "device_name": name, "width": args.width, "height": args.height,
+               **measure_step(args, device)}
+        print(json.dumps(row))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(row, indent=2))
+        return
     print(f"device {device} ({name}), {torch.get_num_threads()} CPU threads, {args.width}x{args.height}, "
           f"batch {args.batch}")
     rows = [measure(family, args, device) for family in args.families]

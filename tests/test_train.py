@@ -351,14 +351,14 @@ def test_ctrl_c_mid_step_saves_the_last_completed_step_and_resumes_exactly(tmp_p
     cfg = config_from_dict(small_config(steps=4))
     Trainer(cfg, tmp_path / "straight", progress=False).run()
     trainer = Trainer(cfg, tmp_path / "cut", progress=False)
-    sample = trainer.mixture.sample
+    sample_batch = trainer.mixture.sample_batch
 
-    def interrupting(step, slot, frames, device="cpu"):
-        if step == 2 and slot == 1:  # after the first micro-step's backward of step 3
+    def interrupting(step, slots, frames, device="cpu"):
+        if step == 2 and 1 in slots:  # after the first micro-step's backward of step 3
             raise KeyboardInterrupt
-        return sample(step, slot, frames, device)
+        return sample_batch(step, slots, frames, device)
 
-    monkeypatch.setattr(trainer.mixture, "sample", interrupting)
+    monkeypatch.setattr(trainer.mixture, "sample_batch", interrupting)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     saved = torch.load(tmp_path / "cut" / "checkpoint.pt", map_location="cpu", weights_only=True)

@@ -75,12 +75,15 @@ class TrainSection:
     rest is gradient accumulation); ``precision``: ``bf16`` (autocast, CUDA only), ``fp32`` or ``auto`` (bf16 on
     CUDA); recurrence: ``truncate_every``, ``detach_swa_history``, ``align``, ``loss_scope``; logging and
     checkpoints every so many steps; ``max_minutes`` ends a run (with a checkpoint) after that much wall time,
-    so that long trainings proceed in resumable pieces."""
+    so that long trainings proceed in resumable pieces. ``fast_path``: on CUDA, train through the model's fast
+    path (cuDNN attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then
+    fewer, larger kernels; ignored on a CPU."""
 
     batch_size: int = 8
     micro_batch: int = 1
     precision: str = "auto"
     activation_checkpointing: bool = False
+    fast_path: bool = False
     truncate_every: int = 0
     detach_swa_history: bool = False
     align: str = "none"

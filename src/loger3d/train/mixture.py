@@ -39,8 +39,24 @@ class ClipMixture:
 
     def sample(self, step: int, slot: int, frames: int, device: torch.device | str = "cpu") -> Clip:
         """The clip of global-batch position ``slot`` at ``step``: ``frames`` frames on ``device``."""
-        source, rng = self._pick(step, slot)
-        return self.depth_filter(source.sample(rng, frames, device))
+        return self.sample_batch(step, [slot], frames, device)[0]
+
+    def sample_batch(self, step: int, slots: Sequence[int], frames: int,
+                     device: torch.device | str = "cpu") -> list[Clip]:
+        """The clips of ``slots`` at ``step``, in that order; each equals ``sample(step, slot, ...)``. Sources that
+        can (``sample_many``) draw their share of the slots together: synthetic worlds render in one batch."""
+        picks = [self._pick(step, slot) for slot in slots]
+        clips: list[Clip | None] = [None] * len(picks)
+        for source in self.sources:
+            mine = [i for i, (chosen, _) in enumerate(picks) if chosen is source]
+            if not mine:
+                continue
+            rngs = [picks[i][1] for i in mine]
+            drawn = source.sample_many(rngs, frames, device) if hasattr(source, "sample_many") else \
+                [source.sample(rng, frames, device) for rng in rngs]
+            for i, clip in zip(mine, drawn):
+                clips[i] = self.depth_filter(clip)
+        return clips
 
     def prefetch(self, step: int, slots: Sequence[int], frames: int) -> None:
         """Tell sources that can prepare ahead (``plan`` + ``prefetch``) which clips ``step`` will ask for."""

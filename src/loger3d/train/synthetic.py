@@ -13,6 +13,7 @@ seeds below one million and ``HELD_OUT_SEED_OFFSET`` marks where evaluation worl
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import warnings
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -24,6 +25,7 @@ import torch
 from .clip import Clip
 from .config import ConfigError
 from .worlds import FAMILIES, SyntheticWorld, WorldConfig
+from .worlds.world import render_worlds
 
 __all__ = ["HELD_OUT_SEED_OFFSET", "ClipPlan", "SyntheticSource", "TRAJECTORIES", "revisit_frames"]
 
@@ -67,6 +69,13 @@ def revisit_frames(poses: np.ndarray, plan: ClipPlan, frames: int, rng: np.rando
 
 def _build_world(config: WorldConfig) -> SyntheticWorld:
     return SyntheticWorld(config)
+
+
+def _build_world_bytes(config: WorldConfig) -> bytes:
+    """A world built in a worker, pickled in band. Returned as is, its tensors would travel through shared memory
+    (torch's multiprocessing reductions), each kept open as a file for as long as the world is cached: thousands
+    of cached worlds exhaust /dev/shm or the open-file limit, and a worker then dies."""
+    return pickle.dumps(SyntheticWorld(config), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _worker_init() -> None:
@@ -144,7 +153,7 @@ class SyntheticSource:
             self._cache.move_to_end(index)
             return self._cache[index]
         pending = self._pending.pop(index, None)
-        world = pending.result() if pending is not None else _build_world(self.world_config(index))
+        world = pickle.loads(pending.result()) if pending is not None else _build_world(self.world_config(index))
         self._cache[index] = world
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -167,9 +176,22 @@ class SyntheticSource:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
                                              initializer=_worker_init)
-        self._pending[plan.index] = self._pool.submit(_build_world, self.world_config(plan.index))
+        self._pending[plan.index] = self._pool.submit(_build_world_bytes, self.world_config(plan.index))
 
     def sample(self, rng: np.random.Generator, frames: int, device: torch.device | str = "cpu") -> Clip:
+        return self.sample_many([rng], frames, device)[0]
+
+    def sample_many(self, rngs: list[np.random.Generator], frames: int,
+                    device: torch.device | str = "cpu") -> list[Clip]:
+        """One clip per generator, all rendered in one batch (``worlds.render_worlds``); clip ``i`` is exactly what
+        ``sample(rngs[i], ...)`` gives."""
+        draws = [self._draw(rng, frames) for rng in rngs]
+        seqs = render_worlds([(world, chosen) for world, chosen, _ in draws], device)
+        return [Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses, source=where)
+                for seq, (_, _, where) in zip(seqs, draws)]
+
+    def _draw(self, rng: np.random.Generator, frames: int) -> tuple[SyntheticWorld, torch.Tensor, str]:
+        """Everything a clip draws from ``rng``: its world, its frame indices and a name saying where it is from."""
         plan = self.plan(rng, frames)
         comes_back = self.revisit > 0 and rng.random() < self.revisit  # drawn only when asked: old runs unchanged
         for attempt in range(self.num_worlds):
@@ -178,17 +200,15 @@ class SyntheticSource:
                 world = self.world(candidate)
                 break
             except RuntimeError as e:  # a world whose path grazes a surface: skip it, deterministically
-                warnings.warn(f"skipping synthetic world {self.seed_offset + candidate}: {e}", stacklevel=2)
+                warnings.warn(f"skipping synthetic world {self.seed_offset + candidate}: {e}", stacklevel=3)
         cfg = world.config
         where = f"{self.name}/{cfg.family}-{cfg.trajectory}-{cfg.seed}@{plan.start}x{plan.stride}"
         chosen = revisit_frames(world.poses.numpy(), plan, frames, rng, self.revisit_gap, self.revisit_distance) \
             if comes_back else None
         if chosen is None:
-            seq = world.sample(plan.start, frames, plan.stride, device=device)
-        else:
-            seq = world.sample_frames(torch.from_numpy(chosen), device=device)
-            where += f"+{int(chosen[0]) if chosen[0] != plan.start else int(chosen[frames // 2])}"
-        return Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses, source=where)
+            return world, plan.start + plan.stride * torch.arange(frames), where
+        where += f"+{int(chosen[0]) if chosen[0] != plan.start else int(chosen[frames // 2])}"
+        return world, torch.from_numpy(chosen), where
 
     def close(self) -> None:
         if self._pool is not None:

@@ -29,10 +29,10 @@ from ..model.loger import LoGeR
 from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
 from ..weights.registry import ModelCard
-from .clip import stack_clips
 from .config import TrainConfig
 from .curriculum import Curriculum, window_for_chunks
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
+from .loader import BatchLoader
 from .log import MetricsLog
 from .mixture import mixture_from_config
 from .optim import build_optimizer, lr_factor
@@ -42,8 +42,6 @@ __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "m
 
 _RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device")}
 """Settings that may differ between a run and its resumption (they do not change the result)."""
-_PREFETCH_STEPS = 2
-"""Steps ahead whose clips the data sources may start preparing."""
 
 
 class TrainingError(LogerError, ValueError):
@@ -157,6 +155,8 @@ class Trainer:
             model.load_state_dict(state["model"])
         model.to(self.device).train()
         model.set_activation_checkpointing(tcfg.activation_checkpointing)
+        if tcfg.fast_path and self.device.type == "cuda":
+            model.set_fast_path()
         self.model = model
         self.optimizer = build_optimizer(model, config.optim)
         if state is not None:
@@ -172,6 +172,10 @@ class Trainer:
             with atomic_open(os.path.join(self.out, "config.yaml"), "w") as f:
                 yaml.safe_dump(config.to_dict(), f, sort_keys=False)
         self.log = MetricsLog(self.out, enabled=self.main, resume_step=self.step)
+        mb = tcfg.micro_batch
+        self.loader = BatchLoader(self.mixture, self.curriculum,
+                                  lambda m: [(m * self.world + self.rank) * mb + i for i in range(mb)],
+                                  self.accumulation, self.device, self.step)
 
     # ------------------------------------------------------------------ state
     @property
@@ -215,19 +219,10 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _slots(self) -> list[int]:
-        """This process's global-batch slots, micro-step by micro-step."""
-        mb = self.config.train.micro_batch
-        return [(m * self.world + self.rank) * mb + i for m in range(self.accumulation) for i in range(mb)]
-
     def train_step(self) -> dict:
         """One optimiser step at ``self.step``; returns its logged record."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
-        slots = self._slots()
-        for ahead in range(1, _PREFETCH_STEPS + 1):
-            if self.step + ahead < self.total_steps:
-                self.mixture.prefetch(self.step + ahead, slots, self.curriculum.at(self.step + ahead)[0].frames)
         factor = lr_factor(self.step, self.total_steps, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
@@ -237,8 +232,7 @@ class Trainer:
         sums: dict[str, float] = {}
         for m in range(self.accumulation):
             t0 = time.perf_counter()
-            micro = slots[m * cfg.train.micro_batch:(m + 1) * cfg.train.micro_batch]
-            batch = stack_clips([self.mixture.sample(self.step, s, stage.frames, self.device) for s in micro])
+            batch = self.loader.get(self.step, m)
             data_time += time.perf_counter() - t0
             sync = contextlib.nullcontext()
             if self.world > 1 and m < self.accumulation - 1:
@@ -310,7 +304,7 @@ class Trainer:
             raise
         finally:
             bar.close()
-            self.mixture.close()
+            self.loader.close()
         if self.step != saved_at or self.step == self.total_steps:
             self.save_checkpoint()
         finished = self.step >= self.total_steps

@@ -31,9 +31,12 @@ def intersect_shapes(kind: Kind, origin: torch.Tensor, direction: torch.Tensor, 
 
 def intersect_planes(origin: torch.Tensor, direction: torch.Tensor, normal: torch.Tensor, offset: torch.Tensor,
                      near: float) -> torch.Tensor:
-    """Hits ``t`` ``[..., Q]`` of rays (``origin`` broadcastable to ``direction`` ``[..., 3]``) on Q planes."""
-    along = direction @ normal.T
-    t = (offset - origin @ normal.T) / torch.where(along.abs() < 1e-12, torch.full_like(along, 1e-12), along)
+    """Hits ``t`` ``[..., Q]`` of rays ``origin`` (broadcastable to ``direction`` ``[..., 3]``) on Q planes,
+    ``normal`` ``[..., Q, 3]`` and ``offset`` ``[..., Q]`` (broadcastable: the same planes for all rays, or each
+    ray's own)."""
+    along = (direction[..., None, :] * normal).sum(-1)
+    t = (offset - (origin[..., None, :] * normal).sum(-1)) / torch.where(along.abs() < 1e-12,
+                                                                        torch.full_like(along, 1e-12), along)
     return torch.where(t > near, t, _INF)
 
 

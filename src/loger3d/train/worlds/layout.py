@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,19 +20,32 @@ from .scene import Part, SceneBuilder
 __all__ = ["Placer", "hsv", "random_tilt"]
 
 
+@dataclass(frozen=True)
+class _Clear:
+    """A kept-clear set of segments ``[S, 2]`` and their bounding boxes grown by ``distance`` (``low``, ``high``)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    distance: float
+    band: tuple[float, float]
+    low: np.ndarray
+    high: np.ndarray
+
+
 class Placer:
     """Adds objects to ``builder`` unless they come too close to a kept-clear path at camera height."""
 
     def __init__(self, builder: SceneBuilder, ground: Callable[[np.ndarray], np.ndarray] | None = None):
         self.builder = builder
         self.ground = ground
-        self._clear: list[tuple[np.ndarray, np.ndarray, float, tuple[float, float]]] = []
+        self._clear: list[_Clear] = []
 
     def keep_clear(self, starts: np.ndarray, ends: np.ndarray, distance: float, band: tuple[float, float]) -> None:
         """Keep objects that reach into heights ``band`` ``distance`` metres from segments ``starts``→``ends``
         ``[S, 2]``."""
         starts, ends = np.asarray(starts, dtype=np.float64).reshape(-1, 2), np.asarray(ends).reshape(-1, 2)
-        self._clear.append((starts, ends, float(distance), band))
+        reach = np.minimum(starts, ends) - distance, np.maximum(starts, ends) + distance
+        self._clear.append(_Clear(starts, ends, float(distance), band, *reach))
 
     def fits(self, parts: list[Part]) -> bool:
         """Whether ``parts`` leave every kept-clear segment its distance."""
@@ -39,10 +53,15 @@ class Placer:
         extents = np.array([p.extent() for p in parts])
         base = self.ground(centres[:, :2]) if self.ground is not None else np.zeros(len(parts))
         low, high = centres[:, 2] - extents[:, 2] - base, centres[:, 2] + extents[:, 2] - base
-        for starts, ends, distance, band in self._clear:
-            reach = (high > band[0]) & (low < band[1])
-            if reach.any() and (segment_rect_distance(starts, ends, centres[reach, :2], extents[reach, :2])
-                                < distance).any():
+        for clear in self._clear:
+            reach = (high > clear.band[0]) & (low < clear.band[1])
+            if not reach.any():
+                continue
+            lo, hi = centres[reach, :2] - extents[reach, :2], centres[reach, :2] + extents[reach, :2]
+            # only segments whose box, grown by the distance, overlaps a part's box can be that close
+            near = ((lo.min(0) <= clear.high) & (hi.max(0) >= clear.low)).all(1)
+            if near.any() and (segment_rect_distance(clear.starts[near], clear.ends[near], centres[reach, :2],
+                                                     extents[reach, :2]) < clear.distance).any():
                 return False
         return True
 

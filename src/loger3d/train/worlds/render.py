@@ -1,4 +1,4 @@
-"""Batched ray casting of a ``Scene``: RGB, exact z-depth and a validity mask, on any torch device.
+"""Batched ray casting of scenes: RGB, exact z-depth and a validity mask, on any torch device.
 
 Rays come in groups that share an origin (a camera) and point within a narrow cone (an image tile of
 ``tile`` × ``tile`` pixels). Shapes are culled per group in two conservative stages: the group's bounding
@@ -12,30 +12,40 @@ Cost therefore grows with rays × shapes per tile that survive culling (about 5 
 shapes), plus a cheap ``[frames, tiles, shapes near the camera]`` cone test, rather than with rays × shapes.
 Unbounded planes are tested by every ray.
 
+One call renders frames of several scenes at once (``render_many``: one batch of kernels for all of them,
+instead of one per scene, which is what keeps a GPU busy when a training step needs 64 clips of 64 worlds).
+A frame's pixels depend on its scene and camera alone, never on what else is in the batch.
+
 Depth is the camera-frame z of the hit (rays have camera z = 1, so it is the ray parameter), 0 where the ray
-hits nothing within ``scene.far`` metres (sky); ``valid`` marks the other pixels. Shading is Lambertian under
-the scene's directional light plus a hemisphere ambient, with textures from ``textures.py`` and fog towards
-the far distance; all of it depends on the surface point only (fog on its distance), never on the view.
+hits nothing within the scene's ``far`` metres (sky); ``valid`` marks the other pixels. Shading is Lambertian
+under the scene's directional light plus a hemisphere ambient, with textures from ``textures.py`` and fog
+towards the far distance; all of it depends on the surface point only (fog on its distance), never on the view.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
 from .camera import camera_rays
 from .intersect import intersect_planes, intersect_shapes, shape_surface
-from .scene import Kind, Scene
+from .scene import Kind, Materials, Planes, Scene, Shapes
 from .textures import albedo, fbm
 
-__all__ = ["NEAR", "RenderOutput", "cast", "render", "shade", "trace"]
+__all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "RenderOutput", "SceneStack", "cast", "render", "render_many",
+           "shade", "trace"]
 
 NEAR = 1e-3
 """Hits closer than this (metres of depth) are ignored."""
-
-_PAIR_RAYS = 1 << 21  # ray–shape tests per intersection batch (bounds temporary memory to ~100 MB)
+RAYS_PER_BATCH = {"cpu": 1 << 22, "cuda": 1 << 24}
+"""Rays ``render_many`` casts at once by default, per device type: about 150 frames at 224×126 on a CPU (a few
+GB of temporaries), 600 on a GPU, where fewer, larger kernels are what makes it fast."""
+PAIR_RAYS = {"cpu": 1 << 21, "cuda": 1 << 25}
+"""Ray–shape tests per intersection batch, per device type (temporaries of ~100 MB on a CPU, ~1.5 GB on a GPU)."""
 _MISS = torch.iinfo(torch.int64).max
+_LIGHT = ("sun", "sun_colour", "sky_ambient", "ground_ambient", "zenith", "horizon")
 
 
 @dataclass
@@ -48,37 +58,106 @@ class RenderOutput:
     valid: torch.Tensor
 
 
-def trace(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
+@dataclass
+class SceneStack:
+    """The scenes of one render batch as one set of tables, and which frames belong to which scene.
+
+    Frames ``spans[j]`` (a range of the batch's frames) see ``scenes[j]``. ``shapes`` are every scene's shapes,
+    scene after scene (scene ``j``'s start at ``shape_base[j]``); ``planes`` likewise; ``materials`` has a row
+    per shape, then one per plane, in those orders. ``plane_rows`` ``[F, Q]`` are each frame's planes (rows of
+    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` the lighting per frame: ``sun``,
+    ``sun_colour``, ``sky_ambient``, ``ground_ambient``, ``zenith``, ``horizon`` ``[F, 3]``, ``fog_start``
+    (metres), ``clouds`` and ``far`` ``[F]``.
+    """
+
+    scenes: list[Scene]
+    spans: list[range]
+    shapes: Shapes
+    shape_base: list[int]
+    planes: Planes
+    plane_rows: torch.Tensor
+    materials: Materials
+    scene_of: torch.Tensor
+    light: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, scenes: Sequence[Scene], counts: Sequence[int], device: torch.device) -> SceneStack:
+        """Scenes (already on ``device``) seen by ``counts[j]`` consecutive frames each."""
+        scenes = list(scenes)
+        starts = [sum(counts[:j]) for j in range(len(counts) + 1)]
+        spans = [range(starts[j], starts[j + 1]) for j in range(len(scenes))]
+        shape_counts = [len(s.shapes) for s in scenes]
+        plane_counts = [len(s.planes) for s in scenes]
+        shape_base = [sum(shape_counts[:j]) for j in range(len(scenes))]
+        plane_base = [sum(plane_counts[:j]) for j in range(len(scenes))]
+
+        def stack(tables, pick):
+            return type(tables[0])(**{f.name: torch.cat([pick(getattr(t, f.name), j) for j, t in enumerate(tables)])
+                                      for f in fields(tables[0])})
+
+        shapes = stack([s.shapes for s in scenes], lambda x, j: x)
+        planes = stack([s.planes for s in scenes], lambda x, j: x)
+        materials = stack([s.materials for s in scenes], lambda x, j: x[:shape_counts[j]])
+        on_planes = stack([s.materials for s in scenes], lambda x, j: x[shape_counts[j]:])
+        materials = Materials(**{f.name: torch.cat([getattr(materials, f.name), getattr(on_planes, f.name)])
+                                 for f in fields(Materials)})
+        widest = max(plane_counts, default=0)
+        rows = torch.full((len(scenes), widest), -1, dtype=torch.int64)
+        for j, q in enumerate(plane_counts):
+            rows[j, :q] = torch.arange(plane_base[j], plane_base[j] + q)
+        scene_of = torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts)))
+        light = {name: torch.tensor([getattr(s.lighting, name) for s in scenes], dtype=torch.float32)
+                 for name in _LIGHT}
+        light["fog_start"] = torch.tensor([s.lighting.fog_start * s.far for s in scenes], dtype=torch.float32)
+        light["clouds"] = torch.tensor([s.lighting.clouds for s in scenes], dtype=torch.float32)
+        light["far"] = torch.tensor([s.far for s in scenes], dtype=torch.float32)
+        scene_of = scene_of.to(device)
+        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of,
+                   {k: v.to(device)[scene_of] for k, v in light.items()})
+
+
+def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
     """Nearest hits of ray groups: ``origins`` ``[F, 3]``, ``dirs`` ``[F, G, M, 3]`` (G groups of M rays per origin).
 
     Returns ``t`` ``[F, G, M]`` (ray parameter; ``inf`` for a miss) and ``index`` ``[F, G, M]`` int64, the hit's
-    material row (shapes first, then planes; −1 for a miss). Hits farther than ``scene.far`` metres are misses.
+    material row in ``stack.materials`` (−1 for a miss). Hits farther than the scene's ``far`` are misses.
     """
     f, g, m, _ = dirs.shape
-    shapes, planes = scene.shapes, scene.planes
+    shapes = stack.shapes
     key = torch.full((f * g, m), _MISS, dtype=torch.int64, device=dirs.device)
-    fc, gc, pc = _cull(scene, origins, dirs)
-    inside = _in_pyramid(scene, origins, _pyramid(dirs), fc, gc, pc)
-    fc, gc, pc = fc[inside], gc[inside], pc[inside]
-    kinds = shapes.kind[pc]
-    for kind in Kind:
-        picked = kinds == kind
-        fi, gi, pi = fc[picked], gc[picked], pc[picked]
-        step = max(1, _PAIR_RAYS // m)
-        for lo in range(0, fi.numel(), step):
-            ff, gg, pp = fi[lo:lo + step], gi[lo:lo + step], pi[lo:lo + step]
-            rot = shapes.rotation[pp]
-            o_local = torch.bmm((origins[ff] - shapes.centre[pp])[:, None, :], rot)[:, 0]
-            d_local = torch.bmm(dirs[ff, gg], rot)
-            t = intersect_shapes(kind, o_local, d_local, shapes.size[pp], near)
-            key.scatter_reduce_(0, (ff * g + gg)[:, None].expand(-1, m), _pack(t, pp[:, None]), "amin")
-    if len(planes):
-        t = intersect_planes(origins[:, None, None, :], dirs, planes.normal, planes.offset, near)
-        rows = torch.arange(len(shapes), len(shapes) + len(planes), device=dirs.device)
-        key = torch.minimum(key, _pack(t, rows).min(-1).values.view(f * g, m))  # (int64 amin is slow on CPU)
+    culled = [_cull(scene, origins[span.start:span.stop], dirs[span.start:span.stop])
+              for scene, span in zip(stack.scenes, stack.spans) if len(span) and len(scene.shapes)]
+    bases = [(span.start, base) for scene, span, base in zip(stack.scenes, stack.spans, stack.shape_base)
+             if len(span) and len(scene.shapes)]
+    if culled:
+        fc = torch.cat([c[0] + lo for c, (lo, _) in zip(culled, bases)])
+        gc = torch.cat([c[1] for c in culled])
+        pc = torch.cat([c[2] + base for c, (_, base) in zip(culled, bases)])
+        inside = _in_pyramid(shapes, origins, _pyramid(dirs), fc, gc, pc)
+        fc, gc, pc = fc[inside], gc[inside], pc[inside]
+        kinds = shapes.kind[pc]
+        for kind in Kind:
+            picked = kinds == kind
+            fi, gi, pi = fc[picked], gc[picked], pc[picked]
+            step = max(1, PAIR_RAYS.get(dirs.device.type, PAIR_RAYS["cpu"]) // m)
+            for lo in range(0, fi.numel(), step):
+                ff, gg, pp = fi[lo:lo + step], gi[lo:lo + step], pi[lo:lo + step]
+                rot = shapes.rotation[pp]
+                o_local = torch.bmm((origins[ff] - shapes.centre[pp])[:, None, :], rot)[:, 0]
+                d_local = torch.bmm(dirs[ff, gg], rot)
+                t = intersect_shapes(kind, o_local, d_local, shapes.size[pp], near)
+                key.scatter_reduce_(0, (ff * g + gg)[:, None].expand(-1, m), _pack(t, pp[:, None]), "amin")
+    if stack.plane_rows.shape[1]:
+        rows = stack.plane_rows  # [F, Q]
+        normal = stack.planes.normal[rows.clamp(min=0)][:, None, None]  # [F, 1, 1, Q, 3]
+        offset = stack.planes.offset[rows.clamp(min=0)][:, None, None]
+        t = intersect_planes(origins[:, None, None, :], dirs, normal, offset, near)
+        t = torch.where(rows[:, None, None] >= 0, t, float("inf"))
+        packed = _pack(t, (rows + len(shapes))[:, None, None])
+        key = torch.minimum(key, packed.min(-1).values.view(f * g, m))  # (int64 amin is slow on CPU)
     t = (key >> 32).to(torch.int32).view(torch.float32).view(f, g, m)
     index = (key & 0xFFFFFFFF).view(f, g, m)
-    miss = (key == _MISS).view(f, g, m) | (t * dirs.norm(dim=-1) > scene.far)
+    miss = (key == _MISS).view(f, g, m) | (t * dirs.norm(dim=-1) > stack.light["far"][:, None, None])
     return torch.where(miss, float("inf"), t), torch.where(miss, -1, index)
 
 
@@ -90,8 +169,8 @@ def _pack(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _cull(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Candidate (origin, group, shape) triples ``fi``, ``gi``, ``pi`` ``[K]``: the shape's bounding sphere meets
-    the group's bounding cone within the far distance.
+    """Candidate (origin, group, shape) triples ``fi``, ``gi``, ``pi`` ``[K]`` of one scene: the shape's bounding
+    sphere meets the group's bounding cone within the far distance.
 
     Shapes are first culled against each origin's cone over all its groups (``[F, P]``), then the survivors
     against each group's cone (``[F, G, P']``); cone–sphere overlap is angle(axis, centre) ≤ spread + asin(r / d),
@@ -145,17 +224,17 @@ def _pyramid(dirs: torch.Tensor) -> torch.Tensor:
     return normals * narrow[..., None, None]
 
 
-def _in_pyramid(scene: Scene, origins: torch.Tensor, normals: torch.Tensor, fi: torch.Tensor, gi: torch.Tensor,
+def _in_pyramid(shapes: Shapes, origins: torch.Tensor, normals: torch.Tensor, fi: torch.Tensor, gi: torch.Tensor,
                 pi: torch.Tensor) -> torch.Tensor:
     """``[K]`` bool: the oriented box around shape ``pi`` is not wholly outside a bounding plane of group
     (``fi``, ``gi``)."""
     n = normals[fi, gi]  # [K, 4, 3]
-    offset = (n * (scene.shapes.centre[pi] - origins[fi])[:, None, :]).sum(-1)
-    reach = (torch.bmm(n, scene.shapes.rotation[pi]).abs() * scene.shapes.size[pi][:, None, :]).sum(-1)
+    offset = (n * (shapes.centre[pi] - origins[fi])[:, None, :]).sum(-1)
+    reach = (torch.bmm(n, shapes.rotation[pi]).abs() * shapes.size[pi][:, None, :]).sum(-1)
     return (offset + reach >= 0).all(-1)
 
 
-def shade(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
           pixel_angle: torch.Tensor) -> torch.Tensor:
     """Colours ``[F, G, M, 3]`` in [0, 1] of traced rays (``trace``'s inputs and outputs); ``pixel_angle`` ``[F]``
     is the angle one pixel spans (1 / fx), which sets texture filtering."""
@@ -163,7 +242,8 @@ def shade(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tens
     flat_dirs = dirs.reshape(-1, 3)
     length = flat_dirs.norm(dim=-1)
     unit = flat_dirs / length[:, None]
-    rgb = _sky(scene, unit)
+    light = stack.light
+    rgb = _sky(light, unit, torch.arange(f, device=dirs.device).repeat_interleave(g * m))
     hit = (index.reshape(-1) >= 0).nonzero().squeeze(-1)
     if hit.numel() == 0:
         return rgb.view(f, g, m, 3)
@@ -172,22 +252,23 @@ def shade(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tens
     d, dist = unit[hit], t.reshape(-1)[hit] * length[hit]
     point = origins[frame] + dist[:, None] * d
 
-    n_shapes = len(scene.shapes)
+    shapes, planes, materials = stack.shapes, stack.planes, stack.materials
+    n_shapes = len(shapes)
     on_shape = rows < n_shapes
     srow = rows.clamp(max=max(n_shapes - 1, 0))
     prow = (rows - n_shapes).clamp(min=0)
     if n_shapes:
-        rot = scene.shapes.rotation[srow]
-        local = torch.bmm((point - scene.shapes.centre[srow])[:, None, :], rot)[:, 0]
-        s_normal, s_u, s_v, s_vertical = shape_surface(scene.shapes.kind[srow], local, scene.shapes.size[srow])
+        rot = shapes.rotation[srow]
+        local = torch.bmm((point - shapes.centre[srow])[:, None, :], rot)[:, 0]
+        s_normal, s_u, s_v, s_vertical = shape_surface(shapes.kind[srow], local, shapes.size[srow])
         s_normal = torch.bmm(rot, s_normal[:, :, None])[:, :, 0]
     else:
         local = s_normal = point
         s_u = s_v = dist
         s_vertical = torch.zeros_like(on_shape)
-    if len(scene.planes):
-        p_normal = scene.planes.normal[prow]
-        tangent = scene.planes.tangent[prow]
+    if len(planes):
+        p_normal = planes.normal[prow]
+        tangent = planes.tangent[prow]
         p_u, p_v = (point * tangent[:, 0]).sum(-1), (point * tangent[:, 1]).sum(-1)
         p_vertical = p_normal[:, 2].abs() < 0.5
     else:
@@ -195,77 +276,87 @@ def shade(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tens
     pick = on_shape[:, None]
     normal = torch.where(pick, s_normal, p_normal)
     normal = torch.where(((normal * d).sum(-1) > 0)[:, None], -normal, normal)
-    solid = torch.where((on_shape & ~scene.materials.world_space[rows])[:, None], local, point)
+    solid = torch.where((on_shape & ~materials.world_space[rows])[:, None], local, point)
     u, v = torch.where(on_shape, s_u, p_u), torch.where(on_shape, s_v, p_v)
     vertical = torch.where(on_shape, s_vertical, p_vertical)
 
     footprint = dist * pixel_angle[frame] / (normal * d).sum(-1).abs().clamp_min(0.25)
-    colour = albedo(scene.materials, rows, u, v, solid, footprint, vertical)
-    light = scene.lighting
-    sun = _vec(light.sun, d.device)
+    colour = albedo(materials, rows, u, v, solid, footprint, vertical)
     up = 0.5 + 0.5 * normal[:, 2:3]
-    ambient = torch.lerp(_vec(light.ground_ambient, d.device),
-                         _vec(light.sky_ambient, d.device), up)
-    direct = (normal @ sun).clamp_min(0.0)[:, None] * _vec(light.sun_colour, d.device)
+    ambient = torch.lerp(light["ground_ambient"][frame], light["sky_ambient"][frame], up)
+    direct = (normal * light["sun"][frame]).sum(-1).clamp_min(0.0)[:, None] * light["sun_colour"][frame]
     colour = colour * (ambient + direct)
-    fog_start = light.fog_start * scene.far
-    fog = ((dist - fog_start) / max(scene.far - fog_start, 1e-6)).clamp(0.0, 1.0) ** 2
-    colour = torch.lerp(colour, _vec(light.horizon, d.device), fog[:, None])
+    fog_start, far = light["fog_start"][frame], light["far"][frame]
+    fog = ((dist - fog_start) / (far - fog_start).clamp_min(1e-6)).clamp(0.0, 1.0) ** 2
+    colour = torch.lerp(colour, light["horizon"][frame], fog[:, None])
     rgb[hit] = colour.clamp(0.0, 1.0)
     return rgb.view(f, g, m, 3)
 
 
-def _vec(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device)
-
-
-def _sky(scene: Scene, unit: torch.Tensor) -> torch.Tensor:
-    """Sky colour ``[R, 3]`` by direction: horizon-to-zenith gradient, a sun glow, and optional clouds."""
-    light = scene.lighting
-    device = unit.device
+def _sky(light: dict[str, torch.Tensor], unit: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """Sky colour ``[R, 3]`` of rays ``unit`` ``[R, 3]`` from frames ``frame`` ``[R]``: horizon-to-zenith gradient,
+    a sun glow, and clouds where the scene has them."""
     up = unit[:, 2]
-    zenith, horizon = _vec(light.zenith, device), _vec(light.horizon, device)
-    rgb = torch.lerp(horizon, zenith, up.clamp(0.0, 1.0).sqrt()[:, None])
+    rgb = torch.lerp(light["horizon"][frame], light["zenith"][frame], up.clamp(0.0, 1.0).sqrt()[:, None])
     rgb = rgb * (1.0 - 0.25 * (-3.0 * up).clamp(0.0, 1.0))[:, None]
-    toward = (unit @ _vec(light.sun, device)).clamp_min(0.0)
-    rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * _vec(light.sun_colour, device)
-    if light.clouds > 0:
-        above = up.clamp_min(0.02)
-        plane = torch.cat([unit[:, :2] / above[:, None], torch.zeros_like(up[:, None])], -1) * 1.5
-        cover = ((fbm(plane, torch.zeros_like(up), octaves=4) - 0.45) * 4.0).clamp(0.0, 1.0) * light.clouds
-        cover = cover * (up * 8.0).clamp(0.0, 1.0)
-        rgb = torch.lerp(rgb, torch.full_like(rgb, 0.95), cover[:, None])
+    toward = (unit * light["sun"][frame]).sum(-1).clamp_min(0.0)
+    rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * light["sun_colour"][frame]
+    cloudy = (light["clouds"][frame] > 0).nonzero().squeeze(-1)
+    if cloudy.numel():
+        dirs, above = unit[cloudy], up[cloudy].clamp_min(0.02)
+        plane = torch.cat([dirs[:, :2] / above[:, None], torch.zeros_like(above[:, None])], -1) * 1.5
+        cover = ((fbm(plane, torch.zeros_like(above), octaves=4) - 0.45) * 4.0).clamp(0.0, 1.0)
+        cover = cover * light["clouds"][frame[cloudy]] * (up[cloudy] * 8.0).clamp(0.0, 1.0)
+        rgb[cloudy] = torch.lerp(rgb[cloudy], torch.full_like(rgb[cloudy], 0.95), cover[:, None])
     return rgb.clamp(0.0, 1.0)
 
 
-def render(scene: Scene, poses: torch.Tensor, k: torch.Tensor, height: int, width: int,
-           device: torch.device | str | None = None, frames_per_batch: int = 8, tile: int = 14) -> RenderOutput:
-    """Render camera-to-world ``poses`` ``[N, 4, 4]`` with intrinsics ``k`` ``[3, 3]`` or ``[N, 3, 3]``.
+def render_many(scenes: Sequence[Scene], poses: Sequence[torch.Tensor], k: Sequence[torch.Tensor], height: int,
+                width: int, device: torch.device | str, frames_per_batch: int | None = None,
+                tile: int = 14) -> list[RenderOutput]:
+    """Render ``poses[j]`` ``[N_j, 4, 4]`` (camera-to-world) of ``scenes[j]`` with intrinsics ``k[j]`` ``[N_j, 3, 3]``,
+    for every ``j`` at once, ``frames_per_batch`` frames (across scenes; default: as many as make
+    ``RAYS_PER_BATCH`` rays for the device) at a time on ``device``.
 
-    Works ``frames_per_batch`` frames at a time on ``device`` (default: the scene's); the outputs live there.
-    """
-    device = torch.device(device) if device is not None else scene.device
-    if scene.device != device:
-        scene = scene.to(device)
-    poses = poses.to(device=device, dtype=torch.float32)
-    n = poses.shape[0]
-    k = k.to(device=device, dtype=torch.float32).expand(n, 3, 3) if k.dim() == 2 else k.to(device, torch.float32)
+    Returns one ``RenderOutput`` per scene, on ``device``; frame ``i`` of scene ``j`` is the same whatever else is
+    rendered with it."""
+    device = torch.device(device)
+    scenes = [s if s.device == device else s.to(device) for s in scenes]
+    counts = [int(p.shape[0]) for p in poses]
     rows, cols = -(-height // tile), -(-width // tile)
+    rays = RAYS_PER_BATCH.get(device.type, RAYS_PER_BATCH["cpu"])
+    per_batch = frames_per_batch or max(1, rays // (rows * cols * tile * tile))
+    all_poses = torch.cat([p.to(device=device, dtype=torch.float32) for p in poses])
+    all_k = torch.cat([kk.to(device=device, dtype=torch.float32) for kk in k])
+    owner = [j for j, c in enumerate(counts) for _ in range(c)]
     rgbs, depths = [], []
-    for lo in range(0, n, frames_per_batch):
-        pose, kk = poses[lo:lo + frames_per_batch], k[lo:lo + frames_per_batch]
-        f = pose.shape[0]
+    for lo in range(0, len(owner), per_batch):
+        hi = min(lo + per_batch, len(owner))
+        present = sorted(set(owner[lo:hi]))
+        stack = SceneStack.of([scenes[j] for j in present], [owner[lo:hi].count(j) for j in present], device)
+        pose, kk = all_poses[lo:hi], all_k[lo:hi]
+        f = hi - lo
         cam = camera_rays(kk, rows * tile, cols * tile)
         dirs = torch.einsum("fij,fhwj->fhwi", pose[:, :3, :3], cam)
         dirs = dirs.view(f, rows, tile, cols, tile, 3).transpose(2, 3).reshape(f, rows * cols, tile * tile, 3)
         origins = pose[:, :3, 3]
-        t, index = trace(scene, origins, dirs)
-        rgb = shade(scene, origins, dirs, t, index, 1.0 / kk[:, 0, 0])
-
+        t, index = trace(stack, origins, dirs)
+        rgb = shade(stack, origins, dirs, t, index, 1.0 / kk[:, 0, 0])
         rgbs.append(_untile(rgb, rows, cols, height, width).permute(0, 3, 1, 2))
         depths.append(_untile(torch.where(index >= 0, t, 0.0), rows, cols, height, width))
     depth = torch.cat(depths)
-    return RenderOutput(rgb=torch.cat(rgbs).contiguous(), depth=depth, valid=depth > 0)
+    rgb = torch.cat(rgbs).contiguous()
+    return [RenderOutput(rgb=c, depth=d, valid=d > 0) for c, d in zip(rgb.split(counts), depth.split(counts))]
+
+
+def render(scene: Scene, poses: torch.Tensor, k: torch.Tensor, height: int, width: int,
+           device: torch.device | str | None = None, frames_per_batch: int = 8, tile: int = 14) -> RenderOutput:
+    """Render camera-to-world ``poses`` ``[N, 4, 4]`` of one scene with intrinsics ``k`` ``[3, 3]`` or
+    ``[N, 3, 3]``, ``frames_per_batch`` frames at a time on ``device`` (default: the scene's)."""
+    device = torch.device(device) if device is not None else scene.device
+    n = poses.shape[0]
+    k = k.expand(n, 3, 3) if k.dim() == 2 else k
+    return render_many([scene], [poses], [k], height, width, device, frames_per_batch, tile)[0]
 
 
 def _untile(x: torch.Tensor, rows: int, cols: int, height: int, width: int) -> torch.Tensor:
@@ -288,6 +379,6 @@ def cast(scene: Scene, pose: torch.Tensor, k: torch.Tensor, uv: torch.Tensor, gr
     cam = torch.cat([(ordered[:, :1] - k[0, 2]) / k[0, 0], (ordered[:, 1:] - k[1, 2]) / k[1, 1],
                      torch.ones_like(ordered[:, :1])], -1)
     dirs = (cam @ pose[:3, :3].T).view(1, -1, group, 3)
-    t, index = trace(scene, pose[None, :3, 3], dirs)
+    t, index = trace(SceneStack.of([scene], [1], device), pose[None, :3, 3], dirs)
     depth = torch.where(index >= 0, t, 0.0).reshape(-1)[:r]
     return torch.empty_like(depth).scatter_(0, order, depth)

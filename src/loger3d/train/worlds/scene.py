@@ -131,16 +131,19 @@ class Ground:
         """Ground height ``[M]`` (float64) under points ``xy`` ``[M, 2]``."""
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         out = np.full(xy.shape[0], self.level)
-        for x0, y0, x1, y1, top in self.platforms:
-            on = (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
-            out = np.where(on, np.maximum(out, top), out)
-        for cx, cy, cz, rx, ry, rz, yaw in self.hills:
-            dx, dy = xy[:, 0] - cx, xy[:, 1] - cy
+        x, y = xy[:, 0, None], xy[:, 1, None]  # [M, 1] against every platform and hill at once
+        if len(self.platforms):
+            x0, y0, x1, y1, top = self.platforms.T
+            on = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+            out = np.maximum(out, np.where(on, top, -np.inf).max(axis=1))
+        if len(self.hills):
+            cx, cy, cz, rx, ry, rz, yaw = self.hills.T
+            dx, dy = x - cx, y - cy
             lx = (np.cos(yaw) * dx + np.sin(yaw) * dy) / rx
             ly = (-np.sin(yaw) * dx + np.cos(yaw) * dy) / ry
             inside = 1.0 - lx * lx - ly * ly
             top = np.where(inside > 0, cz + rz * np.sqrt(np.clip(inside, 0, None)), -np.inf)
-            out = np.maximum(out, top)
+            out = np.maximum(out, top.max(axis=1))
         return out
 
 

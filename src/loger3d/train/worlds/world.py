@@ -16,6 +16,7 @@ rest); intrinsics ``[n, 3, 3]`` with pixel (row r, col c) centred at u = c, v = 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,11 +25,11 @@ import torch
 from .camera import intrinsics
 from .clearance import clearance
 from .families import make_scene
-from .render import render
+from .render import render_many
 from .scene import Scene
 from .trajectories import trajectory
 
-__all__ = ["WorldConfig", "WorldSequence", "SyntheticWorld", "make_sequence", "MIN_CLEARANCE"]
+__all__ = ["WorldConfig", "WorldSequence", "SyntheticWorld", "make_sequence", "render_worlds", "MIN_CLEARANCE"]
 
 MIN_CLEARANCE = 0.25
 """Metres every camera centre keeps from every surface; a world whose path breaks this is refused."""
@@ -115,18 +116,38 @@ class SyntheticWorld:
 
     def sample_frames(self, frames: torch.Tensor, device: torch.device | str | None = None) -> WorldSequence:
         """Render the frames ``frames`` ``[n]`` (any order, indices in ``[0, length)``) on ``device``."""
-        frames = torch.as_tensor(frames, dtype=torch.long)
-        if frames.numel() == 0 or int(frames.min()) < 0 or int(frames.max()) >= self.config.length:
-            raise ValueError(f"frames must be indices in [0, {self.config.length}), got {frames.tolist()[:8]}...")
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        return render_worlds([(self, frames)], device, self.config.frames_per_batch)[0]
+
+    def scene_on(self, device: torch.device) -> Scene:
+        """The scene's tables on ``device`` (moved once, then kept)."""
         if device not in self._scenes:
             self._scenes[device] = self.scene.to(device)
-        poses = self.poses[frames].to(device)
-        k = self.intrinsics.to(device).expand(len(frames), 3, 3).clone()
-        out = render(self._scenes[device], poses, k, self.config.height, self.config.width, device,
-                     self.config.frames_per_batch)
-        return WorldSequence(images=out.rgb, depth=out.depth, valid=out.valid, intrinsics=k, poses=poses,
-                             frames=frames.to(device))
+        return self._scenes[device]
+
+
+def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], device: torch.device | str | None = None,
+                  frames_per_batch: int | None = None) -> list[WorldSequence]:
+    """Frames of several worlds rendered together: ``requests`` are ``(world, frames [n])`` pairs of worlds with one
+    image size; returns a ``WorldSequence`` per request. One batch of kernels covers many worlds, which is what a
+    GPU needs to render a training step's clips quickly; each frame is what ``world.sample_frames`` gives.
+    ``frames_per_batch``: frames (of any worlds) rendered at once; default ``render.RAYS_PER_BATCH`` rays' worth."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    sizes = {(w.config.height, w.config.width) for w, _ in requests}
+    if len(sizes) != 1:
+        raise ValueError(f"worlds rendered together need one image size, got {sorted(sizes)}")
+    height, width = sizes.pop()
+    wanted = []
+    for world, frames in requests:
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        if frames.numel() == 0 or int(frames.min()) < 0 or int(frames.max()) >= world.config.length:
+            raise ValueError(f"frames must be indices in [0, {world.config.length}), got {frames.tolist()[:8]}...")
+        wanted.append(frames)
+    poses = [world.poses[frames].to(device) for (world, _), frames in zip(requests, wanted)]
+    ks = [world.intrinsics.to(device).expand(len(frames), 3, 3).clone() for (world, _), frames in zip(requests, wanted)]
+    outs = render_many([world.scene_on(device) for world, _ in requests], poses, ks, height, width, device,
+                       frames_per_batch)
+    return [WorldSequence(images=out.rgb, depth=out.depth, valid=out.valid, intrinsics=k, poses=pose,
+                          frames=frames.to(device)) for out, k, pose, frames in zip(outs, ks, poses, wanted)]
 
 
 def make_sequence(family: str = "indoor", seed: int = 0, length: int = 32, trajectory: str = "walk", start: int = 0,

@@ -1,0 +1,96 @@
+"""Training throughput end to end: frames per second of ``loger3d train`` itself, data included.
+
+Runs ``python -m loger3d train CONFIG`` for ``--minutes`` in a scratch folder with ``--set`` overrides (and
+``train.log_every=1``), then reads its ``metrics.jsonl``: the median of the steps' ``frames_per_s`` after the
+first ``--skip`` steps (compiling, first worlds), the share of the step spent waiting for data, the peak GPU
+memory. The subprocess imports whatever ``loger3d`` the environment gives, so the same script times an older
+checkout (``PYTHONPATH=old/src``) and this one in one lease. Each run appends one row to ``--out``;
+``--summarise METRICS`` makes the row of a kept ``metrics.jsonl`` instead of training.
+
+    python benchmarks/train_end_to_end.py tiny_synthetic --label shipped --minutes 2 --out e2e.json
+    python benchmarks/train_end_to_end.py tiny_synthetic --label mb64 --set train.batch_size=64 \\
+        --set train.micro_batch=64 --set train.fast_path=true --minutes 5 --skip 40 --out e2e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "run"
+        command = [sys.executable, "-m", "loger3d", "train", args.config, "-o", str(out), "--quiet",
+                   "--max-minutes", str(args.minutes), "--set", "train.log_every=1"]
+        for assignment in args.set:
+            command += ["--set", assignment]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if args.stderr:
+            Path(args.stderr).write_text(done.stderr)
+        if done.returncode != 0:
+            sys.exit(f"loger3d train failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        metrics = (out / "metrics.jsonl").read_text()
+        if args.metrics:
+            Path(args.metrics).write_text(metrics)
+    return summarise(args, [json.loads(line) for line in metrics.splitlines() if line.strip()], wall)
+
+
+def summarise(args: argparse.Namespace, records: list[dict], wall: float | None) -> dict:
+    """The row of a run from its metrics records (``step_time``, ``data_time``, ``frames_per_s`` per step)."""
+    steady = records[args.skip:]
+    if not steady:
+        sys.exit(f"only {len(records)} steps ran; lower --skip or raise --minutes")
+    step_s = sum(r["step_time"] for r in steady)
+    return {
+        "label": args.label, "config": args.config, "overrides": args.set, "minutes": args.minutes,
+        "steps": len(records), "skipped": args.skip, "wall_s": wall,
+        "frames_per_s_median": statistics.median(r["frames_per_s"] for r in steady),
+        "frames_per_s_mean": sum(r["frames_per_s"] * r["step_time"] for r in steady) / step_s,
+        "data_wait_share": sum(r["data_time"] for r in steady) / step_s,
+        "first_steps_s": sum(r["step_time"] for r in records[:args.skip]),
+        "gpu_peak_gib": max((r.get("gpu_peak_gib", 0.0) for r in records), default=0.0),
+        "last_loss": records[-1]["total"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a training config (YAML path or shipped name)")
+    parser.add_argument("--label", required=True, help="the row's name in the results")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--skip", type=int, default=10, help="first steps left out of the figures")
+    parser.add_argument("--out", required=True, help="JSON file the row is appended to")
+    parser.add_argument("--stderr", help="also keep the run's whole standard error here")
+    parser.add_argument("--metrics", help="also keep the run's metrics.jsonl here")
+    parser.add_argument("--summarise", metavar="METRICS", help="do not train: summarise this kept metrics.jsonl")
+    args = parser.parse_args()
+    if args.summarise:
+        records = [json.loads(line) for line in Path(args.summarise).read_text().splitlines() if line.strip()]
+        row = {**summarise(args, records, None), "summarised_from": args.summarise}
+    else:
+        row = run(args)
+        import torch
+
+        row["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        row["torch"] = torch.__version__
+        row["cpu_count"] = os.cpu_count()
+        row["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else []
+    Path(args.out).write_text(json.dumps(rows + [row], indent=2) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

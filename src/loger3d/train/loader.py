@@ -1,0 +1,118 @@
+"""The training step's data, drawn ahead of the optimiser: micro-batches in the order the trainer takes them.
+
+Micro-batch ``m`` of step ``t`` is a pure function of ``(t, slots of m)`` (``ClipMixture.sample_batch``), so
+drawing it early changes nothing but when the work happens. On a GPU one background thread renders the next
+micro-batch on its own CUDA stream while the current one trains (the renderer launches its kernels between the
+model's), and tells the worlds' builders which worlds the steps after will need. On a CPU the batch is drawn
+when asked: there is no idle device to fill, only cores the step already uses.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import fields
+
+import torch
+
+from .clip import Clip, stack_clips
+from .curriculum import Curriculum
+from .mixture import ClipMixture
+
+__all__ = ["BatchLoader"]
+
+PREFETCH_STEPS = 2
+"""Steps ahead whose worlds the sources may start building."""
+
+
+class BatchLoader:
+    """``get(step, micro)`` returns micro-batch ``micro`` of ``step`` as one stacked ``Clip`` on ``device``.
+
+    Calls must come in order from ``start``: step by step, micro-batches ``0 .. accumulation - 1`` (the trainer's
+    order). ``slots(micro)`` are that micro-batch's global-batch slots (the same at every step).
+    ``ahead``: micro-batches drawn in advance on a CUDA ``device`` (0: drawn on demand, as on a CPU).
+    """
+
+    def __init__(self, mixture: ClipMixture, curriculum: Curriculum, slots: Callable[[int], list[int]],
+                 accumulation: int, device: torch.device, start: int, ahead: int = 1) -> None:
+        self.mixture = mixture
+        self.curriculum = curriculum
+        self.slots = slots
+        self.accumulation = accumulation
+        self.device = device
+        self.ahead = ahead if device.type == "cuda" else 0
+        self._next = (start, 0)
+        self._announced = start  # steps below this have had their worlds announced
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.ahead))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stream = torch.cuda.Stream(device) if self.ahead else None
+
+    def get(self, step: int, micro: int) -> Clip:
+        if (step, micro) != self._next:
+            raise RuntimeError(f"micro-batches must be taken in order: asked for {(step, micro)}, next is {self._next}")
+        self._next = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
+        if not self.ahead:
+            self._announce(step)
+            return self._draw(step, micro)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, args=(step, micro), daemon=True,
+                                            name="loger3d-batches")
+            self._thread.start()
+        _, batch, ready = self._queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(ready)
+        for f in fields(batch):
+            value = getattr(batch, f.name)
+            if isinstance(value, torch.Tensor):
+                value.record_stream(current)  # its memory is in use on this stream until the step is done
+        return batch
+
+    def close(self) -> None:
+        """Stop drawing ahead (what was drawn is dropped) and let the sources shut their workers down."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.1)  # unblock a producer waiting for room
+                except queue.Empty:
+                    pass
+            self._thread = None
+        self.mixture.close()
+
+    def _draw(self, step: int, micro: int) -> Clip:
+        stage, _ = self.curriculum.at(step)
+        return stack_clips(self.mixture.sample_batch(step, self.slots(micro), stage.frames, self.device))
+
+    def _announce(self, step: int) -> None:
+        """Tell the sources which clips the next ``PREFETCH_STEPS`` steps will draw (each step once)."""
+        last = min(step + PREFETCH_STEPS, self.curriculum.total_steps - 1)
+        slots = [s for m in range(self.accumulation) for s in self.slots(m)]
+        for ahead in range(max(self._announced, step + 1), last + 1):
+            self.mixture.prefetch(ahead, slots, self.curriculum.at(ahead)[0].frames)
+        self._announced = max(self._announced, last + 1)
+
+    def _produce(self, step: int, micro: int) -> None:
+        torch.cuda.set_device(self.device)
+        try:
+            while not self._stop.is_set() and step < self.curriculum.total_steps:
+                self._announce(step)
+                with torch.cuda.stream(self._stream):
+                    batch = self._draw(step, micro)
+                    ready = torch.cuda.Event()
+                    ready.record(self._stream)
+                self._put(((step, micro), batch, ready))
+                step, micro = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
+        except BaseException as e:  # handed to the trainer at its next get
+            self._put(((step, micro), e, None))
+
+    def _put(self, item: tuple) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue

@@ -1,0 +1,86 @@
+"""A training step's clips drawn together (one render batch over many worlds) equal the clips drawn one by one."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from loger3d.train.depth_filter import DepthFilter
+from loger3d.train.mixture import ClipMixture
+from loger3d.train.synthetic import SyntheticSource
+from loger3d.train.worlds import SyntheticWorld, WorldConfig
+from loger3d.train.worlds.world import render_worlds
+
+render_module = importlib.import_module("loger3d.train.worlds.render")  # the package's ``render`` is the function
+FIELDS = ("images", "depth", "valid", "intrinsics", "poses")
+
+
+def test_worlds_rendered_together_equal_each_alone(monkeypatch):
+    monkeypatch.setitem(render_module.RAYS_PER_BATCH, "cpu", 5 * 2 * 196)  # 5 frames a batch: batches span worlds
+    worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=28, width=42))
+              for f, t, s in [("indoor", "walk", 1), ("street", "drive", 2), ("terrain", "orbit", 3)]]
+    requests = [(w, torch.arange(3 + i, 40 + i, 4)) for i, w in enumerate(worlds)]
+    together = render_worlds(requests)
+    for (world, frames), seq in zip(requests, together):
+        alone = world.sample_frames(frames)
+        assert all(torch.equal(getattr(alone, k), getattr(seq, k)) for k in (*FIELDS, "frames"))
+        assert seq.valid.any() and seq.images.std() > 0.01  # real frames, not blanks
+
+
+def test_worlds_of_different_sizes_are_refused():
+    a = SyntheticWorld(WorldConfig(length=20, height=28, width=42))
+    b = SyntheticWorld(WorldConfig(length=20, height=14, width=42))
+    with pytest.raises(ValueError, match="one image size"):
+        render_worlds([(a, torch.arange(2)), (b, torch.arange(2))])
+
+
+def test_a_batch_of_slots_equals_the_slots_drawn_one_by_one(monkeypatch):
+    monkeypatch.setitem(render_module.RAYS_PER_BATCH, "cpu", 7 * 3 * 196)
+    synthetic = SyntheticSource(height=28, width=42, num_worlds=5, world_length=800, stride=(1, 3), revisit=0.5,
+                                revisit_gap=60)
+    other = SyntheticSource(height=28, width=42, families=("indoor",), num_worlds=3, world_length=300,
+                            seed_offset=50, name="rooms")
+    mixture = ClipMixture([synthetic, other], [2.0, 1.0], seed=3, depth_filter=DepthFilter(max_depth=30.0))
+    slots = list(range(6))
+    batch = mixture.sample_batch(4, slots, 10)
+    assert len({c.source.split("/")[0] for c in batch}) == 2 and any("+" in c.source for c in batch)
+    for slot, clip in zip(slots, batch):
+        single = mixture.sample(4, slot, 10)
+        assert clip.source == single.source
+        assert all(torch.equal(getattr(clip, k), getattr(single, k)) for k in FIELDS)
+    assert not torch.equal(batch[0].images, batch[1].images)
+    assert max(float(c.depth.max()) for c in batch) <= 30.0  # the mixture's depth filter applies to each clip
+
+
+def test_worlds_built_by_workers_equal_worlds_built_here():
+    plain = SyntheticSource(height=14, width=28, num_worlds=3, world_length=200)
+    pooled = SyntheticSource(height=14, width=28, num_worlds=3, world_length=200, workers=1)
+    handed_over = 0
+    try:
+        for draw in range(3):
+            plan = pooled.plan(np.random.default_rng([draw]), 8)
+            pooled.prefetch(plan)
+            handed_over += plan.index in pooled._pending  # built in the worker (unless cached already)
+            a, b = pooled.sample(np.random.default_rng([draw]), 8), plain.sample(np.random.default_rng([draw]), 8)
+            assert a.source == b.source and all(torch.equal(getattr(a, k), getattr(b, k)) for k in FIELDS)
+    finally:
+        pooled.close()
+    assert handed_over >= 1
+
+
+def test_the_batch_loader_gives_the_trainers_micro_batches_in_order():
+    from loger3d.train.curriculum import Curriculum, Stage
+    from loger3d.train.loader import BatchLoader
+
+    source = SyntheticSource(height=14, width=28, families=("indoor",), num_worlds=2, world_length=200)
+    mixture = ClipMixture([source], seed=1)
+    curriculum = Curriculum([Stage(steps=3, frames=6, chunks=2, overlap=1)], seed=1)
+    loader = BatchLoader(mixture, curriculum, lambda m: [2 * m, 2 * m + 1], 2, torch.device("cpu"), start=1)
+    batch = loader.get(1, 0)
+    expected = mixture.sample_batch(1, [0, 1], 6)
+    assert batch.images.shape[:2] == (2, 6) and torch.equal(batch.images[1], expected[1].images)
+    with pytest.raises(RuntimeError, match="in order"):
+        loader.get(2, 0)  # micro-batch 1 of step 1 comes first
+    assert torch.equal(loader.get(1, 1).images[0], mixture.sample(1, 2, 6).images)
+    loader.close()
