@@ -67,10 +67,15 @@ def measure_step(args: argparse.Namespace, device: torch.device) -> dict:
     build = time.perf_counter() - start
     requests = [(w, torch.arange(i % 7, i % 7 + 2 * args.clip_frames, 2)) for i, w in enumerate(worlds)]
     row = {"clips": args.step_clips, "clip_frames": args.clip_frames, "build_seconds_per_world": build / len(worlds)}
-    for name, draw in (("one_call_per_clip", lambda: [render_worlds([r], device) for r in requests]),
-                       ("one_batch", lambda: render_worlds(requests, device))):
-        draw()  # warm-up: scenes moved to the device
+    variants = [("one_call_per_clip", lambda: [render_worlds([r], device) for r in requests]),
+                ("one_batch", lambda: render_worlds(requests, device))]
+    if args.compiled:
+        variants.append(("one_batch_compiled_shading", lambda: render_worlds(requests, device, compiled=True)))
+    for name, draw in variants:
+        start = time.perf_counter()
+        draw()  # warm-up: scenes moved to the device, shading compiled
         sync(device)
+        row[f"{name}_first_call_s"] = time.perf_counter() - start
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
@@ -80,8 +85,13 @@ def measure_step(args: argparse.Namespace, device: torch.device) -> dict:
         seconds = (time.perf_counter() - start) / args.repeats
         row[name] = {"seconds": seconds, "fps": args.step_clips * args.clip_frames / seconds,
                      "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    if args.compiled:  # the eager path is the oracle: how far the compiled shading's colours are from it
+        eager, fused = render_worlds(requests, device), render_worlds(requests, device, compiled=True)
+        diff = torch.cat([(a.images - b.images).abs().flatten() for a, b in zip(eager, fused)])
+        row["compiled_vs_eager"] = {"rgb_max_abs": float(diff.max()), "rgb_mean_abs": float(diff.mean()),
+                                    "depth_equal": all(torch.equal(a.depth, b.depth) for a, b in zip(eager, fused))}
     if args.profile and device.type == "cuda":
-        row["profile_one_batch"] = profile(lambda: render_worlds(requests, device), device)
+        row["profile_one_batch"] = profile(lambda: render_worlds(requests, device, compiled=args.compiled), device)
     return row
 
 
@@ -122,6 +132,7 @@ def main() -> None:
     parser.add_argument("--clip-frames", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="with --step-clips on CUDA: profile one batched draw")
+    parser.add_argument("--compiled", action="store_true", help="with --step-clips: also time compiled shading")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:

@@ -93,7 +93,9 @@ class SyntheticSource:
     ``revisit``: the share of clips that come back to where they were (``revisit_frames``: the second half
     ``revisit_gap`` frames or more after the first, its middle camera within ``revisit_distance`` metres of the
     first half's), so that the model learns to relate two visits of a place (what loop closure asks of it); a
-    world that never comes back gives a plain clip.
+    world that never comes back gives a plain clip. ``compiled_shading``: on a GPU, shade through
+    ``torch.compile`` (``worlds.render.shade_compiled``: the same images up to float rounding, in far fewer
+    kernels; the first step compiles).
     """
 
     height: int
@@ -110,6 +112,7 @@ class SyntheticSource:
     revisit: float = 0.0
     revisit_gap: int = 100
     revisit_distance: float = 2.0
+    compiled_shading: bool = False
     name: str = "synthetic"
 
     def __post_init__(self) -> None:
@@ -186,7 +189,8 @@ class SyntheticSource:
         """One clip per generator, all rendered in one batch (``worlds.render_worlds``); clip ``i`` is exactly what
         ``sample(rngs[i], ...)`` gives."""
         draws = [self._draw(rng, frames) for rng in rngs]
-        seqs = render_worlds([(world, chosen) for world, chosen, _ in draws], device)
+        compiled = self.compiled_shading and torch.device(device).type == "cuda"
+        seqs = render_worlds([(world, chosen) for world, chosen, _ in draws], device, compiled=compiled)
         return [Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses, source=where)
                 for seq, (_, _, where) in zip(seqs, draws)]
 

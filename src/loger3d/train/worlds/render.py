@@ -32,10 +32,10 @@ import torch
 from .camera import camera_rays
 from .intersect import intersect_planes, intersect_shapes, shape_surface
 from .scene import Kind, Materials, Planes, Scene, Shapes
-from .textures import albedo, fbm
+from .textures import albedo, fbm, noise_table
 
 __all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "RenderOutput", "SceneStack", "cast", "render", "render_many",
-           "shade", "trace"]
+           "shade", "shade_compiled", "trace"]
 
 NEAR = 1e-3
 """Hits closer than this (metres of depth) are ignored."""
@@ -235,24 +235,59 @@ def _in_pyramid(shapes: Shapes, origins: torch.Tensor, normals: torch.Tensor, fi
 
 
 def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
-          pixel_angle: torch.Tensor) -> torch.Tensor:
+          pixel_angle: torch.Tensor, dense: bool = False) -> torch.Tensor:
     """Colours ``[F, G, M, 3]`` in [0, 1] of traced rays (``trace``'s inputs and outputs); ``pixel_angle`` ``[F]``
-    is the angle one pixel spans (1 / fx), which sets texture filtering."""
+    is the angle one pixel spans (1 / fx), which sets texture filtering.
+
+    ``dense=False`` shades each surface term only where it applies (the hits, each texture's pixels, the
+    cloudy frames' rays): least arithmetic, many small kernels. ``dense=True`` computes every term for every
+    ray and picks per ray: more arithmetic, but no data-dependent shapes, so ``torch.compile`` can fuse it into
+    a few kernels (``shade_compiled``). Both give the same colours in eager mode (tested bit for bit)."""
     f, g, m, _ = dirs.shape
     flat_dirs = dirs.reshape(-1, 3)
     length = flat_dirs.norm(dim=-1)
     unit = flat_dirs / length[:, None]
     light = stack.light
-    rgb = _sky(light, unit, torch.arange(f, device=dirs.device).repeat_interleave(g * m))
-    hit = (index.reshape(-1) >= 0).nonzero().squeeze(-1)
+    ray_frame = torch.arange(f, device=dirs.device).repeat_interleave(g * m)
+    rgb = _sky(light, unit, ray_frame, dense)
+    flat_index = index.reshape(-1)
+    if dense:
+        hit = flat_index >= 0
+        dist = torch.where(hit, t.reshape(-1), 0.0) * length
+        colour = _surface(stack, origins, unit, dist, ray_frame, flat_index.clamp(min=0), pixel_angle, dense)
+        return torch.where(hit[:, None], colour, rgb).view(f, g, m, 3)
+    hit = (flat_index >= 0).nonzero().squeeze(-1)
     if hit.numel() == 0:
         return rgb.view(f, g, m, 3)
-    frame = hit // (g * m)
-    rows = index.reshape(-1)[hit]
-    d, dist = unit[hit], t.reshape(-1)[hit] * length[hit]
-    point = origins[frame] + dist[:, None] * d
+    rgb[hit] = _surface(stack, origins, unit[hit], t.reshape(-1)[hit] * length[hit], hit // (g * m), flat_index[hit],
+                        pixel_angle, dense)
+    return rgb.view(f, g, m, 3)
 
-    shapes, planes, materials = stack.shapes, stack.planes, stack.materials
+
+_COMPILED: dict[str, object] = {}
+
+
+def shade_compiled(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+                   pixel_angle: torch.Tensor) -> torch.Tensor:
+    """``shade(..., dense=True)`` through ``torch.compile`` (dynamic shapes: one compilation serves every batch):
+    the same colours up to float rounding, in a few fused kernels instead of thousands of small ones."""
+    if "shade" not in _COMPILED:
+        _COMPILED["shade"] = torch.compile(_shade_dense, dynamic=True)
+    noise_table(dirs.device)  # made eagerly: it is drawn from a seeded generator, which a compiled graph cannot hold
+    return _COMPILED["shade"](stack, origins, dirs, t, index, pixel_angle)
+
+
+def _shade_dense(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+                 pixel_angle: torch.Tensor) -> torch.Tensor:
+    return shade(stack, origins, dirs, t, index, pixel_angle, dense=True)
+
+
+def _surface(stack: SceneStack, origins: torch.Tensor, d: torch.Tensor, dist: torch.Tensor, frame: torch.Tensor,
+             rows: torch.Tensor, pixel_angle: torch.Tensor, dense: bool) -> torch.Tensor:
+    """Colours ``[R, 3]`` of surface points seen along unit directions ``d`` ``[R, 3]`` at ``dist`` ``[R]`` metres
+    from frame ``frame``'s camera, on material rows ``rows`` ``[R]`` (shapes, then planes)."""
+    light, shapes, planes, materials = stack.light, stack.shapes, stack.planes, stack.materials
+    point = origins[frame] + dist[:, None] * d
     n_shapes = len(shapes)
     on_shape = rows < n_shapes
     srow = rows.clamp(max=max(n_shapes - 1, 0))
@@ -281,7 +316,7 @@ def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch
     vertical = torch.where(on_shape, s_vertical, p_vertical)
 
     footprint = dist * pixel_angle[frame] / (normal * d).sum(-1).abs().clamp_min(0.25)
-    colour = albedo(materials, rows, u, v, solid, footprint, vertical)
+    colour = albedo(materials, rows, u, v, solid, footprint, vertical, dense)
     up = 0.5 + 0.5 * normal[:, 2:3]
     ambient = torch.lerp(light["ground_ambient"][frame], light["sky_ambient"][frame], up)
     direct = (normal * light["sun"][frame]).sum(-1).clamp_min(0.0)[:, None] * light["sun_colour"][frame]
@@ -289,37 +324,45 @@ def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch
     fog_start, far = light["fog_start"][frame], light["far"][frame]
     fog = ((dist - fog_start) / (far - fog_start).clamp_min(1e-6)).clamp(0.0, 1.0) ** 2
     colour = torch.lerp(colour, light["horizon"][frame], fog[:, None])
-    rgb[hit] = colour.clamp(0.0, 1.0)
-    return rgb.view(f, g, m, 3)
+    return colour.clamp(0.0, 1.0)
 
 
-def _sky(light: dict[str, torch.Tensor], unit: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+def _sky(light: dict[str, torch.Tensor], unit: torch.Tensor, frame: torch.Tensor, dense: bool = False) -> torch.Tensor:
     """Sky colour ``[R, 3]`` of rays ``unit`` ``[R, 3]`` from frames ``frame`` ``[R]``: horizon-to-zenith gradient,
-    a sun glow, and clouds where the scene has them."""
+    a sun glow, and clouds where the scene has them (for every ray when ``dense``; a cloudless frame's weight
+    is 0, which leaves its colour exactly)."""
     up = unit[:, 2]
     rgb = torch.lerp(light["horizon"][frame], light["zenith"][frame], up.clamp(0.0, 1.0).sqrt()[:, None])
     rgb = rgb * (1.0 - 0.25 * (-3.0 * up).clamp(0.0, 1.0))[:, None]
     toward = (unit * light["sun"][frame]).sum(-1).clamp_min(0.0)
     rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * light["sun_colour"][frame]
+    if dense:
+        return _clouds(rgb, unit, light["clouds"][frame]).clamp(0.0, 1.0)
     cloudy = (light["clouds"][frame] > 0).nonzero().squeeze(-1)
     if cloudy.numel():
-        dirs, above = unit[cloudy], up[cloudy].clamp_min(0.02)
-        plane = torch.cat([dirs[:, :2] / above[:, None], torch.zeros_like(above[:, None])], -1) * 1.5
-        cover = ((fbm(plane, torch.zeros_like(above), octaves=4) - 0.45) * 4.0).clamp(0.0, 1.0)
-        cover = cover * light["clouds"][frame[cloudy]] * (up[cloudy] * 8.0).clamp(0.0, 1.0)
-        rgb[cloudy] = torch.lerp(rgb[cloudy], torch.full_like(rgb[cloudy], 0.95), cover[:, None])
+        rgb[cloudy] = _clouds(rgb[cloudy], unit[cloudy], light["clouds"][frame[cloudy]])
     return rgb.clamp(0.0, 1.0)
+
+
+def _clouds(rgb: torch.Tensor, unit: torch.Tensor, clouds: torch.Tensor) -> torch.Tensor:
+    """Sky colours ``rgb`` ``[R, 3]`` under clouds of cover ``clouds`` ``[R]`` (0: none), rays ``unit`` ``[R, 3]``."""
+    up = unit[:, 2]
+    above = up.clamp_min(0.02)
+    plane = torch.cat([unit[:, :2] / above[:, None], torch.zeros_like(above[:, None])], -1) * 1.5
+    cover = ((fbm(plane, torch.zeros_like(above), octaves=4) - 0.45) * 4.0).clamp(0.0, 1.0)
+    cover = cover * clouds * (up * 8.0).clamp(0.0, 1.0)
+    return torch.lerp(rgb, torch.full_like(rgb, 0.95), cover[:, None])
 
 
 def render_many(scenes: Sequence[Scene], poses: Sequence[torch.Tensor], k: Sequence[torch.Tensor], height: int,
                 width: int, device: torch.device | str, frames_per_batch: int | None = None,
-                tile: int = 14) -> list[RenderOutput]:
+                tile: int = 14, compiled: bool = False) -> list[RenderOutput]:
     """Render ``poses[j]`` ``[N_j, 4, 4]`` (camera-to-world) of ``scenes[j]`` with intrinsics ``k[j]`` ``[N_j, 3, 3]``,
     for every ``j`` at once, ``frames_per_batch`` frames (across scenes; default: as many as make
     ``RAYS_PER_BATCH`` rays for the device) at a time on ``device``.
 
     Returns one ``RenderOutput`` per scene, on ``device``; frame ``i`` of scene ``j`` is the same whatever else is
-    rendered with it."""
+    rendered with it. ``compiled``: shade through ``shade_compiled`` (for GPUs; the first call compiles)."""
     device = torch.device(device)
     scenes = [s if s.device == device else s.to(device) for s in scenes]
     counts = [int(p.shape[0]) for p in poses]
@@ -341,7 +384,8 @@ def render_many(scenes: Sequence[Scene], poses: Sequence[torch.Tensor], k: Seque
         dirs = dirs.view(f, rows, tile, cols, tile, 3).transpose(2, 3).reshape(f, rows * cols, tile * tile, 3)
         origins = pose[:, :3, 3]
         t, index = trace(stack, origins, dirs)
-        rgb = shade(stack, origins, dirs, t, index, 1.0 / kk[:, 0, 0])
+        shading = shade_compiled if compiled else shade
+        rgb = shading(stack, origins, dirs, t, index, 1.0 / kk[:, 0, 0])
         rgbs.append(_untile(rgb, rows, cols, height, width).permute(0, 3, 1, 2))
         depths.append(_untile(torch.where(index >= 0, t, 0.0), rows, cols, height, width))
     depth = torch.cat(depths)

@@ -16,7 +16,7 @@ import torch
 
 from .scene import Materials, Pattern
 
-__all__ = ["albedo", "fbm", "hash_unit", "value_noise"]
+__all__ = ["albedo", "fbm", "hash_unit", "noise_table", "value_noise"]
 
 _PERIOD = 64  # lattice cells before the noise repeats (per axis); shifts per material and octave hide it
 _SIDE = _PERIOD + 1  # the table repeats its first layer at the end of each axis: corners never wrap
@@ -24,7 +24,7 @@ _CORNERS = torch.tensor([dx * _SIDE**2 + dy * _SIDE + dz for dx in (0, 1) for dy
 _TABLES: dict[torch.device, torch.Tensor] = {}
 
 
-def _table(device: torch.device) -> torch.Tensor:
+def noise_table(device: torch.device) -> torch.Tensor:
     """The fixed random lattice values, ``[65³]`` flattened (seed 0, drawn on the CPU), cached per device."""
     if device not in _TABLES:
         values = torch.rand(_PERIOD, _PERIOD, _PERIOD, generator=torch.Generator().manual_seed(0))
@@ -40,7 +40,7 @@ def _flat(ix: torch.Tensor, iy: torch.Tensor, iz: torch.Tensor) -> torch.Tensor:
 
 def hash_unit(ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
     """A pseudo-random float in [0, 1) per integer cell (``ix``, ``iy``) of a plane (int64 tensors)."""
-    return _table(ix.device)[_flat(ix, iy, torch.zeros_like(ix))]
+    return noise_table(ix.device)[_flat(ix, iy, torch.zeros_like(ix))]
 
 
 def value_noise(p: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ def value_noise(p: torch.Tensor) -> torch.Tensor:
     w = f * f * (3.0 - 2.0 * f)
     cell = cell.to(torch.int64)
     base = _flat(cell[:, 0], cell[:, 1], cell[:, 2])
-    values = _table(p.device)[base[:, None] + _CORNERS.to(p.device)].view(-1, 2, 2, 2)
+    values = noise_table(p.device)[base[:, None] + _CORNERS.to(p.device)].view(-1, 2, 2, 2)
     wx, wy, wz = w[:, 0, None, None], w[:, 1, None], w[:, 2]
     values = values[:, 0] * (1 - wx) + values[:, 1] * wx
     values = values[:, 0] * (1 - wy) + values[:, 1] * wy
@@ -115,8 +115,10 @@ def _pattern(kind: Pattern, u, v, p, scale, footprint, vertical) -> tuple[torch.
 
 
 def albedo(materials: Materials, rows: torch.Tensor, u: torch.Tensor, v: torch.Tensor, p: torch.Tensor,
-           footprint: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor:
-    """Surface colour ``[R, 3]`` in [0, 1] of hits on material ``rows`` ``[R]``."""
+           footprint: torch.Tensor, vertical: torch.Tensor, dense: bool = False) -> torch.Tensor:
+    """Surface colour ``[R, 3]`` in [0, 1] of hits on material ``rows`` ``[R]``. Each pattern is computed for the
+    hits that have it, or with ``dense`` for every hit and then picked (no data-dependent shapes; the same
+    colours)."""
     shift = materials.shift[rows]
     p = p + shift
     u, v = u + shift[:, 0], v + shift[:, 1]
@@ -125,8 +127,14 @@ def albedo(materials: Materials, rows: torch.Tensor, u: torch.Tensor, v: torch.T
     weight = torch.zeros_like(u)
     tint = torch.ones_like(u)
     for kind in Pattern:
+        if kind == Pattern.PLAIN:
+            continue
+        if dense:
+            w, t = _pattern(kind, u, v, p, scale, footprint, vertical)
+            weight, tint = torch.where(pattern == kind, w, weight), torch.where(pattern == kind, t, tint)
+            continue
         picked = (pattern == kind).nonzero().squeeze(-1)
-        if kind == Pattern.PLAIN or picked.numel() == 0:
+        if picked.numel() == 0:
             continue
         w, t = _pattern(kind, u[picked], v[picked], p[picked], scale[picked], footprint[picked], vertical[picked])
         weight[picked], tint[picked] = w, t

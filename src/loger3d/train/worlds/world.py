@@ -126,11 +126,12 @@ class SyntheticWorld:
 
 
 def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], device: torch.device | str | None = None,
-                  frames_per_batch: int | None = None) -> list[WorldSequence]:
+                  frames_per_batch: int | None = None, compiled: bool = False) -> list[WorldSequence]:
     """Frames of several worlds rendered together: ``requests`` are ``(world, frames [n])`` pairs of worlds with one
     image size; returns a ``WorldSequence`` per request. One batch of kernels covers many worlds, which is what a
     GPU needs to render a training step's clips quickly; each frame is what ``world.sample_frames`` gives.
-    ``frames_per_batch``: frames (of any worlds) rendered at once; default ``render.RAYS_PER_BATCH`` rays' worth."""
+    ``frames_per_batch``: frames (of any worlds) rendered at once; default ``render.RAYS_PER_BATCH`` rays' worth.
+    ``compiled``: shade through ``torch.compile`` (``render.shade_compiled``; for GPUs)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     sizes = {(w.config.height, w.config.width) for w, _ in requests}
     if len(sizes) != 1:
@@ -145,7 +146,7 @@ def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], devic
     poses = [world.poses[frames].to(device) for (world, _), frames in zip(requests, wanted)]
     ks = [world.intrinsics.to(device).expand(len(frames), 3, 3).clone() for (world, _), frames in zip(requests, wanted)]
     outs = render_many([world.scene_on(device) for world, _ in requests], poses, ks, height, width, device,
-                       frames_per_batch)
+                       frames_per_batch, compiled=compiled)
     return [WorldSequence(images=out.rgb, depth=out.depth, valid=out.valid, intrinsics=k, poses=pose,
                           frames=frames.to(device)) for out, k, pose, frames in zip(outs, ks, poses, wanted)]
 
