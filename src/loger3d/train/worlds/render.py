@@ -34,8 +34,8 @@ from .intersect import intersect_planes, intersect_shapes, shape_surface
 from .scene import Kind, Materials, Planes, Scene, Shapes
 from .textures import albedo, fbm, noise_table
 
-__all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "RenderOutput", "SceneStack", "cast", "render", "render_many",
-           "shade", "shade_compiled", "trace"]
+__all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "FrameLight", "RenderOutput", "SceneStack", "cast", "render",
+           "render_many", "shade", "shade_compiled", "trace"]
 
 NEAR = 1e-3
 """Hits closer than this (metres of depth) are ignored."""
@@ -45,7 +45,7 @@ GB of temporaries), 600 on a GPU, where fewer, larger kernels are what makes it 
 PAIR_RAYS = {"cpu": 1 << 21, "cuda": 1 << 25}
 """Ray–shape tests per intersection batch, per device type (temporaries of ~100 MB on a CPU, ~1.5 GB on a GPU)."""
 _MISS = torch.iinfo(torch.int64).max
-_LIGHT = ("sun", "sun_colour", "sky_ambient", "ground_ambient", "zenith", "horizon")
+_LIGHT = ("sun", "sun_colour", "sky_ambient", "ground_ambient", "zenith", "horizon", "clouds")
 
 
 @dataclass
@@ -59,15 +59,29 @@ class RenderOutput:
 
 
 @dataclass
+class FrameLight:
+    """Each frame's scene lighting (``scene.Lighting``) as tensors: colours and the sun direction ``[F, 3]``;
+    ``fog_start`` (metres), ``clouds`` and the render distance ``far`` ``[F]``."""
+
+    sun: torch.Tensor
+    sun_colour: torch.Tensor
+    sky_ambient: torch.Tensor
+    ground_ambient: torch.Tensor
+    zenith: torch.Tensor
+    horizon: torch.Tensor
+    clouds: torch.Tensor
+    fog_start: torch.Tensor
+    far: torch.Tensor
+
+
+@dataclass
 class SceneStack:
     """The scenes of one render batch as one set of tables, and which frames belong to which scene.
 
     Frames ``spans[j]`` (a range of the batch's frames) see ``scenes[j]``. ``shapes`` are every scene's shapes,
     scene after scene (scene ``j``'s start at ``shape_base[j]``); ``planes`` likewise; ``materials`` has a row
     per shape, then one per plane, in those orders. ``plane_rows`` ``[F, Q]`` are each frame's planes (rows of
-    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` the lighting per frame: ``sun``,
-    ``sun_colour``, ``sky_ambient``, ``ground_ambient``, ``zenith``, ``horizon`` ``[F, 3]``, ``fog_start``
-    (metres), ``clouds`` and ``far`` ``[F]``.
+    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` each frame's lighting.
     """
 
     scenes: list[Scene]
@@ -78,7 +92,7 @@ class SceneStack:
     plane_rows: torch.Tensor
     materials: Materials
     scene_of: torch.Tensor
-    light: dict[str, torch.Tensor]
+    light: FrameLight
 
     @classmethod
     def of(cls, scenes: Sequence[Scene], counts: Sequence[int], device: torch.device) -> SceneStack:
@@ -106,14 +120,12 @@ class SceneStack:
         for j, q in enumerate(plane_counts):
             rows[j, :q] = torch.arange(plane_base[j], plane_base[j] + q)
         scene_of = torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts)))
-        light = {name: torch.tensor([getattr(s.lighting, name) for s in scenes], dtype=torch.float32)
-                 for name in _LIGHT}
-        light["fog_start"] = torch.tensor([s.lighting.fog_start * s.far for s in scenes], dtype=torch.float32)
-        light["clouds"] = torch.tensor([s.lighting.clouds for s in scenes], dtype=torch.float32)
-        light["far"] = torch.tensor([s.far for s in scenes], dtype=torch.float32)
+        values = {name: [getattr(s.lighting, name) for s in scenes] for name in _LIGHT}
+        values["fog_start"] = [s.lighting.fog_start * s.far for s in scenes]
+        values["far"] = [s.far for s in scenes]
         scene_of = scene_of.to(device)
-        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of,
-                   {k: v.to(device)[scene_of] for k, v in light.items()})
+        light = FrameLight(**{k: torch.tensor(v, dtype=torch.float32).to(device)[scene_of] for k, v in values.items()})
+        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of, light)
 
 
 def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
@@ -157,7 +169,7 @@ def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: fl
         key = torch.minimum(key, packed.min(-1).values.view(f * g, m))  # (int64 amin is slow on CPU)
     t = (key >> 32).to(torch.int32).view(torch.float32).view(f, g, m)
     index = (key & 0xFFFFFFFF).view(f, g, m)
-    miss = (key == _MISS).view(f, g, m) | (t * dirs.norm(dim=-1) > stack.light["far"][:, None, None])
+    miss = (key == _MISS).view(f, g, m) | (t * dirs.norm(dim=-1) > stack.light.far[:, None, None])
     return torch.where(miss, float("inf"), t), torch.where(miss, -1, index)
 
 
@@ -318,29 +330,29 @@ def _surface(stack: SceneStack, origins: torch.Tensor, d: torch.Tensor, dist: to
     footprint = dist * pixel_angle[frame] / (normal * d).sum(-1).abs().clamp_min(0.25)
     colour = albedo(materials, rows, u, v, solid, footprint, vertical, dense)
     up = 0.5 + 0.5 * normal[:, 2:3]
-    ambient = torch.lerp(light["ground_ambient"][frame], light["sky_ambient"][frame], up)
-    direct = (normal * light["sun"][frame]).sum(-1).clamp_min(0.0)[:, None] * light["sun_colour"][frame]
+    ambient = torch.lerp(light.ground_ambient[frame], light.sky_ambient[frame], up)
+    direct = (normal * light.sun[frame]).sum(-1).clamp_min(0.0)[:, None] * light.sun_colour[frame]
     colour = colour * (ambient + direct)
-    fog_start, far = light["fog_start"][frame], light["far"][frame]
+    fog_start, far = light.fog_start[frame], light.far[frame]
     fog = ((dist - fog_start) / (far - fog_start).clamp_min(1e-6)).clamp(0.0, 1.0) ** 2
-    colour = torch.lerp(colour, light["horizon"][frame], fog[:, None])
+    colour = torch.lerp(colour, light.horizon[frame], fog[:, None])
     return colour.clamp(0.0, 1.0)
 
 
-def _sky(light: dict[str, torch.Tensor], unit: torch.Tensor, frame: torch.Tensor, dense: bool = False) -> torch.Tensor:
+def _sky(light: FrameLight, unit: torch.Tensor, frame: torch.Tensor, dense: bool = False) -> torch.Tensor:
     """Sky colour ``[R, 3]`` of rays ``unit`` ``[R, 3]`` from frames ``frame`` ``[R]``: horizon-to-zenith gradient,
     a sun glow, and clouds where the scene has them (for every ray when ``dense``; a cloudless frame's weight
     is 0, which leaves its colour exactly)."""
     up = unit[:, 2]
-    rgb = torch.lerp(light["horizon"][frame], light["zenith"][frame], up.clamp(0.0, 1.0).sqrt()[:, None])
+    rgb = torch.lerp(light.horizon[frame], light.zenith[frame], up.clamp(0.0, 1.0).sqrt()[:, None])
     rgb = rgb * (1.0 - 0.25 * (-3.0 * up).clamp(0.0, 1.0))[:, None]
-    toward = (unit * light["sun"][frame]).sum(-1).clamp_min(0.0)
-    rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * light["sun_colour"][frame]
+    toward = (unit * light.sun[frame]).sum(-1).clamp_min(0.0)
+    rgb = rgb + (0.5 * toward ** 256 + 0.12 * toward ** 8)[:, None] * light.sun_colour[frame]
     if dense:
-        return _clouds(rgb, unit, light["clouds"][frame]).clamp(0.0, 1.0)
-    cloudy = (light["clouds"][frame] > 0).nonzero().squeeze(-1)
+        return _clouds(rgb, unit, light.clouds[frame]).clamp(0.0, 1.0)
+    cloudy = (light.clouds[frame] > 0).nonzero().squeeze(-1)
     if cloudy.numel():
-        rgb[cloudy] = _clouds(rgb[cloudy], unit[cloudy], light["clouds"][frame[cloudy]])
+        rgb[cloudy] = _clouds(rgb[cloudy], unit[cloudy], light.clouds[frame[cloudy]])
     return rgb.clamp(0.0, 1.0)
 
 
