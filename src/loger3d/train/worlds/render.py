@@ -81,7 +81,10 @@ class SceneStack:
     Frames ``spans[j]`` (a range of the batch's frames) see ``scenes[j]``. ``shapes`` are every scene's shapes,
     scene after scene (scene ``j``'s start at ``shape_base[j]``); ``planes`` likewise; ``materials`` has a row
     per shape, then one per plane, in those orders. ``plane_rows`` ``[F, Q]`` are each frame's planes (rows of
-    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` each frame's lighting.
+    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` each frame's lighting. For culling,
+    each scene's shapes again padded to the most any scene has: ``padded_centre`` ``[S, P, 3]``,
+    ``padded_radius`` ``[S, P]``, ``padded_real`` ``[S, P]`` (False on padding), and ``shape_start`` ``[S]``
+    (``shape_base`` as a tensor).
     """
 
     scenes: list[Scene]
@@ -93,6 +96,10 @@ class SceneStack:
     materials: Materials
     scene_of: torch.Tensor
     light: FrameLight
+    padded_centre: torch.Tensor
+    padded_radius: torch.Tensor
+    padded_real: torch.Tensor
+    shape_start: torch.Tensor
 
     @classmethod
     def of(cls, scenes: Sequence[Scene], counts: Sequence[int], device: torch.device) -> SceneStack:
@@ -125,7 +132,12 @@ class SceneStack:
         values["far"] = [s.far for s in scenes]
         scene_of = scene_of.to(device)
         light = FrameLight(**{k: torch.tensor(v, dtype=torch.float32).to(device)[scene_of] for k, v in values.items()})
-        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of, light)
+        pad = torch.nn.utils.rnn.pad_sequence
+        real = pad([torch.ones(n, dtype=torch.bool, device=device) for n in shape_counts], batch_first=True)
+        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of, light,
+                   pad([s.shapes.centre for s in scenes], batch_first=True),
+                   pad([s.shapes.radius for s in scenes], batch_first=True), real,
+                   torch.tensor(shape_base, dtype=torch.int64, device=device))
 
 
 def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
@@ -137,14 +149,8 @@ def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: fl
     f, g, m, _ = dirs.shape
     shapes = stack.shapes
     key = torch.full((f * g, m), _MISS, dtype=torch.int64, device=dirs.device)
-    culled = [_cull(scene, origins[span.start:span.stop], dirs[span.start:span.stop])
-              for scene, span in zip(stack.scenes, stack.spans) if len(span) and len(scene.shapes)]
-    bases = [(span.start, base) for scene, span, base in zip(stack.scenes, stack.spans, stack.shape_base)
-             if len(span) and len(scene.shapes)]
-    if culled:
-        fc = torch.cat([c[0] + lo for c, (lo, _) in zip(culled, bases)])
-        gc = torch.cat([c[1] for c in culled])
-        pc = torch.cat([c[2] + base for c, (_, base) in zip(culled, bases)])
+    if len(shapes):
+        fc, gc, pc = _cull(stack, origins, dirs)
         inside = _in_pyramid(shapes, origins, _pyramid(dirs), fc, gc, pc)
         fc, gc, pc = fc[inside], gc[inside], pc[inside]
         kinds = shapes.kind[pc]
@@ -180,36 +186,44 @@ def _pack(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isinf(t), _MISS, key)
 
 
-def _cull(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Candidate (origin, group, shape) triples ``fi``, ``gi``, ``pi`` ``[K]`` of one scene: the shape's bounding
-    sphere meets the group's bounding cone within the far distance.
+def _cull(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Candidate (frame, group, shape) triples ``fi``, ``gi``, ``pi`` ``[K]`` (``pi`` a row of ``stack.shapes``): the
+    shape is in the frame's scene and its bounding sphere meets the group's bounding cone within the far distance.
 
-    Shapes are first culled against each origin's cone over all its groups (``[F, P]``), then the survivors
-    against each group's cone (``[F, G, P']``); cone–sphere overlap is angle(axis, centre) ≤ spread + asin(r / d),
-    compared through cosines."""
+    Shapes are first culled against each origin's cone over all its groups (``[F, P]``, every scene's shapes
+    padded to the most any has), then the shapes that survive for some frame of a scene against each group's cone
+    of that scene's frames (``[F, G, P']``); cone–sphere overlap is angle(axis, centre) ≤ spread + asin(r / d),
+    compared through cosines. All scenes at once: a fixed number of kernels, whatever the batch holds."""
     unit = torch.nn.functional.normalize(dirs, dim=-1)
     axis = torch.nn.functional.normalize(unit.sum(2), dim=-1)  # [F, G, 3]
     cos_spread = (unit * axis[:, :, None]).sum(-1).amin(-1).clamp(-1.0, 1.0)  # [F, G]
     view = torch.nn.functional.normalize(axis.sum(1), dim=-1)  # [F, 3]
     view_spread = torch.acos((unit * view[:, None, None]).sum(-1).flatten(1).amin(-1).clamp(-1.0, 1.0))
-    to_shape = scene.shapes.centre[None] - origins[:, None]  # [F, P, 3]
+    scene = stack.scene_of
+    to_shape = stack.padded_centre[scene] - origins[:, None]  # [F, P, 3]
     dist = to_shape.norm(dim=-1).clamp_min(1e-9)
-    radius = scene.shapes.radius[None] + 1e-3
+    radius = stack.padded_radius[scene] + 1e-3
     sin_widen = (radius / dist).clamp(max=1.0)
     toward = to_shape / dist[..., None]
-    near = dist - radius < scene.far
+    near = (dist - radius < stack.light.far[:, None]) & stack.padded_real[scene]
     inside = dist <= radius
     frame_ok = ((toward * view[:, None]).sum(-1) >= torch.cos((view_spread[:, None] + torch.asin(sin_widen))
                                                             .clamp(max=torch.pi)) - 1e-6) | inside
-    keep = (frame_ok & near).any(0).nonzero().squeeze(-1)  # [P']
-    sin_w, cos_w = sin_widen[:, keep], torch.sqrt(1.0 - sin_widen[:, keep] ** 2)
+    reach = frame_ok & near  # [F, P]
+    seen = torch.zeros(stack.padded_real.shape, dtype=torch.int32, device=dirs.device)
+    seen = seen.index_add_(0, scene, reach.to(torch.int32)) > 0  # [S, P]: in reach of some frame of the scene
+    width = int(seen.sum(1).max())
+    order = torch.argsort((~seen).to(torch.uint8), dim=1, stable=True)[:, :width]  # [S, P']: those shapes first
+    keep, kept = order[scene], seen.gather(1, order)[scene]  # [F, P']: shape index, and whether it is one
+    sin_w = sin_widen.gather(1, keep)
+    cos_w = torch.sqrt(1.0 - sin_w**2)
     sin_s = torch.sqrt(1.0 - cos_spread**2)
     limit = cos_spread[..., None] * cos_w[:, None] - sin_s[..., None] * sin_w[:, None]  # cos(spread + widen)
     limit = torch.where((cos_spread < 0)[..., None], -2.0, limit)  # spread > 90°: everything is in reach
-    cos_angle = torch.bmm(axis, toward[:, keep].transpose(1, 2))  # [F, G, P']
-    mask = ((cos_angle >= limit - 1e-6) | inside[:, None, keep]) & (near & frame_ok)[:, None, keep]
+    cos_angle = torch.bmm(axis, toward.gather(1, keep[..., None].expand(-1, -1, 3)).transpose(1, 2))  # [F, G, P']
+    mask = ((cos_angle >= limit - 1e-6) | inside.gather(1, keep)[:, None]) & (reach.gather(1, keep) & kept)[:, None]
     fi, gi, pk = mask.nonzero(as_tuple=True)
-    return fi, gi, keep[pk]
+    return fi, gi, stack.shape_start[scene[fi]] + keep[fi, pk]
 
 
 def _pyramid(dirs: torch.Tensor) -> torch.Tensor:
