@@ -76,7 +76,7 @@ def test_the_batch_loader_gives_the_trainers_micro_batches_in_order():
     source = SyntheticSource(height=14, width=28, families=("indoor",), num_worlds=2, world_length=200)
     mixture = ClipMixture([source], seed=1)
     curriculum = Curriculum([Stage(steps=3, frames=6, chunks=2, overlap=1)], seed=1)
-    loader = BatchLoader(mixture, curriculum, lambda m: [2 * m, 2 * m + 1], 2, torch.device("cpu"), start=1)
+    loader = BatchLoader(mixture, curriculum, lambda step: [[0, 1], [2, 3]], torch.device("cpu"), start=1)
     batch = loader.get(1, 0)
     expected = mixture.sample_batch(1, [0, 1], 6)
     assert batch.images.shape[:2] == (2, 6) and torch.equal(batch.images[1], expected[1].images)

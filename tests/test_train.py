@@ -366,3 +366,22 @@ def test_ctrl_c_mid_step_saves_the_last_completed_step_and_resumes_exactly(tmp_p
     assert Trainer(cfg, tmp_path / "cut", resume=True, progress=False).run().finished
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("straight", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_can_take_its_own_micro_batch(tmp_path):
+    """Stage micro-batches split the same global batch differently: the same clips, the same run where the split
+    is the same, and a refusal when the batch does not divide."""
+    stages = [{"steps": 2, "frames": 8, "chunks": 2, "overlap": 1, "micro_batch": 1},
+              {"steps": 2, "frames": 8, "chunks": 2, "overlap": 1, "micro_batch": 2}]
+    mixed = Trainer(config_from_dict(small_config(curriculum=stages, train={"micro_batch": 2})), tmp_path / "mixed",
+                    progress=False)
+    assert mixed.micro_batches(0) == [[0], [1]] and mixed.micro_batches(3) == [[0, 1]]
+    mixed.run()
+    plain = small_config(curriculum=[{**s, "micro_batch": None} for s in stages])
+    Trainer(config_from_dict(plain), tmp_path / "plain", progress=False).run()  # micro-batch 1 throughout
+    logs = [[json.loads(x) for x in open(tmp_path / d / "metrics.jsonl")] for d in ("mixed", "plain")]
+    assert [r["total"] for r in logs[0][:2]] == [r["total"] for r in logs[1][:2]]  # same split: the same steps
+    assert [r["total"] for r in logs[0][2:]] == pytest.approx([r["total"] for r in logs[1][2:]], rel=1e-3)
+    with pytest.raises(TrainingError, match="micro_batch"):
+        Trainer(config_from_dict(small_config(curriculum=[{**stages[1], "micro_batch": 3}])), tmp_path / "bad",
+                progress=False)

@@ -31,6 +31,8 @@ class Stage:
     """``steps`` optimiser steps on ``frames``-frame sequences cut with ``overlap``.
 
     Give ``window`` (frames per chunk) or ``chunks`` (an int, or ``(min, max)`` drawn per step); not both.
+    ``micro_batch``: sequences a process computes at once in this stage (default: ``train.micro_batch``), so
+    that long sequences can take smaller micro-batches than short ones; the clips and the batch are the same.
     """
 
     steps: int
@@ -38,10 +40,13 @@ class Stage:
     overlap: int = 1
     window: int | None = None
     chunks: int | tuple[int, int] | None = None
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.frames < 1:
             raise ValueError(f"a stage needs steps >= 1 and frames >= 1, got {self.steps}, {self.frames}")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ValueError(f"a stage's micro_batch must be >= 1, got {self.micro_batch}")
         if (self.window is None) == (self.chunks is None):
             raise ValueError("a stage takes either window or chunks (not both, not neither)")
         if isinstance(self.chunks, list):

@@ -29,17 +29,16 @@ PREFETCH_STEPS = 2
 class BatchLoader:
     """``get(step, micro)`` returns micro-batch ``micro`` of ``step`` as one stacked ``Clip`` on ``device``.
 
-    Calls must come in order from ``start``: step by step, micro-batches ``0 .. accumulation - 1`` (the trainer's
-    order). ``slots(micro)`` are that micro-batch's global-batch slots (the same at every step).
+    Calls must come in order from ``start``: step by step, micro-batch by micro-batch (the trainer's order).
+    ``micro_batches(step)`` are the step's global-batch slots, one list per micro-batch.
     ``ahead``: micro-batches drawn in advance on a CUDA ``device`` (0: drawn on demand, as on a CPU).
     """
 
-    def __init__(self, mixture: ClipMixture, curriculum: Curriculum, slots: Callable[[int], list[int]],
-                 accumulation: int, device: torch.device, start: int, ahead: int = 1) -> None:
+    def __init__(self, mixture: ClipMixture, curriculum: Curriculum, micro_batches: Callable[[int], list[list[int]]],
+                 device: torch.device, start: int, ahead: int = 1) -> None:
         self.mixture = mixture
         self.curriculum = curriculum
-        self.slots = slots
-        self.accumulation = accumulation
+        self.micro_batches = micro_batches
         self.device = device
         self.ahead = ahead if device.type == "cuda" else 0
         self._next = (start, 0)
@@ -52,7 +51,7 @@ class BatchLoader:
     def get(self, step: int, micro: int) -> Clip:
         if (step, micro) != self._next:
             raise RuntimeError(f"micro-batches must be taken in order: asked for {(step, micro)}, next is {self._next}")
-        self._next = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
+        self._next = self._after(step, micro)
         if not self.ahead:
             self._announce(step)
             return self._draw(step, micro)
@@ -83,15 +82,19 @@ class BatchLoader:
             self._thread = None
         self.mixture.close()
 
+    def _after(self, step: int, micro: int) -> tuple[int, int]:
+        return (step, micro + 1) if micro + 1 < len(self.micro_batches(step)) else (step + 1, 0)
+
     def _draw(self, step: int, micro: int) -> Clip:
         stage, _ = self.curriculum.at(step)
-        return stack_clips(self.mixture.sample_batch(step, self.slots(micro), stage.frames, self.device))
+        return stack_clips(self.mixture.sample_batch(step, self.micro_batches(step)[micro], stage.frames,
+                                                     self.device))
 
     def _announce(self, step: int) -> None:
         """Tell the sources which clips the next ``PREFETCH_STEPS`` steps will draw (each step once)."""
         last = min(step + PREFETCH_STEPS, self.curriculum.total_steps - 1)
-        slots = [s for m in range(self.accumulation) for s in self.slots(m)]
         for ahead in range(max(self._announced, step + 1), last + 1):
+            slots = [s for micro in self.micro_batches(ahead) for s in micro]
             self.mixture.prefetch(ahead, slots, self.curriculum.at(ahead)[0].frames)
         self._announced = max(self._announced, last + 1)
 
@@ -105,7 +108,7 @@ class BatchLoader:
                     ready = torch.cuda.Event()
                     ready.record(self._stream)
                 self._put(((step, micro), batch, ready))
-                step, micro = (step, micro + 1) if micro + 1 < self.accumulation else (step + 1, 0)
+                step, micro = self._after(step, micro)
         except BaseException as e:  # handed to the trainer at its next get
             self._put(((step, micro), e, None))
 

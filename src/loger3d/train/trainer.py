@@ -3,9 +3,9 @@
 One process per GPU under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment; NCCL on
 GPUs, gloo on CPUs), or a single process. A step draws ``train.batch_size`` sequences: global-batch slot ``s``
 of step ``t`` is the clip ``ClipMixture.sample(t, s)``, and process ``r`` of ``R`` computes the slots
-``(m·R + r)·micro_batch + i`` of micro-step ``m``. The data is therefore a function of the step, so a run
-resumed from ``checkpoint.pt`` continues exactly (bit for bit on a CPU) and R processes see the clips one
-process would.
+``(m·R + r)·micro_batch + i`` of micro-step ``m`` (``micro_batch`` is the stage's, or ``train.micro_batch``).
+The data is therefore a function of the step, so a run resumed from ``checkpoint.pt`` continues exactly (bit
+for bit on a CPU) and R processes see the clips one process would.
 
 Out folder: ``checkpoint.pt`` (model, optimiser, step; read with ``weights_only=True``), ``config.yaml``,
 ``metrics.jsonl``, ``tensorboard/``, ``loss.png`` and, at the end, ``model.safetensors`` (the weights alone,
@@ -123,11 +123,11 @@ class Trainer:
         if precision == "bf16" and self.device.type != "cuda":
             raise TrainingError("precision bf16 needs a CUDA device; use train.precision=fp32 on a CPU")
         self.precision = precision
-        per_step = self.world * tcfg.micro_batch
-        if tcfg.batch_size % per_step:
-            raise TrainingError(f"train.batch_size {tcfg.batch_size} is not a multiple of processes × micro_batch "
-                                f"= {self.world} × {tcfg.micro_batch}; change batch_size or micro_batch")
-        self.accumulation = tcfg.batch_size // per_step
+        for stage in config.curriculum:
+            micro = stage.micro_batch or tcfg.micro_batch
+            if tcfg.batch_size % (self.world * micro):
+                raise TrainingError(f"train.batch_size {tcfg.batch_size} is not a multiple of processes × micro_batch "
+                                    f"= {self.world} × {micro}; change batch_size or micro_batch")
         self.curriculum = Curriculum(config.curriculum, config.data.seed)
         self.mixture = mixture_from_config(config.data)
         self.progress = progress and self.main
@@ -172,10 +172,7 @@ class Trainer:
             with atomic_open(os.path.join(self.out, "config.yaml"), "w") as f:
                 yaml.safe_dump(config.to_dict(), f, sort_keys=False)
         self.log = MetricsLog(self.out, enabled=self.main, resume_step=self.step)
-        mb = tcfg.micro_batch
-        self.loader = BatchLoader(self.mixture, self.curriculum,
-                                  lambda m: [(m * self.world + self.rank) * mb + i for i in range(mb)],
-                                  self.accumulation, self.device, self.step)
+        self.loader = BatchLoader(self.mixture, self.curriculum, self.micro_batches, self.device, self.step)
 
     # ------------------------------------------------------------------ state
     @property
@@ -219,6 +216,13 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This process's global-batch slots at ``step``, one list per micro-step (the stage's micro-batch)."""
+        stage, _ = self.curriculum.at(step)
+        micro = stage.micro_batch or self.config.train.micro_batch
+        steps = self.config.train.batch_size // (self.world * micro)
+        return [[(m * self.world + self.rank) * micro + i for i in range(micro)] for m in range(steps)]
+
     def train_step(self) -> dict:
         """One optimiser step at ``self.step``; returns its logged record."""
         cfg = self.config
@@ -230,20 +234,21 @@ class Trainer:
         started = time.perf_counter()
         data_time = 0.0
         sums: dict[str, float] = {}
-        for m in range(self.accumulation):
+        accumulation = len(self.micro_batches(self.step))
+        for m in range(accumulation):
             t0 = time.perf_counter()
             batch = self.loader.get(self.step, m)
             data_time += time.perf_counter() - t0
             sync = contextlib.nullcontext()
-            if self.world > 1 and m < self.accumulation - 1:
+            if self.world > 1 and m < accumulation - 1:
                 sync = self.objective.no_sync()
             with sync:
                 with self._autocast():
                     loss, stats = self.objective(batch.images, batch.local_points, batch.poses, batch.valid, window,
                                                  stage.overlap)
-                (loss / self.accumulation).backward()
+                (loss / accumulation).backward()
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v / self.accumulation
+                sums[k] = sums.get(k, 0.0) + v / accumulation
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 \
             else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
