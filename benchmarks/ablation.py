@@ -1,15 +1,23 @@
-"""Memory ablation at small scale: hybrid (TTT + SWA), TTT only, SWA only, no memory (Pi3-Chunk + SE(3)).
+"""Memory ablation: hybrid (TTT + SWA), TTT only, SWA only and no memory (Pi3-Chunk with SE(3) chaining), each
+trained from scratch with the same config and budget on several training seeds, scored on held-out long worlds.
 
-Every variant starts from the same weights (the shipped ``tiny_synthetic`` model; the layers a variant lacks
-are dropped), then gets the same budget: the same optimiser steps on the same clips (48 frames in 12 chunks,
-the curriculum stage where the memory has to carry the sequence). Scored on 1,000-frame synthetic sequences from
-world seeds that training never draws (>= 1e9): Sim(3)-aligned ATE RMSE, also as a share of the path length.
+A run is the trainer on a base config (default: the shipped ``tiny_synthetic``'s, ``--set`` overrides it) with
+the variant's memory layers removed (``model.options``) and seed ``k`` as both ``model.seed`` and ``data.seed``.
+Runs live in ``OUT/<variant>-seed<k>``. ``train`` continues unfinished runs and stops after ``--max-minutes``
+in all, so an ablation too long for one sitting proceeds in pieces (each run resumes exactly).
 
-    python benchmarks/ablation.py train --init src/loger3d/assets/tiny_synthetic.safetensors --out runs/ablation
-    python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation.json
-    python benchmarks/ablation.py plot   # docs/ablation.png from the JSON
+``eval`` scores every finished run on ``--worlds`` held-out worlds (family × trajectory in turn, world seeds
+from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames`` frames each, at the base
+config's image size: Sim(3)-aligned ATE RMSE as a share of the path, without chaining and with SE(3) chaining
+(no memory: with chaining only). The summary gives each variant's mean over worlds per seed, then the mean
+and the spread (lowest, highest) over seeds.
 
-``train`` skips variants that already have weights, so it can be re-run after an interruption.
+    python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9
+    python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation_scratch.json
+    python benchmarks/ablation.py plot --json benchmarks/results/ablation/ablation_scratch.json --plot docs/ablation.png
+
+(The 40-step fine-tuning ablation of benchmarks/results/ablation/ablation.json came from this file's version at
+commit d4c2930.)
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ import torch
 from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors
 from loger3d.model.loger import LoGeR
 from loger3d.train.config import config_from_dict, load_train_config
-from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET
+from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, TRAJECTORIES
 from loger3d.train.trainer import Trainer, model_config
-from loger3d.train.worlds import SyntheticWorld, WorldConfig
+from loger3d.train.worlds import FAMILIES, SyntheticWorld, WorldConfig
 from loger3d.weights import read_state_dict
 
 VARIANTS = {
@@ -39,41 +47,45 @@ VARIANTS = {
     "swa_only": {"ttt_insert_after": []},
     "no_memory": {"ttt_insert_after": [], "swa_insert_after": []},
 }
-WORLDS = [("indoor", "walk"), ("street", "drive"), ("terrain", "orbit"), ("terrain", "walk")]
+FIRST_WORLD_SEED = HELD_OUT_SEED_OFFSET + 600
 
 
-def variant_config(name: str, init: str, steps: int) -> dict:
-    base = load_train_config("tiny_synthetic").to_dict()
-    return {
-        "model": {"preset": "tiny", "init": f"weights:{init}", "options": VARIANTS[name]},
-        "data": base["data"],
-        "curriculum": [{"steps": steps, "frames": 48, "chunks": 12, "overlap": 2}],
-        "optim": {**base["optim"], "lr": 3e-4, "warmup_steps": 5, "min_lr_ratio": 0.1},
-        "train": {**base["train"], "log_every": 5, "checkpoint_every": 1000},
-        "loss": base["loss"],
-    }
+def run_config(args: argparse.Namespace, variant: str, seed: int) -> dict:
+    """The training config of one run, as a dict (what ``variant.json`` records)."""
+    raw = load_train_config(args.config, args.set).to_dict()
+    raw["model"] = {**raw["model"], "init": "scratch", "seed": seed, "options": VARIANTS[variant]}
+    raw["data"] = {**raw["data"], "seed": seed}
+    return raw
 
 
 def train(args: argparse.Namespace) -> None:
-    for name in args.variants:
-        out = os.path.join(args.out, name)
-        if os.path.exists(os.path.join(out, "model.safetensors")):
-            print(f"{name}: done already")
-            continue
-        cfg = config_from_dict(variant_config(name, args.init, args.steps))
-        started = time.perf_counter()
-        result = Trainer(cfg, out, resume=True, progress=False).run()
-        print(f"{name}: {result.step} steps in {time.perf_counter() - started:.0f} s, last loss "
-              f"{result.last.get('total', float('nan')):.4f}", flush=True)
-        with open(os.path.join(out, "variant.json"), "w") as f:
-            json.dump(variant_config(name, args.init, args.steps), f, indent=1)
+    started = time.perf_counter()
+    for variant in args.variants:
+        for seed in args.seeds:
+            out = os.path.join(args.out, f"{variant}-seed{seed}")
+            if os.path.exists(os.path.join(out, "model.safetensors")):
+                print(f"{variant} seed {seed}: done already", flush=True)
+                continue
+            left = None if args.max_minutes is None else args.max_minutes - (time.perf_counter() - started) / 60
+            if left is not None and left <= 0:
+                print("out of time; run train again to continue", flush=True)
+                return
+            raw = run_config(args, variant, seed)
+            raw["train"] = {**raw["train"], "max_minutes": left}
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "variant.json"), "w") as f:
+                json.dump({"variant": variant, "seed": seed, "config": run_config(args, variant, seed)}, f, indent=1)
+            result = Trainer(config_from_dict(raw), out, resume=True, progress=False).run()
+            state = "finished" if result.finished else "paused"
+            print(f"{variant} seed {seed}: step {result.step}/{result.total_steps} {state}, last loss "
+                  f"{result.last.get('total', float('nan')):.4f}", flush=True)
 
 
-def load_variant(path: str, options: dict, device: str) -> LoGeR:
-    cfg = config_from_dict({"model": {"preset": "tiny", "options": options}})
-    model = LoGeR(model_config(cfg))
-    model.load_state_dict({k: v.float() for k, v in read_state_dict(path).items()})
-    return model.to(device).eval()
+def load_run(folder: str, device: str) -> tuple[LoGeR, dict]:
+    meta = json.load(open(os.path.join(folder, "variant.json")))
+    model = LoGeR(model_config(config_from_dict(meta["config"])))
+    model.load_state_dict({k: v.float() for k, v in read_state_dict(os.path.join(folder, "model.safetensors")).items()})
+    return model.to(device).eval(), meta
 
 
 def ate(est: np.ndarray, gt: np.ndarray) -> float:
@@ -81,83 +93,101 @@ def ate(est: np.ndarray, gt: np.ndarray) -> float:
     return float(np.sqrt((ate_errors(gt, aligned) ** 2).mean()))
 
 
+def test_worlds(count: int) -> list[tuple[str, str, int]]:
+    """``count`` held-out worlds: every family × trajectory in turn, then again with the next seeds."""
+    kinds = [(f, t) for t in TRAJECTORIES for f in sorted(FAMILIES)]
+    return [(*kinds[i % len(kinds)], FIRST_WORLD_SEED + i) for i in range(count)]
+
+
 def evaluate(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    models = {"start": (args.init, VARIANTS["hybrid"])}
-    models.update({n: (os.path.join(args.out, n, "model.safetensors"), VARIANTS[n]) for n in args.variants})
-    aligns = {name: ["se3"] if name == "no_memory" else ["none", "se3"] for name in models}
+    runs = sorted(d for d in os.listdir(args.out) if os.path.exists(os.path.join(args.out, d, "model.safetensors")))
+    if not runs:
+        sys.exit(f"no finished runs in {args.out}; run train first")
+    models = [load_run(os.path.join(args.out, d), device) for d in runs]
+    data = load_train_config(args.config, args.set).data
     rows = []
-    for i, (family, kind) in enumerate(WORLDS):
-        seed = HELD_OUT_SEED_OFFSET + 500 + i
+    for family, kind, seed in test_worlds(args.worlds):
         world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=args.frames,
-                                           height=126, width=224))
+                                           height=data.height, width=data.width))
         seq = world.sample(0, args.frames, device=device)
         gt = seq.poses.double().cpu().numpy()
         path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
-        for name, (weights, options) in models.items():
-            model = load_variant(weights, options, device)
-            for align in aligns[name]:
+        for model, meta in models:
+            for align in ["se3"] if meta["variant"] == "no_memory" else ["none", "se3"]:
                 started = time.perf_counter()
                 with torch.no_grad():
                     pred = model(seq.images, window_size=args.window, overlap_size=args.overlap, align=align)
-                seconds = time.perf_counter() - started
-                value = ate(pred.camera_poses[0].double().numpy(), gt)
-                rows.append({"world": f"{family}-{kind}", "seed": seed, "variant": name, "align": align,
-                             "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path, "seconds": seconds})
+                value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
+                rows.append({"world": f"{family}-{kind}", "world_seed": seed, "variant": meta["variant"],
+                             "train_seed": meta["seed"], "align": align, "ate_m": value,
+                             "ate_pct_path": 100 * value / path, "path_m": path,
+                             "seconds": time.perf_counter() - started})
                 print(json.dumps(rows[-1]), flush=True)
-    summary: dict[str, dict[str, float]] = {}
-    for row in rows:
-        key = f"{row['variant']}/{row['align']}"
-        summary.setdefault(key, []).append(row["ate_pct_path"])
-    summary = {k: {"mean_ate_pct_path": float(np.mean(v)), "worlds": len(v)} for k, v in summary.items()}
     report = {
-        "benchmark": "ablation", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "command": " ".join(sys.argv), "frames": args.frames,
-        "window": args.window, "overlap": args.overlap, "size": "224x126", "init": args.init,
-        "train": {n: json.load(open(os.path.join(args.out, n, "variant.json"))) for n in args.variants
-                  if os.path.exists(os.path.join(args.out, n, "variant.json"))},
-        "rows": rows, "summary": summary,
+        "torch": torch.__version__, "command": " ".join(sys.argv), "frames": args.frames, "window": args.window,
+        "overlap": args.overlap, "size": f"{data.width}x{data.height}", "runs": runs,
+        "train": {d: m["config"] for d, (_, m) in zip(runs, models)}, "rows": rows, "summary": summarise(rows),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
-    for key, value in summary.items():
-        print(f"{key:20s} mean ATE {value['mean_ate_pct_path']:.2f} % of path over {value['worlds']} worlds")
+    for key, value in report["summary"].items():
+        print(f"{key:16s} mean ATE {value['mean']:.2f} % of path (seeds {value['lowest']:.2f}–{value['highest']:.2f}, "
+              f"{value['seeds']} seeds × {value['worlds']} worlds)")
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Per variant and chaining: the mean over worlds for each training seed, then over seeds, and the spread."""
+    per_seed: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        per_seed.setdefault(f"{row['variant']}/{row['align']}", {}).setdefault(row["train_seed"], []).append(
+            row["ate_pct_path"])
+    summary = {}
+    for key, seeds in per_seed.items():
+        means = [float(np.mean(v)) for v in seeds.values()]
+        summary[key] = {"mean": float(np.mean(means)), "lowest": min(means), "highest": max(means),
+                        "per_seed": dict(zip(map(str, seeds), means)), "seeds": len(means),
+                        "worlds": len(next(iter(seeds.values())))}
+    return summary
 
 
 def plot(args: argparse.Namespace) -> None:
-    """Bar chart of the ATE (% of path) per world, one bar per variant and chaining, from the JSON."""
+    """Bars of the mean ATE (% of path) per variant and chaining, with the lowest and highest seed as whiskers."""
     from matplotlib.figure import Figure
 
-    rows = json.load(open(args.json))["rows"]
-    worlds = list(dict.fromkeys(r["world"] for r in rows))
-    keys = list(dict.fromkeys((r["variant"], r["align"]) for r in rows))
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    summary = json.load(open(args.json))["summary"]
+    keys = list(summary)
+    means = np.array([summary[k]["mean"] for k in keys])
+    spread = np.array([[summary[k]["mean"] - summary[k]["lowest"] for k in keys],
+                       [summary[k]["highest"] - summary[k]["mean"] for k in keys]])
+    fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
-    width = 0.8 / len(keys)
-    for j, key in enumerate(keys):
-        values = [next(r["ate_pct_path"] for r in rows if r["world"] == w and (r["variant"], r["align"]) == key)
-                  for w in worlds]
-        ax.bar(np.arange(len(worlds)) + j * width, values, width, label=f"{key[0]} ({key[1]})")
-    ax.set_xticks(np.arange(len(worlds)) + 0.4 - width / 2, worlds)
+    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=["C0" if k.endswith("none") else "C1" for k in keys])
+    ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=8)
     ax.set_ylabel("ATE RMSE, % of path length")
-    ax.set_title("memory ablation, tiny model, held-out 1,000-frame synthetic sequences")
-    ax.legend(fontsize=7, ncol=3)
+    ax.set_title("memory ablation from scratch (mean over held-out worlds; whiskers: lowest, highest seed)",
+                 fontsize=9)
     fig.savefig(args.plot, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("train", "eval", "plot"))
-    parser.add_argument("--init", default="src/loger3d/assets/tiny_synthetic.safetensors")
+    parser.add_argument("--config", default="tiny_synthetic", help="base training config (YAML or shipped name)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override the base config (as loger3d train --set)")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--steps", type=int, default=45, help="optimiser steps per variant (same for all)")
-    parser.add_argument("--frames", type=int, default=1000, help="frames per held-out sequence")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="training seeds of each variant")
+    parser.add_argument("--max-minutes", type=float, help="train: stop after this long in all (continue later)")
+    parser.add_argument("--worlds", type=int, default=9, help="held-out worlds scored")
+    parser.add_argument("--frames", type=int, default=1000, help="frames per held-out world")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=2)
-    parser.add_argument("--json", default="benchmarks/results/ablation/ablation.json")
+    parser.add_argument("--json", default="benchmarks/results/ablation/ablation_scratch.json")
     parser.add_argument("--plot", default="docs/ablation.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
     {"train": train, "eval": evaluate, "plot": plot}[args.stage](args)
