@@ -1,6 +1,7 @@
 """A training step's clips drawn together (one render batch over many worlds) equal the clips drawn one by one."""
 
 import importlib
+import threading
 
 import numpy as np
 import pytest
@@ -113,3 +114,39 @@ def test_compiled_shading_matches_eager_on_a_gpu():
         assert torch.equal(a.depth, b.depth)
         close = (a.images - b.images).abs() < 1e-4
         assert close.float().mean() > 0.999  # a few pixels on a pattern's edge may round to the other side
+
+
+def _loader_setup(fail_at: int | None = None):
+    from loger3d.train.curriculum import Curriculum, Stage
+
+    source = SyntheticSource(height=14, width=28, families=("indoor",), num_worlds=2, world_length=200)
+    mixture = ClipMixture([source], seed=1)
+    if fail_at is not None:
+        real = mixture.sample_batch
+
+        def failing(step, slots, frames, device="cpu"):
+            if step == fail_at:
+                raise ValueError(f"no clips at step {step}")
+            return real(step, slots, frames, device)
+
+        mixture.sample_batch = failing
+    return mixture, Curriculum([Stage(steps=4, frames=6, chunks=2, overlap=1)], seed=1)
+
+
+def test_drawing_ahead_in_the_thread_gives_the_same_batches_and_hands_errors_over():
+    from loger3d.train.loader import BatchLoader
+
+    plan = [[0, 1], [2, 3]]
+    loaders = [BatchLoader(*_loader_setup(), lambda step: plan, torch.device("cpu"), start=0, ahead=a) for a in (0, 2)]
+    for step in range(4):
+        for micro in range(2):
+            a, b = (loader.get(step, micro) for loader in loaders)
+            assert a.source == b.source and torch.equal(a.images, b.images)
+    for loader in loaders:
+        loader.close()
+    failing = BatchLoader(*_loader_setup(fail_at=2), lambda step: plan, torch.device("cpu"), start=1, ahead=2)
+    failing.get(1, 0), failing.get(1, 1)  # drawn before the failing step
+    with pytest.raises(ValueError, match="no clips at step 2"):
+        failing.get(2, 0)
+    failing.close()
+    assert not any(t.name == "loger3d-batches" for t in threading.enumerate())  # the thread has ended

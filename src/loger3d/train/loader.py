@@ -4,7 +4,7 @@ Micro-batch ``m`` of step ``t`` is a pure function of ``(t, slots of m)`` (``Cli
 drawing it early changes nothing but when the work happens. On a GPU one background thread renders the next
 micro-batch on its own CUDA stream while the current one trains (the renderer launches its kernels between the
 model's), and tells the worlds' builders which worlds the steps after will need. On a CPU the batch is drawn
-when asked: there is no idle device to fill, only cores the step already uses.
+when asked by default: there is no idle device to fill, only cores the step already uses.
 """
 
 from __future__ import annotations
@@ -31,22 +31,23 @@ class BatchLoader:
 
     Calls must come in order from ``start``: step by step, micro-batch by micro-batch (the trainer's order).
     ``micro_batches(step)`` are the step's global-batch slots, one list per micro-batch.
-    ``ahead``: micro-batches drawn in advance on a CUDA ``device`` (0: drawn on demand, as on a CPU).
+    ``ahead``: micro-batches drawn in advance by the background thread (0: drawn when asked); default 1 on a
+    CUDA ``device`` and 0 on a CPU.
     """
 
     def __init__(self, mixture: ClipMixture, curriculum: Curriculum, micro_batches: Callable[[int], list[list[int]]],
-                 device: torch.device, start: int, ahead: int = 1) -> None:
+                 device: torch.device, start: int, ahead: int | None = None) -> None:
         self.mixture = mixture
         self.curriculum = curriculum
         self.micro_batches = micro_batches
         self.device = device
-        self.ahead = ahead if device.type == "cuda" else 0
+        self.ahead = ahead if ahead is not None else int(device.type == "cuda")
         self._next = (start, 0)
         self._announced = start  # steps below this have had their worlds announced
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.ahead))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stream = torch.cuda.Stream(device) if self.ahead else None
+        self._stream = torch.cuda.Stream(device) if self.ahead and device.type == "cuda" else None
 
     def get(self, step: int, micro: int) -> Clip:
         if (step, micro) != self._next:
@@ -62,6 +63,8 @@ class BatchLoader:
         _, batch, ready = self._queue.get()
         if isinstance(batch, BaseException):
             raise batch
+        if self._stream is None:
+            return batch
         current = torch.cuda.current_stream(self.device)
         current.wait_event(ready)
         for f in fields(batch):
@@ -99,18 +102,25 @@ class BatchLoader:
         self._announced = max(self._announced, last + 1)
 
     def _produce(self, step: int, micro: int) -> None:
-        torch.cuda.set_device(self.device)
+        if self._stream is not None:
+            torch.cuda.set_device(self.device)
         try:
             while not self._stop.is_set() and step < self.curriculum.total_steps:
                 self._announce(step)
-                with torch.cuda.stream(self._stream):
-                    batch = self._draw(step, micro)
-                    ready = torch.cuda.Event()
-                    ready.record(self._stream)
-                self._put(((step, micro), batch, ready))
+                self._put(((step, micro), *self._draw_on_side_stream(step, micro)))
                 step, micro = self._after(step, micro)
         except BaseException as e:  # handed to the trainer at its next get
             self._put(((step, micro), e, None))
+
+    def _draw_on_side_stream(self, step: int, micro: int) -> tuple[Clip, torch.cuda.Event | None]:
+        """The batch, and on a GPU the event that marks it ready on the side stream."""
+        if self._stream is None:
+            return self._draw(step, micro), None
+        with torch.cuda.stream(self._stream):
+            batch = self._draw(step, micro)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        return batch, ready
 
     def _put(self, item: tuple) -> None:
         while not self._stop.is_set():
