@@ -104,6 +104,21 @@ def test_dense_shading_equals_the_sparse_shading():
     assert torch.equal(sparse, dense)
 
 
+def test_dense_shading_traces_as_one_graph():
+    """What ``shade_compiled`` compiles must trace whole: a graph break would silently run parts in eager mode."""
+    worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=28, width=42))
+              for f, t, s in [("street", "drive", 2), ("terrain", "orbit", 3)]]
+    stack = render_module.SceneStack.of([w.scene for w in worlds], [2, 2], torch.device("cpu"))
+    poses = torch.cat([w.poses[[10, 50]] for w in worlds])
+    k = torch.cat([w.intrinsics.expand(2, 3, 3) for w in worlds])
+    dirs = torch.einsum("fij,fhwj->fhwi", poses[:, :3, :3], render_module.camera_rays(k, 28, 42)).reshape(4, 1, -1, 3)
+    t, index = render_module.trace(stack, poses[:, :3, 3], dirs)
+    render_module.noise_table(torch.device("cpu"))
+    explained = torch._dynamo.explain(render_module._shade_dense)(stack, poses[:, :3, 3], dirs, t, index,
+                                                                  1.0 / k[:, 0, 0])
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_compiled_shading_matches_eager_on_a_gpu():
     worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=56, width=84))

@@ -30,15 +30,18 @@ _RECOMPILE_LIMIT = 64
 _CALL_LOCK = threading.RLock()
 
 
-def compiled(fn: Callable) -> Callable:
+def compiled(fn: Callable, dynamic: bool = False) -> Callable:
     """The compiled version of ``fn`` (compiled on first use, then cached for the process).
 
     bf16 intermediates are rounded where eager rounds them (``emulate_precision_casts``), so that
-    the compiled layers follow the eager numerics as closely as fusion allows.
+    the compiled layers follow the eager numerics as closely as fusion allows. ``dynamic``: every size
+    symbolic from the first compilation (for functions whose sizes change on every call); otherwise
+    only the dimensions ``mark_dynamic`` names. Any compiled code of the process, a training step's
+    renderer on its own thread included, goes through here: see ``_CALL_LOCK``.
     """
     if fn not in _COMPILED:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-        compiled_fn = torch.compile(fn, dynamic=False, options={"emulate_precision_casts": True})
+        compiled_fn = torch.compile(fn, dynamic=dynamic, options={"emulate_precision_casts": True})
 
         def call(*args, **kwargs):
             with _CALL_LOCK:

@@ -107,7 +107,7 @@ def shape_surface(kind: torch.Tensor, p: torch.Tensor, size: torch.Tensor) -> tu
     ell_n = torch.nn.functional.normalize(p / (size * size), dim=-1)
     ell_u = around * 0.5 * (size[:, 0] + size[:, 1])
 
-    is_box, is_cyl = (kind == Kind.BOX), (kind == Kind.CYLINDER)
+    is_box, is_cyl = (kind == int(Kind.BOX)), (kind == int(Kind.CYLINDER))  # plain ints: torch.compile traces them
     normal = torch.where(is_box[:, None], box_n, torch.where(is_cyl[:, None], cyl_n, ell_n))
     u = torch.where(is_box, box_u, torch.where(is_cyl, cyl_u, ell_u))
     v = torch.where(is_box, box_v, torch.where(is_cyl, cyl_v, z))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from ...model.compiled import compiled
 from .camera import camera_rays
 from .intersect import intersect_planes, intersect_shapes, shape_surface
 from .scene import Kind, Materials, Planes, Scene, Shapes
@@ -290,17 +291,14 @@ def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch
     return rgb.view(f, g, m, 3)
 
 
-_COMPILED: dict[str, object] = {}
-
-
 def shade_compiled(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
                    pixel_angle: torch.Tensor) -> torch.Tensor:
     """``shade(..., dense=True)`` through ``torch.compile`` (dynamic shapes: one compilation serves every batch):
-    the same colours up to float rounding, in a few fused kernels instead of thousands of small ones."""
-    if "shade" not in _COMPILED:
-        _COMPILED["shade"] = torch.compile(_shade_dense, dynamic=True)
+    the same colours up to float rounding, in a few fused kernels instead of thousands of small ones. It goes
+    through ``model.compiled`` like the model's layers, so that the loader's thread and the training step never
+    trace and run compiled code at once."""
     noise_table(dirs.device)  # made eagerly: it is drawn from a seeded generator, which a compiled graph cannot hold
-    return _COMPILED["shade"](stack, origins, dirs, t, index, pixel_angle)
+    return compiled(_shade_dense, dynamic=True)(stack, origins, dirs, t, index, pixel_angle)
 
 
 def _shade_dense(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,

@@ -131,7 +131,8 @@ def albedo(materials: Materials, rows: torch.Tensor, u: torch.Tensor, v: torch.T
             continue
         if dense:
             w, t = _pattern(kind, u, v, p, scale, footprint, vertical)
-            weight, tint = torch.where(pattern == kind, w, weight), torch.where(pattern == kind, t, tint)
+            here = pattern == int(kind)  # a plain int: torch.compile traces it
+            weight, tint = torch.where(here, w, weight), torch.where(here, t, tint)
             continue
         picked = (pattern == kind).nonzero().squeeze(-1)
         if picked.numel() == 0:
