@@ -7,10 +7,11 @@ Runs live in ``OUT/<variant>-seed<k>``. ``train`` continues unfinished runs and 
 in all, so an ablation too long for one sitting proceeds in pieces (each run resumes exactly).
 
 ``eval`` scores every finished run on ``--worlds`` held-out worlds (family × trajectory in turn, world seeds
-from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames`` frames each, at the base
-config's image size: Sim(3)-aligned ATE RMSE as a share of the path, without chaining and with SE(3) chaining
-(no memory: with chaining only). The summary gives each variant's mean over worlds per seed, then the mean
-and the spread (lowest, highest) over seeds.
+from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames`` frames each (several
+lengths: how far the memory holds a frame without resets), at the base config's image size: Sim(3)-aligned
+ATE RMSE as a share of the path, without chaining and with SE(3) chaining (no memory: with chaining only).
+The summary gives, per variant, chaining and length, the mean over worlds per seed, then the mean and the
+spread (lowest, highest) over seeds.
 
     python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9
     python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation_scratch.json
@@ -107,23 +108,24 @@ def evaluate(args: argparse.Namespace) -> None:
     models = [load_run(os.path.join(args.out, d), device) for d in runs]
     data = load_train_config(args.config, args.set).data
     rows = []
-    for family, kind, seed in test_worlds(args.worlds):
-        world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=args.frames,
-                                           height=data.height, width=data.width))
-        seq = world.sample(0, args.frames, device=device)
-        gt = seq.poses.double().cpu().numpy()
-        path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
-        for model, meta in models:
-            for align in ["se3"] if meta["variant"] == "no_memory" else ["none", "se3"]:
-                started = time.perf_counter()
-                with torch.no_grad():
-                    pred = model(seq.images, window_size=args.window, overlap_size=args.overlap, align=align)
-                value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
-                rows.append({"world": f"{family}-{kind}", "world_seed": seed, "variant": meta["variant"],
-                             "train_seed": meta["seed"], "align": align, "ate_m": value,
-                             "ate_pct_path": 100 * value / path, "path_m": path,
-                             "seconds": time.perf_counter() - started})
-                print(json.dumps(rows[-1]), flush=True)
+    for frames in args.frames:
+        for family, kind, seed in test_worlds(args.worlds):
+            world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=frames,
+                                               height=data.height, width=data.width))
+            seq = world.sample(0, frames, device=device)
+            gt = seq.poses.double().cpu().numpy()
+            path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+            for model, meta in models:
+                for align in ["se3"] if meta["variant"] == "no_memory" else ["none", "se3"]:
+                    started = time.perf_counter()
+                    with torch.no_grad():
+                        pred = model(seq.images, window_size=args.window, overlap_size=args.overlap, align=align)
+                    value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
+                    rows.append({"frames": frames, "world": f"{family}-{kind}", "world_seed": seed,
+                                 "variant": meta["variant"], "train_seed": meta["seed"], "align": align,
+                                 "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
+                                 "seconds": time.perf_counter() - started})
+                    print(json.dumps(rows[-1]), flush=True)
     report = {
         "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
@@ -135,16 +137,17 @@ def evaluate(args: argparse.Namespace) -> None:
     with open(args.json, "w") as f:
         json.dump(report, f, indent=1)
     for key, value in report["summary"].items():
-        print(f"{key:16s} mean ATE {value['mean']:.2f} % of path (seeds {value['lowest']:.2f}–{value['highest']:.2f}, "
+        print(f"{key:22s} mean ATE {value['mean']:.2f} % of path (seeds {value['lowest']:.2f}–{value['highest']:.2f}, "
               f"{value['seeds']} seeds × {value['worlds']} worlds)")
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
-    """Per variant and chaining: the mean over worlds for each training seed, then over seeds, and the spread."""
+    """Per variant, chaining and sequence length (``variant/align/frames``): the mean over worlds for each
+    training seed, then over seeds, and the spread."""
     per_seed: dict[str, dict[int, list[float]]] = {}
     for row in rows:
-        per_seed.setdefault(f"{row['variant']}/{row['align']}", {}).setdefault(row["train_seed"], []).append(
-            row["ate_pct_path"])
+        key = f"{row['variant']}/{row['align']}/{row['frames']}"
+        per_seed.setdefault(key, {}).setdefault(row["train_seed"], []).append(row["ate_pct_path"])
     summary = {}
     for key, seeds in per_seed.items():
         means = [float(np.mean(v)) for v in seeds.values()]
@@ -165,8 +168,8 @@ def plot(args: argparse.Namespace) -> None:
                        [summary[k]["highest"] - summary[k]["mean"] for k in keys]])
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=["C0" if k.endswith("none") else "C1" for k in keys])
-    ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=8)
+    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=["C0" if "/none/" in k else "C1" for k in keys])
+    ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=7)
     ax.set_ylabel("ATE RMSE, % of path length")
     ax.set_title("memory ablation from scratch (mean over held-out worlds; whiskers: lowest, highest seed)",
                  fontsize=9)
@@ -184,7 +187,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="training seeds of each variant")
     parser.add_argument("--max-minutes", type=float, help="train: stop after this long in all (continue later)")
     parser.add_argument("--worlds", type=int, default=9, help="held-out worlds scored")
-    parser.add_argument("--frames", type=int, default=1000, help="frames per held-out world")
+    parser.add_argument("--frames", type=int, nargs="+", default=[1000],
+                        help="frames per held-out world; several (e.g. 1000 5000 10000) show how far the memory "
+                             "holds the frame")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/results/ablation/ablation_scratch.json")
