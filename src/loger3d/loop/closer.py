@@ -214,8 +214,8 @@ class LoopCloser:
         state["last"] = np.array([self._last_chunk, self.seconds], np.float64)
         if self._last_centre is not None:
             state["last_centre"] = np.asarray(self._last_centre, np.float64)
-        state["checks"] = np.stack([c.numbers() for c in self.checks]) if self.checks else np.zeros((0, 20))
-        state["pending"] = np.stack([c.numbers() for c in self.pending]) if self.pending else np.zeros((0, 20))
+        for name, checks in (("checks", self.checks), ("pending", self.pending)):
+            state[name] = np.stack([c.numbers() for c in checks]) if checks else np.zeros((0, LoopCheck.WIDTH))
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

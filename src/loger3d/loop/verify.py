@@ -140,9 +140,11 @@ class LoopCheck:
 
     _NUMBERS = ("a", "b", "node_a", "node_b", "score", "path_m", "inliers", "residual", "overlap", "rotation_deg",
                 "log_scale", "drift_m", "accepted")
+    WIDTH = len(_NUMBERS) + 7
+    """How many numbers ``numbers`` gives: the fields, then the drift's 7-vector."""
 
     def numbers(self) -> np.ndarray:
-        """Everything as 20 float64 numbers (for the resume state): the fields, then the drift's 7-vector."""
+        """Everything as ``WIDTH`` float64 numbers (for the resume state): the fields, then the drift's 7-vector."""
         drift = self.drift.to_vector() if self.drift is not None else np.full(7, np.nan)
         return np.concatenate([[float(getattr(self, k)) for k in self._NUMBERS], drift])
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from itertools import groupby
 
 import torch
 
@@ -79,19 +80,16 @@ class FrameLight:
 class SceneStack:
     """The scenes of one render batch as one set of tables, and which frames belong to which scene.
 
-    Frames ``spans[j]`` (a range of the batch's frames) see ``scenes[j]``. ``shapes`` are every scene's shapes,
-    scene after scene (scene ``j``'s start at ``shape_base[j]``); ``planes`` likewise; ``materials`` has a row
-    per shape, then one per plane, in those orders. ``plane_rows`` ``[F, Q]`` are each frame's planes (rows of
-    ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene; ``light`` each frame's lighting. For culling,
-    each scene's shapes again padded to the most any scene has: ``padded_centre`` ``[S, P, 3]``,
-    ``padded_radius`` ``[S, P]``, ``padded_real`` ``[S, P]`` (False on padding), and ``shape_start`` ``[S]``
-    (``shape_base`` as a tensor).
+    ``shapes`` are every scene's shapes, scene after scene (scene ``j``'s from row ``shape_start[j]``);
+    ``planes`` likewise; ``materials`` has a row per shape, then one per plane, in those orders. ``plane_rows``
+    ``[F, Q]`` are each frame's planes (rows of ``planes``, −1 pads); ``scene_of`` ``[F]`` each frame's scene;
+    ``light`` each frame's lighting. For culling, each scene's shapes again, padded to the most any scene has:
+    ``padded_centre`` ``[S, P, 3]``, ``padded_radius`` ``[S, P]`` and ``padded_real`` ``[S, P]`` (False on
+    padding).
     """
 
-    scenes: list[Scene]
-    spans: list[range]
     shapes: Shapes
-    shape_base: list[int]
+    shape_start: torch.Tensor
     planes: Planes
     plane_rows: torch.Tensor
     materials: Materials
@@ -100,45 +98,43 @@ class SceneStack:
     padded_centre: torch.Tensor
     padded_radius: torch.Tensor
     padded_real: torch.Tensor
-    shape_start: torch.Tensor
 
     @classmethod
     def of(cls, scenes: Sequence[Scene], counts: Sequence[int], device: torch.device) -> SceneStack:
         """Scenes (already on ``device``) seen by ``counts[j]`` consecutive frames each."""
-        scenes = list(scenes)
-        starts = [sum(counts[:j]) for j in range(len(counts) + 1)]
-        spans = [range(starts[j], starts[j + 1]) for j in range(len(scenes))]
         shape_counts = [len(s.shapes) for s in scenes]
         plane_counts = [len(s.planes) for s in scenes]
-        shape_base = [sum(shape_counts[:j]) for j in range(len(scenes))]
-        plane_base = [sum(plane_counts[:j]) for j in range(len(scenes))]
 
-        def stack(tables, pick):
-            return type(tables[0])(**{f.name: torch.cat([pick(getattr(t, f.name), j) for j, t in enumerate(tables)])
-                                      for f in fields(tables[0])})
+        def cat(tables: list, kind: type):
+            return kind(**{f.name: torch.cat([getattr(t, f.name) for t in tables]) for f in fields(kind)})
 
-        shapes = stack([s.shapes for s in scenes], lambda x, j: x)
-        planes = stack([s.planes for s in scenes], lambda x, j: x)
-        materials = stack([s.materials for s in scenes], lambda x, j: x[:shape_counts[j]])
-        on_planes = stack([s.materials for s in scenes], lambda x, j: x[shape_counts[j]:])
-        materials = Materials(**{f.name: torch.cat([getattr(materials, f.name), getattr(on_planes, f.name)])
-                                 for f in fields(Materials)})
-        widest = max(plane_counts, default=0)
-        rows = torch.full((len(scenes), widest), -1, dtype=torch.int64)
-        for j, q in enumerate(plane_counts):
-            rows[j, :q] = torch.arange(plane_base[j], plane_base[j] + q)
-        scene_of = torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts)))
+        materials = cat([_rows(s.materials, slice(0, n)) for s, n in zip(scenes, shape_counts)]
+                        + [_rows(s.materials, slice(n, None)) for s, n in zip(scenes, shape_counts)], Materials)
+        rows = torch.full((len(scenes), max(plane_counts, default=0)), -1, dtype=torch.int64)
+        for j, (first, q) in enumerate(zip(_starts(plane_counts), plane_counts)):
+            rows[j, :q] = torch.arange(first, first + q)
+        scene_of = torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts))).to(device)
         values = {name: [getattr(s.lighting, name) for s in scenes] for name in _LIGHT}
         values["fog_start"] = [s.lighting.fog_start * s.far for s in scenes]
         values["far"] = [s.far for s in scenes]
-        scene_of = scene_of.to(device)
         light = FrameLight(**{k: torch.tensor(v, dtype=torch.float32).to(device)[scene_of] for k, v in values.items()})
         pad = torch.nn.utils.rnn.pad_sequence
-        real = pad([torch.ones(n, dtype=torch.bool, device=device) for n in shape_counts], batch_first=True)
-        return cls(scenes, spans, shapes, shape_base, planes, rows.to(device)[scene_of], materials, scene_of, light,
+        return cls(cat([s.shapes for s in scenes], Shapes),
+                   torch.tensor(_starts(shape_counts), dtype=torch.int64, device=device),
+                   cat([s.planes for s in scenes], Planes), rows.to(device)[scene_of], materials, scene_of, light,
                    pad([s.shapes.centre for s in scenes], batch_first=True),
-                   pad([s.shapes.radius for s in scenes], batch_first=True), real,
-                   torch.tensor(shape_base, dtype=torch.int64, device=device))
+                   pad([s.shapes.radius for s in scenes], batch_first=True),
+                   pad([torch.ones(n, dtype=torch.bool, device=device) for n in shape_counts], batch_first=True))
+
+
+def _starts(counts: Sequence[int]) -> list[int]:
+    """The first row of each of consecutive blocks of ``counts`` rows."""
+    return [sum(counts[:j]) for j in range(len(counts))]
+
+
+def _rows(materials: Materials, rows: slice) -> Materials:
+    """The material table's rows ``rows``."""
+    return Materials(**{f.name: getattr(materials, f.name)[rows] for f in fields(Materials)})
 
 
 def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: float = NEAR) -> tuple[torch.Tensor, ...]:
@@ -395,12 +391,12 @@ def render_many(scenes: Sequence[Scene], poses: Sequence[torch.Tensor], k: Seque
     per_batch = frames_per_batch or max(1, rays // (rows * cols * tile * tile))
     all_poses = torch.cat([p.to(device=device, dtype=torch.float32) for p in poses])
     all_k = torch.cat([kk.to(device=device, dtype=torch.float32) for kk in k])
-    owner = [j for j, c in enumerate(counts) for _ in range(c)]
+    owner = [j for j, c in enumerate(counts) for _ in range(c)]  # each frame's scene, in order
     rgbs, depths = [], []
     for lo in range(0, len(owner), per_batch):
         hi = min(lo + per_batch, len(owner))
-        present = sorted(set(owner[lo:hi]))
-        stack = SceneStack.of([scenes[j] for j in present], [owner[lo:hi].count(j) for j in present], device)
+        present = [(j, len(list(run))) for j, run in groupby(owner[lo:hi])]
+        stack = SceneStack.of([scenes[j] for j, _ in present], [n for _, n in present], device)
         pose, kk = all_poses[lo:hi], all_k[lo:hi]
         f = hi - lo
         cam = camera_rays(kk, rows * tile, cols * tile)
