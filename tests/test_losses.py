@@ -141,6 +141,23 @@ def test_perfect_prediction_gives_zero():
     assert stats["scale"] > 0
 
 
+def test_rot_identity_is_what_a_never_rotating_model_scores():
+    """The logged baseline: a prediction without rotation scores rot == rot_identity; the truth scores 0 < it."""
+    _, gt_poses, _ = scene()
+    still = gt_poses.clone()
+    still[..., :3, :3] = torch.eye(3)
+    scale = torch.ones(B)
+    _, frozen = camera_pose_loss(still, gt_poses, scale)
+    _, perfect = camera_pose_loss(gt_poses, gt_poses, scale)
+    n = gt_poses.shape[1]
+    rel = gt_poses[:, :, None, :3, :3].transpose(-1, -2) @ gt_poses[:, None, :, :3, :3]
+    angles = [rotation_angle(torch.eye(3), rel[b, i, j])
+              for b in range(B) for i in range(n) for j in range(n) if i != j]
+    assert math.isclose(frozen["rot_identity"], float(torch.stack(angles).mean()), rel_tol=1e-5)
+    assert math.isclose(frozen["rot"], frozen["rot_identity"], rel_tol=1e-5)
+    assert perfect["rot"] < 1e-5 < perfect["rot_identity"] == frozen["rot_identity"]
+
+
 def test_single_frame_has_no_pose_term():
     gt_local, gt_poses, valid = scene(b=1, n=1)
     pred = perturbed(as_prediction(gt_local, gt_poses))

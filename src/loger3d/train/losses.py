@@ -268,14 +268,16 @@ def camera_pose_loss(
     T_ij = T_i⁻¹ T_j for prediction and GT. L_rot = mean geodesic angle between the relative rotations;
     L_trans = mean (over pairs and x, y, z) Huber(s*·t_ij^pred − t_ij^gt, delta). ``scale`` ``[B]`` is the s*
     of the point maps (detached), so translations share the points' scale. N = 1 has no pair: both terms are
-    0 (still attached to the graph). Returns ``pose_weight·(trans_weight·L_trans + rot_weight·L_rot)``.
+    0 (still attached to the graph). Returns ``pose_weight·(trans_weight·L_trans + rot_weight·L_rot)`` and the
+    stats ``trans``, ``rot`` and ``rot_identity``: the L_rot a model that never rotates would score on the same
+    pairs (the mean GT relative angle), so a log shows whether rotation is being learned at all.
     """
     cfg = cfg or LossConfig()
     pred_poses, gt_poses = _full(pred_poses), _full(gt_poses)
     n = pred_poses.shape[1]
     if n < 2:
         zero = 0.0 * pred_poses.sum()
-        return zero, {"trans": 0.0, "rot": 0.0}
+        return zero, {"trans": 0.0, "rot": 0.0, "rot_identity": 0.0}
     pairs = ~torch.eye(n, dtype=torch.bool, device=pred_poses.device)
     rel_pred = (rigid_inverse(pred_poses)[:, :, None] @ pred_poses[:, None])[:, pairs]  # [B, N(N-1), 4, 4]
     rel_gt = (rigid_inverse(gt_poses)[:, :, None] @ gt_poses[:, None])[:, pairs]
@@ -283,7 +285,10 @@ def camera_pose_loss(
     trans = F.huber_loss(t_pred, rel_gt[..., :3, 3], delta=cfg.huber_delta)
     rot = rotation_angle(rel_pred[..., :3, :3], rel_gt[..., :3, :3]).mean()
     total = cfg.pose_weight * (cfg.trans_weight * trans + cfg.rot_weight * rot)
-    return total, {"trans": trans.item(), "rot": rot.item()}
+    with torch.no_grad():
+        still = rotation_angle(torch.eye(3, device=rel_gt.device, dtype=rel_gt.dtype).expand_as(rel_gt[..., :3, :3]),
+                               rel_gt[..., :3, :3]).mean()
+    return total, {"trans": trans.item(), "rot": rot.item(), "rot_identity": still.item()}
 
 
 def global_point_loss(

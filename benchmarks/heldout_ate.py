@@ -1,0 +1,88 @@
+"""Held-out accuracy of one model: Sim(3)-aligned ATE, as a share of the path, on long synthetic worlds.
+
+World ``i`` is family × trajectory in turn (as ``benchmarks/ablation.py`` orders them) with seed
+``HELD_OUT_SEED_OFFSET + --first + i``; no training source draws seeds that high. The ablation scores from
+``--first 600``; pick another range to validate a training config without tuning on the ablation's worlds
+(the range 700-708 validated the runs of benchmarks/results/train_batch64_2026-12-01). Inference in fp32, with
+each ``--windows`` value and each ``--aligns`` mode.
+
+    python benchmarks/heldout_ate.py --model tiny_synthetic --worlds 9 --first 700 --json val.json
+    python benchmarks/heldout_ate.py --model runs/tiny/model.safetensors --windows 10 20 --aligns se3 none
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ablation import ate  # noqa: E402  (the benchmarks folder is not a package)
+
+from loger3d import load_model  # noqa: E402
+from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, TRAJECTORIES  # noqa: E402
+from loger3d.train.worlds import FAMILIES, SyntheticWorld, WorldConfig  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny_synthetic", help="an alias or a weights file")
+    parser.add_argument("--worlds", type=int, default=9)
+    parser.add_argument("--first", type=int, default=700, help="first world seed, above HELD_OUT_SEED_OFFSET")
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--height", type=int, default=126)
+    parser.add_argument("--width", type=int, default=224)
+    parser.add_argument("--windows", type=int, nargs="+", default=[10])
+    parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--aligns", nargs="+", default=["se3"], choices=["none", "se3", "sim3"])
+    parser.add_argument("--json", help="write the rows and means here")
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(args.model).to(device).eval().float()
+    kinds = [(f, t) for t in TRAJECTORIES for f in sorted(FAMILIES)]
+    rows = []
+    for i in range(args.worlds):
+        family, kind = kinds[i % len(kinds)]
+        seed = HELD_OUT_SEED_OFFSET + args.first + i
+        world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=args.frames,
+                                           height=args.height, width=args.width))
+        seq = world.sample(0, args.frames, device=device)
+        gt = seq.poses.double().cpu().numpy()
+        path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+        for window in args.windows:
+            for align in args.aligns:
+                started = time.perf_counter()
+                with torch.no_grad():
+                    pred = model(seq.images, window_size=window, overlap_size=args.overlap, align=align)
+                value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
+                rows.append({"world": f"{family}-{kind}", "world_seed": seed, "window": window, "align": align,
+                             "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
+                             "seconds": time.perf_counter() - started})
+                print(f"{family}-{kind} {seed} window {window} {align}: {rows[-1]['ate_pct_path']:.2f} % of "
+                      f"{path:.0f} m", flush=True)
+    means = {}
+    for row in rows:
+        means.setdefault(f"window {row['window']}, {row['align']}", []).append(row["ate_pct_path"])
+    means = {k: float(np.mean(v)) for k, v in means.items()}
+    for key, value in means.items():
+        print(f"{key}: mean ATE {value:.2f} % of the path over {args.worlds} worlds")
+    if args.json:
+        report = {"benchmark": "held-out ATE", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+                  "torch": torch.__version__, "command": " ".join(sys.argv), "model": args.model,
+                  "size": f"{args.width}x{args.height}", "frames": args.frames, "rows": rows, "means": means}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
