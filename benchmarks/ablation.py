@@ -94,10 +94,21 @@ def ate(est: np.ndarray, gt: np.ndarray) -> float:
     return float(np.sqrt((ate_errors(gt, aligned) ** 2).mean()))
 
 
-def test_worlds(count: int) -> list[tuple[str, str, int]]:
+def test_worlds(count: int, first_seed: int = FIRST_WORLD_SEED) -> list[tuple[str, str, int]]:
     """``count`` held-out worlds: every family × trajectory in turn, then again with the next seeds."""
     kinds = [(f, t) for t in TRAJECTORIES for f in sorted(FAMILIES)]
-    return [(*kinds[i % len(kinds)], FIRST_WORLD_SEED + i) for i in range(count)]
+    return [(*kinds[i % len(kinds)], first_seed + i) for i in range(count)]
+
+
+def held_out_sequence(family: str, kind: str, seed: int, frames: int, height: int, width: int,
+                      device: str) -> tuple[torch.Tensor, np.ndarray, float]:
+    """A held-out world's images ``[1, N, 3, H, W]`` on ``device``, its GT poses ``[N, 4, 4]`` (float64) and its
+    path length in metres."""
+    world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=frames, height=height,
+                                       width=width))
+    seq = world.sample(0, frames, device=device)
+    gt = seq.poses.double().cpu().numpy()
+    return seq.images, gt, float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -110,16 +121,12 @@ def evaluate(args: argparse.Namespace) -> None:
     rows = []
     for frames in args.frames:
         for family, kind, seed in test_worlds(args.worlds):
-            world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=frames,
-                                               height=data.height, width=data.width))
-            seq = world.sample(0, frames, device=device)
-            gt = seq.poses.double().cpu().numpy()
-            path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+            images, gt, path = held_out_sequence(family, kind, seed, frames, data.height, data.width, device)
             for model, meta in models:
                 for align in ["se3"] if meta["variant"] == "no_memory" else ["none", "se3"]:
                     started = time.perf_counter()
                     with torch.no_grad():
-                        pred = model(seq.images, window_size=args.window, overlap_size=args.overlap, align=align)
+                        pred = model(images, window_size=args.window, overlap_size=args.overlap, align=align)
                     value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
                     rows.append({"frames": frames, "world": f"{family}-{kind}", "world_seed": seed,
                                  "variant": meta["variant"], "train_seed": meta["seed"], "align": align,

@@ -1,6 +1,6 @@
 """Held-out accuracy of one model: Sim(3)-aligned ATE, as a share of the path, on long synthetic worlds.
 
-World ``i`` is family × trajectory in turn (as ``benchmarks/ablation.py`` orders them) with seed
+World ``i`` is family × trajectory in turn (``benchmarks/ablation.py``'s ``test_worlds``) with seed
 ``HELD_OUT_SEED_OFFSET + --first + i``; no training source draws seeds that high. The ablation scores from
 ``--first 600``; pick another range to validate a training config without tuning on the ablation's worlds
 (the range 700-708 validated the runs of benchmarks/results/train_batch64_2026-12-01). Inference in fp32, with
@@ -25,11 +25,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ablation import ate  # noqa: E402  (the benchmarks folder is not a package)
+from ablation import ate, held_out_sequence, test_worlds  # noqa: E402  (the benchmarks folder is not a package)
 
 from loger3d import load_model  # noqa: E402
-from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, TRAJECTORIES  # noqa: E402
-from loger3d.train.worlds import FAMILIES, SyntheticWorld, WorldConfig  # noqa: E402
+from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402
 
 
 def main() -> None:
@@ -48,21 +47,14 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(args.model).to(device).eval().float()
-    kinds = [(f, t) for t in TRAJECTORIES for f in sorted(FAMILIES)]
     rows = []
-    for i in range(args.worlds):
-        family, kind = kinds[i % len(kinds)]
-        seed = HELD_OUT_SEED_OFFSET + args.first + i
-        world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=args.frames,
-                                           height=args.height, width=args.width))
-        seq = world.sample(0, args.frames, device=device)
-        gt = seq.poses.double().cpu().numpy()
-        path = float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+    for family, kind, seed in test_worlds(args.worlds, HELD_OUT_SEED_OFFSET + args.first):
+        images, gt, path = held_out_sequence(family, kind, seed, args.frames, args.height, args.width, device)
         for window in args.windows:
             for align in args.aligns:
                 started = time.perf_counter()
                 with torch.no_grad():
-                    pred = model(seq.images, window_size=window, overlap_size=args.overlap, align=align)
+                    pred = model(images, window_size=window, overlap_size=args.overlap, align=align)
                 value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
                 rows.append({"world": f"{family}-{kind}", "world_seed": seed, "window": window, "align": align,
                              "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,

@@ -288,7 +288,8 @@ def camera_pose_loss(
     with torch.no_grad():
         still = rotation_angle(torch.eye(3, device=rel_gt.device, dtype=rel_gt.dtype).expand_as(rel_gt[..., :3, :3]),
                                rel_gt[..., :3, :3]).mean()
-    return total, {"trans": trans.item(), "rot": rot.item(), "rot_identity": still.item()}
+        values = torch.stack([trans.float(), rot.float(), still.float()]).tolist()  # one host sync, not three
+    return total, dict(zip(("trans", "rot", "rot_identity"), values))
 
 
 def global_point_loss(

@@ -30,7 +30,7 @@ from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
 from ..weights.registry import ModelCard
 from .config import TrainConfig
-from .curriculum import Curriculum, window_for_chunks
+from .curriculum import Curriculum, Stage, window_for_chunks
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .loader import BatchLoader
 from .log import MetricsLog
@@ -124,7 +124,7 @@ class Trainer:
             raise TrainingError("precision bf16 needs a CUDA device; use train.precision=fp32 on a CPU")
         self.precision = precision
         for stage in config.curriculum:
-            micro = stage.micro_batch or tcfg.micro_batch
+            micro = self._micro_batch(stage)
             if tcfg.batch_size % (self.world * micro):
                 raise TrainingError(f"train.batch_size {tcfg.batch_size} is not a multiple of processes × micro_batch "
                                     f"= {self.world} × {micro}; change batch_size or micro_batch")
@@ -216,10 +216,13 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _micro_batch(self, stage: Stage) -> int:
+        """Sequences per micro-step in ``stage``: its own ``micro_batch``, else ``train.micro_batch``."""
+        return stage.micro_batch or self.config.train.micro_batch
+
     def micro_batches(self, step: int) -> list[list[int]]:
         """This process's global-batch slots at ``step``, one list per micro-step (the stage's micro-batch)."""
-        stage, _ = self.curriculum.at(step)
-        micro = stage.micro_batch or self.config.train.micro_batch
+        micro = self._micro_batch(self.curriculum.at(step)[0])
         steps = self.config.train.batch_size // (self.world * micro)
         return [[(m * self.world + self.rank) * micro + i for i in range(micro)] for m in range(steps)]
 
