@@ -407,3 +407,26 @@ def test_a_stage_can_take_its_own_micro_batch(tmp_path):
     with pytest.raises(TrainingError, match="micro_batch"):
         Trainer(config_from_dict(small_config(curriculum=[{**stages[1], "micro_batch": 3}])), tmp_path / "bad",
                 progress=False)
+
+
+def test_a_stage_can_change_loss_weights(tmp_path):
+    """A pose-only warm-up stage: its logged total is the pose term alone, the next stage's has the points again;
+    bad stage loss fields are refused with the valid names."""
+    pose_only = {"local_weight": 0, "conf_weight": 0, "global_weight": 0}
+    stages = [{"steps": 2, "frames": 8, "chunks": 2, "overlap": 1, "loss": pose_only},
+              {"steps": 1, "frames": 8, "chunks": 2, "overlap": 1}]
+    cfg = config_from_dict(small_config(curriculum=stages))
+    assert cfg.curriculum[0].loss_config(cfg.loss).local_weight == 0 and cfg.curriculum[1].loss is None
+    Trainer(cfg, tmp_path / "run", progress=False).run()
+    log = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
+    w = cfg.loss
+    for record in log:
+        pose = w.pose_weight * (w.trans_weight * record["trans"] + w.rot_weight * record["rot"])
+        points = w.local_weight * record["local_points"] + w.global_weight * record["global_points"]
+        expected = pose if record["step"] <= 2 else pose + points + w.conf_weight * record["conf"]
+        assert record["total"] == pytest.approx(expected, rel=1e-4)
+    assert load_train_config(str(tmp_path / "run" / "config.yaml")).curriculum[0].loss == pose_only
+    for bad, message in (({"local_wieght": 0}, "unknown loss field 'local_wieght'.*local_weight"),
+                         ({"rot_weight": -1}, "rot_weight must be a number >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(small_config(curriculum=[{**stages[1], "loss": bad}]))

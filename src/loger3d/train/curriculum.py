@@ -4,17 +4,19 @@ LoGeR trains in stages (48 frames in 4 chunks, then the same 48 frames in 12 chu
 the TTT memory rather than SWA, then 128 frames in up to 20 chunks). A stage here fixes the sequence length
 and the overlap, and either a window or a number of chunks (a fixed count, or a [min, max] range drawn per
 step); the window then follows from the inference rule in ``model.windows``, so training cuts sequences
-exactly as inference does.
+exactly as inference does. A stage may also change loss weights for its steps (``loss``), e.g. a pose-only
+warm-up before the point maps are trained.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from ..model.windows import plan_windows
+from .losses import LossConfig
 
 __all__ = ["Stage", "Curriculum", "window_for_chunks"]
 
@@ -33,6 +35,8 @@ class Stage:
     Give ``window`` (frames per chunk) or ``chunks`` (an int, or ``(min, max)`` drawn per step); not both.
     ``micro_batch``: sequences a process computes at once in this stage (default: ``train.micro_batch``), so
     that long sequences can take smaller micro-batches than short ones; the clips and the batch are the same.
+    ``loss``: fields of the ``loss`` section that take other values during this stage (``{local_weight: 0}``);
+    the rest keep the section's values.
     """
 
     steps: int
@@ -41,12 +45,15 @@ class Stage:
     window: int | None = None
     chunks: int | tuple[int, int] | None = None
     micro_batch: int | None = None
+    loss: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.frames < 1:
             raise ValueError(f"a stage needs steps >= 1 and frames >= 1, got {self.steps}, {self.frames}")
         if self.micro_batch is not None and self.micro_batch < 1:
             raise ValueError(f"a stage's micro_batch must be >= 1, got {self.micro_batch}")
+        if self.loss is not None:
+            self._check_loss()
         if (self.window is None) == (self.chunks is None):
             raise ValueError("a stage takes either window or chunks (not both, not neither)")
         if isinstance(self.chunks, list):
@@ -56,6 +63,20 @@ class Stage:
             raise ValueError(f"chunks must be >= 1 (a range as [min, max]), got {self.chunks}")
         for window in {self._window(low), self._window(high)}:
             plan_windows(self.frames, window, self.overlap)  # raises on an overlap that does not fit
+
+    def _check_loss(self) -> None:
+        if not isinstance(self.loss, dict):
+            raise ValueError(f"a stage's loss must map loss fields to values, got {self.loss!r}")
+        known = [f.name for f in fields(LossConfig)]
+        for key, value in self.loss.items():
+            if key not in known:
+                raise ValueError(f"unknown loss field {key!r} in a stage; valid fields: {', '.join(known)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"a stage's loss.{key} must be a number >= 0, got {value!r}")
+
+    def loss_config(self, base: LossConfig) -> LossConfig:
+        """The loss settings of this stage's steps: ``base`` with this stage's ``loss`` values."""
+        return replace(base, **self.loss) if self.loss else base
 
     @property
     def chunk_range(self) -> tuple[int, int]:

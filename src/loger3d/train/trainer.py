@@ -164,6 +164,7 @@ class Trainer:
         self.step = int(state["step"]) if state is not None else 0
         self._updating = False
         objective = SequenceObjective(model, config.loss, tcfg.recurrent)
+        self.chunk_loss = objective.loss  # its settings follow the curriculum stage (Stage.loss)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
@@ -230,6 +231,7 @@ class Trainer:
         """One optimiser step at ``self.step``; returns its logged record."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
+        self.chunk_loss.cfg = stage.loss_config(cfg.loss)
         factor = lr_factor(self.step, self.total_steps, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
