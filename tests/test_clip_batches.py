@@ -1,12 +1,15 @@
 """A training step's clips drawn together (one render batch over many worlds) equal the clips drawn one by one."""
 
 import importlib
+import os
+import signal
 import threading
 
 import numpy as np
 import pytest
 import torch
 
+from loger3d.train.config import ConfigError
 from loger3d.train.depth_filter import DepthFilter
 from loger3d.train.mixture import ClipMixture
 from loger3d.train.synthetic import SyntheticSource
@@ -68,6 +71,33 @@ def test_worlds_built_by_workers_equal_worlds_built_here():
     finally:
         pooled.close()
     assert handed_over >= 1
+
+
+def test_a_killed_world_builder_changes_no_clip():
+    """A worker killed mid-build (out of memory, say) is not a bad world: the world is built here instead, the
+    clip is the same, and later prefetches get a fresh pool."""
+    plain = SyntheticSource(height=14, width=28, num_worlds=2, world_length=200)
+    pooled = SyntheticSource(height=14, width=28, num_worlds=2, world_length=200, workers=1)
+    try:
+        rng = [np.random.default_rng([0]), np.random.default_rng([0])]
+        pooled.prefetch(pooled.plan(np.random.default_rng([0]), 8))
+        for process in list(pooled._pool._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+        a, b = pooled.sample(rng[0], 8), plain.sample(rng[1], 8)
+        assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in FIELDS)
+        assert pooled._pool is None and not pooled._pending
+    finally:
+        pooled.close()
+
+
+def test_a_pool_of_worlds_that_cannot_be_built_is_refused(monkeypatch):
+    def grazing(config):
+        raise RuntimeError("the path grazes a surface")
+
+    monkeypatch.setattr("loger3d.train.synthetic._build_world", grazing)
+    source = SyntheticSource(height=14, width=28, num_worlds=2, world_length=50)
+    with pytest.warns(UserWarning, match="skipping"), pytest.raises(ConfigError, match="none of the 2 worlds"):
+        source.sample(np.random.default_rng([0]), 4)
 
 
 def test_the_batch_loader_gives_the_trainers_micro_batches_in_order():

@@ -17,6 +17,7 @@ import pickle
 import warnings
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,7 +157,14 @@ class SyntheticSource:
             self._cache.move_to_end(index)
             return self._cache[index]
         pending = self._pending.pop(index, None)
-        world = pickle.loads(pending.result()) if pending is not None else _build_world(self.world_config(index))
+        world = None
+        if pending is not None:
+            try:
+                world = pickle.loads(pending.result())
+            except BrokenProcessPool:  # a worker was killed (e.g. out of memory): not the world's fault
+                self.close()
+        if world is None:  # built here: the same world, so the clips do not change
+            world = _build_world(self.world_config(index))
         self._cache[index] = world
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -205,6 +213,9 @@ class SyntheticSource:
                 break
             except RuntimeError as e:  # a world whose path grazes a surface: skip it, deterministically
                 warnings.warn(f"skipping synthetic world {self.seed_offset + candidate}: {e}", stacklevel=3)
+        else:
+            raise ConfigError(f"none of the {self.num_worlds} worlds of source {self.name!r} could be built; "
+                              "raise num_worlds or change families, trajectories or world_length")
         cfg = world.config
         where = f"{self.name}/{cfg.family}-{cfg.trajectory}-{cfg.seed}@{plan.start}x{plan.stride}"
         chosen = revisit_frames(world.poses.numpy(), plan, frames, rng, self.revisit_gap, self.revisit_distance) \
