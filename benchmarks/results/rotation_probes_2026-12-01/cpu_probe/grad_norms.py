@@ -1,6 +1,7 @@
 """Gradient norm of each loss term (as weighted in tiny_synthetic's loss) on the encoder, the decoder (with the
-memory layers) and the camera branch, at initialisation, on the first 16 clips of pool.pt; and the cosine
-between the rotation term's gradient and the point-map terms'. ``fan_in``: after probe re-initialisation
+memory layers) and the camera branch, at initialisation, on the first 16 clips of pool.pt; the cosine
+between the rotation term's gradient and the point-map terms'; and the mean norm of the camera head's pooled
+feature before and after its last two layers (``more_mlps``). ``fan_in``: after probe re-initialisation
 ``--linear-init fan_in`` of benchmarks/rotation_probe.py. Run from this folder with ``PYTHONPATH=<repo>/src``."""
 
 import importlib.util
@@ -32,6 +33,10 @@ if "fan_in" in sys.argv:
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     probe.reinitialise_(model, "fan_in", None)
+sizes: list[tuple[float, float]] = []
+model.camera_head.more_mlps.register_forward_hook(
+    lambda module, inputs, output: sizes.append((float(inputs[0].detach().norm(dim=-1).mean()),
+                                                 float(output.detach().norm(dim=-1).mean()))))
 grads = {}
 for term, weights in TERMS.items():
     model.zero_grad()
@@ -46,3 +51,4 @@ for part in PARTS:
     cosines = "  ".join(f"cos(rot, {term}) {F.cosine_similarity(grads['rot'][part], grads[term][part], dim=0):+.3f}"
                         for term in ("local", "global"))
     print(f"{part:8s} {norms}   {cosines}")
+print(f"camera head pooled feature: norm {sizes[0][0]:.2e} in, {sizes[0][1]:.2e} out of more_mlps")
