@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ablation import test_worlds  # noqa: E402  (the benchmarks folder is not a package)
 
 from loger3d import load_model  # noqa: E402
-from loger3d.train.losses import rotation_angle  # noqa: E402
+from loger3d.train.losses import rotation_angle, rotation_magnitude  # noqa: E402
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402
 from loger3d.train.worlds import SyntheticWorld, WorldConfig  # noqa: E402
 
@@ -60,15 +60,14 @@ def main() -> None:
         with torch.no_grad():
             pred = model(seq.images, window_size=args.frames, overlap_size=0, align="none")
         feat = features[-1]
-        eye = torch.eye(3, dtype=torch.float64)
         gt_turn, pred_turn = turn_from_first(seq.poses.double()), turn_from_first(pred.camera_poses[0].double())
         z, z_gt = pred.local_points[0, ..., 2], seq.depth
         valid = seq.valid & (z_gt <= 80)
         s = torch.median(z_gt[valid] / z[valid])
         rows.append({
             "world": f"{family}-{kind}", "world_seed": seed,
-            "gt_turn_deg": float(rotation_angle(eye.expand_as(gt_turn), gt_turn).max().rad2deg()),
-            "pred_turn_deg": float(rotation_angle(eye.expand_as(pred_turn), pred_turn).max().rad2deg()),
+            "gt_turn_deg": float(rotation_magnitude(gt_turn).max().rad2deg()),
+            "pred_turn_deg": float(rotation_magnitude(pred_turn).max().rad2deg()),
             "rot_error_deg": float(rotation_angle(pred_turn, gt_turn).mean().rad2deg()),
             "feature_spread": float((feat - feat.mean(0)).norm(dim=-1).mean() / feat.norm(dim=-1).mean()),
             "depth_abs_rel": float(((s * z[valid] - z_gt[valid]).abs() / z_gt[valid]).mean()),

@@ -79,11 +79,10 @@ def test_a_killed_world_builder_changes_no_clip():
     plain = SyntheticSource(height=14, width=28, num_worlds=2, world_length=200)
     pooled = SyntheticSource(height=14, width=28, num_worlds=2, world_length=200, workers=1)
     try:
-        rng = [np.random.default_rng([0]), np.random.default_rng([0])]
         pooled.prefetch(pooled.plan(np.random.default_rng([0]), 8))
         for process in list(pooled._pool._processes.values()):
             os.kill(process.pid, signal.SIGKILL)
-        a, b = pooled.sample(rng[0], 8), plain.sample(rng[1], 8)
+        a, b = pooled.sample(np.random.default_rng([0]), 8), plain.sample(np.random.default_rng([0]), 8)
         assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in FIELDS)
         assert pooled._pool is None and not pooled._pending
     finally:

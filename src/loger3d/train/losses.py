@@ -42,6 +42,7 @@ __all__ = [
     "global_point_loss",
     "relative_to_first",
     "rotation_angle",
+    "rotation_magnitude",
 ]
 
 
@@ -251,7 +252,11 @@ def rotation_angle(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
     Pi3 takes arccos((tr − 1) / 2) clamped to 1 − 1e-6, which leaves a 1.4e-3 rad floor at zero error and an
     unbounded slope near it; atan2(sin, cos) gives the same angle exactly, with a slope of at most 1.
     """
-    m = r_a.transpose(-1, -2) @ r_b
+    return rotation_magnitude(r_a.transpose(-1, -2) @ r_b)
+
+
+def rotation_magnitude(m: torch.Tensor) -> torch.Tensor:
+    """Angle (rad, ``[...]``) by which the rotations ``m`` ``[..., 3, 3]`` turn: their geodesic distance to I."""
     cos = (m.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     axis = torch.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
     return torch.atan2(axis.norm(dim=-1) / 2, cos)
@@ -286,8 +291,7 @@ def camera_pose_loss(
     rot = rotation_angle(rel_pred[..., :3, :3], rel_gt[..., :3, :3]).mean()
     total = cfg.pose_weight * (cfg.trans_weight * trans + cfg.rot_weight * rot)
     with torch.no_grad():
-        still = rotation_angle(torch.eye(3, device=rel_gt.device, dtype=rel_gt.dtype).expand_as(rel_gt[..., :3, :3]),
-                               rel_gt[..., :3, :3]).mean()
+        still = rotation_magnitude(rel_gt[..., :3, :3]).mean()
         values = torch.stack([trans.float(), rot.float(), still.float()]).tolist()  # one host sync, not three
     return total, dict(zip(("trans", "rot", "rot_identity"), values))
 
