@@ -7,7 +7,8 @@ The pools are built once (``--build``, all CPU cores) and pickled, so that sever
 The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, optionally re-initialised
 (``--linear-init fan_in``: every linear weight N(0, 1/fan_in), clipped at 2σ, the rotation layer ×0.1;
 ``--decoder-layer-scale``: the decoder's layer scales start there instead of 0.01). The loss is
-``tiny_synthetic``'s with ``--loss`` overrides (JSON of ``LossConfig`` fields); AdamW as the trainer builds it,
+``tiny_synthetic``'s with ``--loss`` overrides (JSON of ``LossConfig`` fields), after ``--warmup-steps`` steps of
+``--warmup-loss`` when asked (default: the rotation term alone); AdamW as the trainer builds it,
 50 warm-up steps, constant learning rate after, bf16 autocast on CUDA.
 
 Every ``--log`` steps a JSON line: the step, seconds, and the means over those steps of ``rot``,
@@ -39,6 +40,7 @@ from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, ClipPlan, SyntheticSou
 from loger3d.train.trainer import build_training_model
 
 HEIGHT, WIDTH, WORLD_LENGTH, TEST_WORLDS, TEST_CLIPS = 126, 224, 200, 64, 128
+ROTATION_ONLY = {"local_weight": 0, "conf_weight": 0, "global_weight": 0, "trans_weight": 0, "pose_weight": 1}
 
 
 def build_pools(path: str, worlds: int) -> None:
@@ -84,6 +86,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="clips per step")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (one chunk)")
     parser.add_argument("--loss", default="{}", help="JSON of LossConfig fields to override")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="train the first N steps with --warmup-loss, then with --loss")
+    parser.add_argument("--warmup-loss", default=json.dumps(ROTATION_ONLY),
+                        help="JSON of LossConfig fields for the warm-up steps (default: the rotation term alone)")
     parser.add_argument("--linear-init", choices=("trunc002", "fan_in"), default="trunc002")
     parser.add_argument("--decoder-layer-scale", type=float)
     parser.add_argument("--log", type=int, default=100, help="steps per log line")
@@ -105,7 +111,8 @@ def main() -> None:
     model = build_training_model(config)
     reinitialise_(model, args.linear_init, args.decoder_layer_scale)
     model.to(device).train()
-    objective = SequenceObjective(model, LossConfig(**json.loads(args.loss)))
+    main_loss = LossConfig(**json.loads(args.loss))
+    objective = SequenceObjective(model, LossConfig(**json.loads(args.warmup_loss)) if args.warmup_steps else main_loss)
     optimizer = build_optimizer(model, config.optim)
     keys = ("rot", "rot_identity", "trans", "local_points")
 
@@ -124,6 +131,8 @@ def main() -> None:
     started, step, window = time.perf_counter(), 0, []
     while time.perf_counter() - started < args.minutes * 60:
         step += 1
+        if step == args.warmup_steps + 1:
+            objective.loss.cfg = main_loss
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * min(1.0, step / 50)
         rngs = [np.random.default_rng([3, step, k]) for k in range(args.batch)]
