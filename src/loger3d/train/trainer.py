@@ -40,8 +40,10 @@ from .recurrent import SequenceObjective
 
 __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "model_config"]
 
-_RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device")}
-"""Settings that may differ between a run and its resumption (they do not change the result)."""
+_RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device", "fast_path",
+                                    "activation_checkpointing")}
+"""Settings that may differ between a run and its resumption: where, how fast and in how much memory it runs,
+not what it trains (the device and the fast path round differently; checkpointing recomputes exactly)."""
 
 
 class TrainingError(LogerError, ValueError):
@@ -144,8 +146,8 @@ class Trainer:
             if saved != current:
                 changed = sorted(s for s in current if saved.get(s) != current[s])
                 raise TrainingError(f"cannot resume {self.out}: its config differs in section(s) {', '.join(changed)};"
-                                    " resume with the same config (only train.max_minutes, log_every, "
-                                    "checkpoint_every and device may change)")
+                                    " resume with the same config (only "
+                                    f"{', '.join('train.' + k for _, k in sorted(_RUN_ONLY))} may change)")
         elif resume and self.main:
             print(f"nothing to resume in {self.out}; starting a new run")
         os.makedirs(self.out, exist_ok=True)
