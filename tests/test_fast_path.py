@@ -82,3 +82,42 @@ def test_uint8_frames_equal_float_frames(tiny_model):
         assert torch.equal(getattr(a, key), getattr(b, key)), key
     with pytest.raises(ValueError, match="uint8"):
         tiny_model.forward_chunk(frames.to(torch.int32))
+
+
+@pytest.mark.parametrize("layer", ["block", "ttt"])
+def test_activation_checkpointing_recomputes_through_the_compiled_layer(layer, monkeypatch):
+    """Checkpointing keeps the fast path: the forward and the backward's recomputation both run the compiled
+    function (so large micro-batches can train compiled), with the gradients of the compiled layer alone."""
+    from loger3d.model import blocks, ttt
+
+    calls = []
+    module = blocks if layer == "block" else ttt
+    real = module.compiled
+
+    def counting(fn):
+        compiled_fn = real(fn)
+        return lambda *args, **kwargs: calls.append(fn) or compiled_fn(*args, **kwargs)
+
+    monkeypatch.setattr(module, "compiled", counting)
+    torch.manual_seed(0)
+    if layer == "block":
+        net = blocks.Block(32, 2, qk_norm=True, layer_scale=0.1)
+        x = torch.randn(3, 10, 32)
+    else:
+        net = ttt.FastWeightMemory(32, 16, 2, pre_norm=True)
+        x = torch.randn(1, 3, 10, 32)
+    net.train().compiled = True
+
+    def grads(checkpointing: bool) -> list[torch.Tensor]:
+        net.zero_grad()
+        net.activation_checkpointing = checkpointing
+        out = net(x) if layer == "block" else net(x, None)[0]
+        out.square().sum().backward()
+        return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    plain = grads(False)
+    assert len(calls) == 1
+    checkpointed = grads(True)
+    assert len(calls) == 3  # its forward and its recomputation in the backward
+    for a, b in zip(plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

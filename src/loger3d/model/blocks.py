@@ -7,6 +7,7 @@ positions ``[L, 2]`` integers or their prepared ``RotaryTable`` (see rope.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -171,9 +172,7 @@ class Block(nn.Module):
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
         return_kv: bool = False,
     ):
-        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            # Keep only the block's input; recompute its activations during the backward pass.
-            return checkpoint(self._forward, x, pos, prefix, return_kv, use_reentrant=False)
+        run = self._forward
         if self.compiled:
             # Token counts vary (frame vs chunk attention, a shorter last chunk): keep them symbolic.
             mark_dynamic(x, 0, 1)
@@ -183,8 +182,11 @@ class Block(nn.Module):
             if prefix is not None:
                 mark_dynamic(prefix[0], 2)
                 mark_dynamic(prefix[1], 2)
-            return compiled(Block._forward)(self, x, pos, prefix, return_kv)
-        return self._forward(x, pos, prefix, return_kv)
+            run = functools.partial(compiled(Block._forward), self)
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            # Keep only the block's input; recompute its activations (compiled or not) during the backward pass.
+            return checkpoint(run, x, pos, prefix, return_kv, use_reentrant=False)
+        return run(x, pos, prefix, return_kv)
 
     def _forward(self, x, pos, prefix, return_kv):
         attn = self.attn(self.norm1(x), pos, prefix=prefix, return_kv=return_kv)

@@ -9,6 +9,7 @@ five Newton–Schulz iterations (in bf16 as in the official release, or in the d
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -122,12 +123,13 @@ class FastWeightMemory(nn.Module):
         return FastWeights(self.w0.repeat(batch, 1, 1), self.w1.repeat(batch, 1, 1), self.w2.repeat(batch, 1, 1))
 
     def forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
-        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(self._forward, x, state, use_reentrant=False)
+        run = self._forward
         if self.compiled:
             mark_dynamic(x, 1, 2)  # frames per chunk and tokens per frame: a shorter last chunk reuses the graph
-            return compiled(FastWeightMemory._forward)(self, x, state)
-        return self._forward(x, state)
+            run = functools.partial(compiled(FastWeightMemory._forward), self)
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(run, x, state, use_reentrant=False)
+        return run(x, state)
 
     def _forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
         B, N, T, C = x.shape
