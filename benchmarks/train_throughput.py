@@ -2,9 +2,9 @@
 
 The step is the trainer's own (``SequenceObjective`` forward, backward, gradient clipping, AdamW) on a batch
 of synthetic clips rendered once on the device and reused, so that the figures measure the model's step, not
-the data. Each variant (micro-batch, chunking, fast path) runs ``--warmup`` steps, then ``--steps`` timed ones;
-``--profile`` adds a torch.profiler summary of one step per variant: CUDA kernel time against wall time
-(how launch-bound the step is), kernel launches, and the ten kernels with the most time.
+the data. Each variant (micro-batch, fast path, fused AdamW, activation checkpointing) runs ``--warmup``
+steps, then ``--steps`` timed ones; adds a torch.profiler summary of one step per variant: CUDA kernel time against wall time (how
+launch-bound the step is), kernel launches, and the ten kernels with the most time.
 
     python benchmarks/train_throughput.py --out benchmarks/results/train_throughput/h200.json --profile
     python benchmarks/train_throughput.py --variants mb8 mb32 mb32-fast --frames 48 --chunks 4
@@ -30,14 +30,16 @@ from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.trainer import build_training_model
 from loger3d.train.worlds import SyntheticWorld, WorldConfig
 
-VARIANTS = {  # name: (micro-batch, fast path, fused AdamW)
-    "mb8": (8, False, False),  # the shipped model's training setting (before AdamW was fused on GPUs)
-    "mb32": (32, False, False),
-    "mb64": (64, False, False),
-    "mb8-fast": (8, True, False),
-    "mb32-fast": (32, True, False),
-    "mb8-fused": (8, False, True),
-    "mb64-fast-fused": (64, True, True),
+VARIANTS = {  # name: (micro-batch, fast path, fused AdamW, activation checkpointing)
+    "mb8": (8, False, False, False),  # the shipped model's training setting (before AdamW was fused on GPUs)
+    "mb32": (32, False, False, False),
+    "mb64": (64, False, False, False),
+    "mb8-fast": (8, True, False, False),
+    "mb32-fast": (32, True, False, False),
+    "mb8-fused": (8, False, True, False),
+    "mb64-fast-fused": (64, True, True, False),
+    "mb64-fast-fused-ckpt": (64, True, True, True),  # checkpointing recomputes through the compiled layers
+    "mb128-fast-fused-ckpt": (128, True, True, True),
 }
 FAMILIES = [("indoor", "walk"), ("street", "drive"), ("terrain", "orbit")]
 
@@ -55,10 +57,10 @@ def clips(count: int, frames: int, device: str) -> Clip:
 
 
 def measure(name: str, args, batch: Clip) -> dict:
-    micro, fast, fused = VARIANTS[name]
+    micro, fast, fused, checkpointing = VARIANTS[name]
     config = load_train_config("tiny_synthetic")
     device = torch.device(args.device)
-    model = build_training_model(config).to(device).train()
+    model = build_training_model(config).to(device).train().set_activation_checkpointing(checkpointing)
     if fast:
         model.set_fast_path()
     optimizer = build_optimizer(model, config.optim, fused=fused)
@@ -89,7 +91,8 @@ def measure(name: str, args, batch: Clip) -> dict:
         last = step()
     torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - t0) / args.steps
-    row = {"variant": name, "micro_batch": micro, "fast": fast, "fused_adamw": fused, "frames": args.frames,
+    row = {"variant": name, "micro_batch": micro, "fast": fast, "fused_adamw": fused,
+           "activation_checkpointing": checkpointing, "frames": args.frames,
            "chunks": args.chunks, "window": window, "step_s": seconds, "frames_per_s": micro * args.frames / seconds,
            "warmup_s": warmup_s, "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30, "last_loss": last}
     if args.profile:
