@@ -3,8 +3,9 @@
 The step is the trainer's own (``SequenceObjective`` forward, backward, gradient clipping, AdamW) on a batch
 of synthetic clips rendered once on the device and reused, so that the figures measure the model's step, not
 the data. Each variant (micro-batch, fast path, fused AdamW, activation checkpointing) runs ``--warmup``
-steps, then ``--steps`` timed ones; adds a torch.profiler summary of one step per variant: CUDA kernel time against wall time (how
-launch-bound the step is), kernel launches, and the ten kernels with the most time.
+steps, then ``--steps`` timed ones; ``--profile`` adds a torch.profiler summary of one step per variant:
+CUDA kernel time against wall time (how launch-bound the step is), kernel launches, and the ten kernels with
+the most time.
 
     python benchmarks/train_throughput.py --out benchmarks/results/train_throughput/h200.json --profile
     python benchmarks/train_throughput.py --variants mb8 mb32 mb32-fast --frames 48 --chunks 4
