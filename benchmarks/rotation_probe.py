@@ -12,7 +12,8 @@ The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, option
 50 warm-up steps, constant learning rate after, bf16 autocast on CUDA.
 
 Every ``--log`` steps a JSON line: the step, seconds, and the means over those steps of ``rot``,
-``rot_identity``, ``trans`` and ``local_points``; every fifth line adds ``test``, the same on 128 held-out clips.
+``rot_identity``, ``trans``, ``trans_zero`` and ``local_points``; every fifth line adds ``test``, the same on
+128 held-out clips.
 
     python benchmarks/rotation_probe.py --build --pools /tmp/pools.pkl
     python benchmarks/rotation_probe.py --pools /tmp/pools.pkl --out rot_only.jsonl --minutes 6.5 \\
@@ -114,7 +115,7 @@ def main() -> None:
     main_loss = LossConfig(**json.loads(args.loss))
     objective = SequenceObjective(model, LossConfig(**json.loads(args.warmup_loss)) if args.warmup_steps else main_loss)
     optimizer = build_optimizer(model, config.optim)
-    keys = ("rot", "rot_identity", "trans", "local_points")
+    keys = ("rot", "rot_identity", "trans", "trans_zero", "local_points")
 
     def losses(batch: Clip) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -158,6 +158,18 @@ def test_rot_identity_is_what_a_never_rotating_model_scores():
     assert perfect["rot"] < 1e-5 < perfect["rot_identity"] == frozen["rot_identity"]
 
 
+def test_trans_zero_is_what_a_never_moving_model_scores():
+    """The logged baseline: a prediction that stays at the first camera's position scores trans == trans_zero
+    (whatever its scale); the truth scores 0 < it."""
+    _, gt_poses, _ = scene()
+    unmoved = gt_poses.clone()
+    unmoved[..., :3, 3] = 0.0
+    _, frozen = camera_pose_loss(unmoved, gt_poses, torch.full((B,), 3.0))
+    _, perfect = camera_pose_loss(gt_poses, gt_poses, torch.ones(B))
+    assert math.isclose(frozen["trans"], frozen["trans_zero"], rel_tol=1e-5)
+    assert perfect["trans"] < 1e-7 < perfect["trans_zero"] == frozen["trans_zero"]
+
+
 def test_single_frame_has_no_pose_term():
     gt_local, gt_poses, valid = scene(b=1, n=1)
     pred = perturbed(as_prediction(gt_local, gt_poses))

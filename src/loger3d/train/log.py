@@ -43,9 +43,11 @@ def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
     for key in ("total", "local_points", "global_points", "trans", "rot", "conf"):
         if key in records[-1]:
             ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key, lw=1)
-    if "rot_identity" in records[-1]:  # what a model that never rotates would score: rot must fall below it
-        ax.plot(steps, [r.get("rot_identity", float("nan")) for r in records], label="rot if never rotating",
-                lw=1, ls="--", color="grey")
+    # What a model that never rotates, or never moves, would score: rot and trans must fall below them.
+    for key, label, colour in (("rot_identity", "rot if never rotating", "grey"),
+                               ("trans_zero", "trans if never moving", "tan")):
+        if key in records[-1]:
+            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=label, lw=1, ls="--", color=colour)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title("training loss (unweighted terms)")

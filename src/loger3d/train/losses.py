@@ -274,15 +274,16 @@ def camera_pose_loss(
     L_trans = mean (over pairs and x, y, z) Huber(s*·t_ij^pred − t_ij^gt, delta). ``scale`` ``[B]`` is the s*
     of the point maps (detached), so translations share the points' scale. N = 1 has no pair: both terms are
     0 (still attached to the graph). Returns ``pose_weight·(trans_weight·L_trans + rot_weight·L_rot)`` and the
-    stats ``trans``, ``rot`` and ``rot_identity``: the L_rot a model that never rotates would score on the same
-    pairs (the mean GT relative angle), so a log shows whether rotation is being learned at all.
+    stats ``trans``, ``rot``, ``rot_identity``: the L_rot a model that never rotates would score on the same
+    pairs (the mean GT relative angle), and ``trans_zero``: the L_trans of a model that never moves, so a log
+    shows whether rotation and translation are being learned at all.
     """
     cfg = cfg or LossConfig()
     pred_poses, gt_poses = _full(pred_poses), _full(gt_poses)
     n = pred_poses.shape[1]
     if n < 2:
         zero = 0.0 * pred_poses.sum()
-        return zero, {"trans": 0.0, "rot": 0.0, "rot_identity": 0.0}
+        return zero, {"trans": 0.0, "rot": 0.0, "rot_identity": 0.0, "trans_zero": 0.0}
     pairs = ~torch.eye(n, dtype=torch.bool, device=pred_poses.device)
     rel_pred = (rigid_inverse(pred_poses)[:, :, None] @ pred_poses[:, None])[:, pairs]  # [B, N(N-1), 4, 4]
     rel_gt = (rigid_inverse(gt_poses)[:, :, None] @ gt_poses[:, None])[:, pairs]
@@ -292,8 +293,9 @@ def camera_pose_loss(
     total = cfg.pose_weight * (cfg.trans_weight * trans + cfg.rot_weight * rot)
     with torch.no_grad():
         still = rotation_magnitude(rel_gt[..., :3, :3]).mean()
-        values = torch.stack([trans.float(), rot.float(), still.float()]).tolist()  # one host sync, not three
-    return total, dict(zip(("trans", "rot", "rot_identity"), values))
+        unmoved = F.huber_loss(torch.zeros_like(t_pred), rel_gt[..., :3, 3], delta=cfg.huber_delta)
+        values = torch.stack([trans.float(), rot.float(), still.float(), unmoved.float()]).tolist()  # one host sync
+    return total, dict(zip(("trans", "rot", "rot_identity", "trans_zero"), values))
 
 
 def global_point_loss(
