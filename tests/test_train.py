@@ -265,7 +265,8 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert result.finished and after < 0.95 * before, (before, after)
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["step"] for r in records] == list(range(1, 17))
-    assert {"total", "local_points", "rot", "trans", "global_points", "conf", "lr", "grad_norm"} <= set(records[0])
+    assert {"total", "local_points", "rot", "rot_identity", "trans", "trans_zero", "global_points", "conf", "lr",
+            "grad_norm"} <= set(records[0])
     assert (tmp_path / "run" / "loss.png").stat().st_size > 0
     assert any(p.startswith("events.") for p in os.listdir(tmp_path / "run" / "tensorboard"))
     weights = loger3d.load_model(str(tmp_path / "run" / "model.safetensors"))
