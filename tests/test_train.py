@@ -22,6 +22,7 @@ from loger3d.train.clip import stack_clips
 from loger3d.train.config import ConfigError, builtin_configs, config_from_dict, load_train_config
 from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
 from loger3d.train.init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
+from loger3d.train.log import camera_learning
 from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
 from loger3d.train.recurrent import RecurrentSettings, SequenceObjective, run_chunks
@@ -316,6 +317,21 @@ def test_cli_train_list_and_errors(tmp_path, capsys):
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert main(["train", str(path), "-o", str(tmp_path / "run"), "-q"]) == 2
     assert "--resume" in capsys.readouterr().err
+    # resuming a finished run trains nothing and says where it ended, camera terms included
+    assert main(["train", str(path), "-o", str(tmp_path / "run"), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "step 2/2 finished" in out and "rotation " in out and "translation " in out
+
+
+def test_camera_learning_compares_the_final_stage_with_its_baselines():
+    records = [{"step": 1, "stage": 0, "rot": 9.0, "rot_identity": 1.0, "trans": 1.0, "trans_zero": 1.0},
+               {"step": 2, "stage": 1, "rot": 0.2, "rot_identity": 0.5, "trans": 0.3, "trans_zero": 0.2},
+               {"step": 3, "stage": 1, "rot": 0.4, "rot_identity": 0.5, "trans": 0.1, "trans_zero": 0.2}]
+    ratios = camera_learning(records)
+    assert ratios == pytest.approx({"rot": 0.6, "trans": 1.0})
+    assert camera_learning(records, last=1) == pytest.approx({"rot": 0.8, "trans": 0.5})
+    assert camera_learning([{"step": 1, "stage": 0, "rot": 0.0, "rot_identity": 0.0}]) == {}
+    assert camera_learning([]) == {}
 
 
 # --- several processes ----------------------------------------------------------------------------------------

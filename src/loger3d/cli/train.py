@@ -31,6 +31,7 @@ examples:
 
 def run(args: argparse.Namespace) -> int:
     from ..train.config import ConfigError, builtin_configs, load_train_config
+    from ..train.log import camera_learning, read_metrics
     from ..train.trainer import Trainer
 
     if args.list:
@@ -59,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         state = "finished" if result.finished else "paused (continue with --resume)"
         print(f"step {result.step}/{result.total_steps} {state}" + (f", loss {loss:.4f}" if loss is not None else ""))
         print(f"outputs in {out}" + (f"; weights {os.path.join(out, 'model.safetensors')}" if result.finished else ""))
+        ratios = camera_learning(read_metrics(os.path.join(out, "metrics.jsonl")))
+        if ratios:
+            names = {"rot": "rotation", "trans": "translation"}
+            print("camera terms over the last logged steps, against a model that never turns or moves (1 = not "
+                  "learnt): " + ", ".join(f"{names[k]} {v:.2f}" for k, v in ratios.items()))
     return 0
 
 

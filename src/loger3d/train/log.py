@@ -9,7 +9,7 @@ import os
 from ..errors import DamagedFileError
 from ..util.atomic import atomic_open
 
-__all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
+__all__ = ["MetricsLog", "read_metrics", "plot_metrics", "camera_learning"]
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -27,6 +27,23 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                 raise DamagedFileError(f"{os.fspath(path)}:{lineno} is damaged ({e.msg}); remove that line and "
                                        "run again") from None
     return records
+
+
+def camera_learning(records: list[dict], last: int = 20) -> dict[str, float]:
+    """How far the camera terms are below their never-moving baselines over the ``last`` logged steps of the
+    final stage: ``rot`` / ``rot_identity`` and ``trans`` / ``trans_zero`` (ratios of the means; 1 = not learnt,
+    0 = perfect). Terms without their baseline in the log, or with a zero baseline, are left out."""
+    if not records:
+        return {}
+    stage = records[-1].get("stage")
+    recent = [r for r in records if r.get("stage") == stage][-last:]
+    ratios = {}
+    for term, baseline in (("rot", "rot_identity"), ("trans", "trans_zero")):
+        rows = [r for r in recent if term in r and baseline in r]
+        below = sum(r[baseline] for r in rows)
+        if rows and below > 0:
+            ratios[term] = sum(r[term] for r in rows) / below
+    return ratios
 
 
 def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
