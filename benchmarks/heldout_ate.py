@@ -4,7 +4,8 @@ World ``i`` is family × trajectory in turn (``benchmarks/ablation.py``'s ``test
 ``HELD_OUT_SEED_OFFSET + --first + i``; no training source draws seeds that high. The ablation scores from
 ``--first 600``; pick another range to validate a training config without tuning on the ablation's worlds
 (the range 700-708 validated the runs of benchmarks/results/train_batch64_2026-12-01). Inference in fp32, with
-each ``--windows`` value and each ``--aligns`` mode.
+each ``--windows`` value and each ``--aligns`` mode. Each row also says how rotation fares: the mean RPE
+rotation over 8 and 64 frames and the share of the truth's total turning that the prediction turns.
 
     python benchmarks/heldout_ate.py --model tiny_synthetic --worlds 9 --first 700 --json val.json
     python benchmarks/heldout_ate.py --model runs/tiny/model.safetensors --windows 10 20 --aligns se3 none
@@ -28,7 +29,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ablation import ate, held_out_sequence, test_worlds  # noqa: E402  (the benchmarks folder is not a package)
 
 from loger3d import load_model  # noqa: E402
+from loger3d.eval.trajectory_metrics import rotation_angle, rpe_errors  # noqa: E402
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402
+
+
+def total_turn(poses: np.ndarray) -> float:
+    """Degrees turned frame to frame, summed, along camera-to-world poses ``[N, 4, 4]``."""
+    steps = np.transpose(poses[:-1, :3, :3], (0, 2, 1)) @ poses[1:, :3, :3]
+    return float(np.degrees(rotation_angle(steps)).sum())
+
+
+def rotation_drift(est: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Where rotation errors stand: mean RPE rotation (degrees) over 8 and 64 frames, and the predicted
+    share of the truth's total turning (0: a model that never turns)."""
+    return {"rpe_rot_deg_8": float(np.mean(rpe_errors(gt, est, 8, "f")[1])),
+            "rpe_rot_deg_64": float(np.mean(rpe_errors(gt, est, 64, "f")[1])),
+            "turn_ratio": total_turn(est) / max(total_turn(gt), 1e-9)}
 
 
 def main() -> None:
@@ -55,12 +71,15 @@ def main() -> None:
                 started = time.perf_counter()
                 with torch.no_grad():
                     pred = model(images, window_size=window, overlap_size=args.overlap, align=align)
-                value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
+                est = pred.camera_poses[0].double().cpu().numpy()
+                value = ate(est, gt)
                 rows.append({"world": f"{family}-{kind}", "world_seed": seed, "window": window, "align": align,
                              "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
-                             "seconds": time.perf_counter() - started})
-                print(f"{family}-{kind} {seed} window {window} {align}: {rows[-1]['ate_pct_path']:.2f} % of "
-                      f"{path:.0f} m", flush=True)
+                             **rotation_drift(est, gt), "seconds": time.perf_counter() - started})
+                row = rows[-1]
+                print(f"{family}-{kind} {seed} window {window} {align}: {row['ate_pct_path']:.2f} % of {path:.0f} m; "
+                      f"RPE rotation {row['rpe_rot_deg_8']:.1f} deg / 8 frames, turns {row['turn_ratio']:.2f} of the "
+                      "truth", flush=True)
     means = {}
     for row in rows:
         means.setdefault(f"window {row['window']}, {row['align']}", []).append(row["ate_pct_path"])
