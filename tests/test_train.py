@@ -450,3 +450,5 @@ def test_a_stage_can_change_loss_weights(tmp_path):
                          ({"rot_weight": -1}, "rot_weight must be a number >= 0")):
         with pytest.raises(ConfigError, match=message):
             config_from_dict(small_config(curriculum=[{**stages[1], "loss": bad}]))
+    with pytest.raises(ConfigError, match="loss: rot_weight must be a number >= 0"):  # the section checks alike
+        load_train_config("tiny_synthetic", ["loss.rot_weight=-1"])

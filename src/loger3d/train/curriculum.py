@@ -4,8 +4,8 @@ LoGeR trains in stages (48 frames in 4 chunks, then the same 48 frames in 12 chu
 the TTT memory rather than SWA, then 128 frames in up to 20 chunks). A stage here fixes the sequence length
 and the overlap, and either a window or a number of chunks (a fixed count, or a [min, max] range drawn per
 step); the window then follows from the inference rule in ``model.windows``, so training cuts sequences
-exactly as inference does. A stage may also change loss weights for its steps (``loss``), e.g. a pose-only
-warm-up before the point maps are trained.
+exactly as inference does. A stage may also change loss weights for its steps (``loss``), e.g. leave out the
+global point term on single-chunk clips.
 """
 
 from __future__ import annotations
@@ -68,11 +68,13 @@ class Stage:
         if not isinstance(self.loss, dict):
             raise ValueError(f"a stage's loss must map loss fields to values, got {self.loss!r}")
         known = [f.name for f in fields(LossConfig)]
-        for key, value in self.loss.items():
-            if key not in known:
-                raise ValueError(f"unknown loss field {key!r} in a stage; valid fields: {', '.join(known)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"a stage's loss.{key} must be a number >= 0, got {value!r}")
+        unknown = [key for key in self.loss if key not in known]
+        if unknown:
+            raise ValueError(f"unknown loss field {unknown[0]!r} in a stage; valid fields: {', '.join(known)}")
+        try:
+            LossConfig(**self.loss)  # LossConfig checks the values
+        except ValueError as e:
+            raise ValueError(f"a stage's loss.{e}") from None
 
     def loss_config(self, base: LossConfig) -> LossConfig:
         """The loss settings of this stage's steps: ``base`` with this stage's ``loss`` values."""

@@ -22,7 +22,7 @@ Nothing here needs an SVD of the prediction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +68,14 @@ class LossConfig:
     depth_floor: float = 0.1
     # Points fed to the scale solver per batch element (evenly strided over the valid ones); None: all of them.
     align_points: int | None = 4096
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "align_points":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

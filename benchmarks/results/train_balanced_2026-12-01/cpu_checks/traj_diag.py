@@ -15,16 +15,11 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 from ablation import ate, held_out_sequence, test_worlds  # noqa: E402
+from heldout_ate import total_turn  # noqa: E402
 
 from loger3d import load_model  # noqa: E402
 from loger3d.eval.trajectory_metrics import rotation_angle, rpe_errors  # noqa: E402
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402
-
-
-def total_turn(poses: np.ndarray) -> float:
-    """Degrees turned frame to frame, summed."""
-    steps = np.transpose(poses[:-1, :3, :3], (0, 2, 1)) @ poses[1:, :3, :3]
-    return float(np.degrees(rotation_angle(steps)).sum())
 
 
 def diagnose(model_path: str, index: int, align: str) -> dict:
