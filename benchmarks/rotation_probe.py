@@ -12,8 +12,8 @@ The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, option
 50 warm-up steps, constant learning rate after, bf16 autocast on CUDA.
 
 Every ``--log`` steps a JSON line: the step, seconds, and the means over those steps of ``rot``,
-``rot_identity``, ``trans``, ``trans_zero`` and ``local_points``; every fifth line adds ``test``, the same on
-128 held-out clips.
+``rot_identity``, ``trans``, ``trans_zero``, ``local_points`` and ``global_points``; every fifth line adds
+``test``, the same on 128 held-out clips.
 
     python benchmarks/rotation_probe.py --build --pools /tmp/pools.pkl
     python benchmarks/rotation_probe.py --pools /tmp/pools.pkl --out rot_only.jsonl --minutes 6.5 \\
@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=32, help="clips per step")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip (one chunk)")
+    parser.add_argument("--overlap", type=int, default=0,
+                        help="the chunk's overlap: its first and last OVERLAP frames get the pe tokens of frames "
+                             "shared with the previous and next chunk, as in inference (0: every frame interior)")
     parser.add_argument("--loss", default="{}", help="JSON of LossConfig fields to override")
     parser.add_argument("--warmup-steps", type=int, default=0,
                         help="train the first N steps with --warmup-loss, then with --loss")
@@ -115,11 +118,11 @@ def main() -> None:
     main_loss = LossConfig(**json.loads(args.loss))
     objective = SequenceObjective(model, LossConfig(**json.loads(args.warmup_loss)) if args.warmup_steps else main_loss)
     optimizer = build_optimizer(model, config.optim)
-    keys = ("rot", "rot_identity", "trans", "trans_zero", "local_points")
+    keys = ("rot", "rot_identity", "trans", "trans_zero", "local_points", "global_points")
 
     def losses(batch: Clip) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return objective(batch.images, batch.local_points, batch.poses, batch.valid, args.frames, 0)
+            return objective(batch.images, batch.local_points, batch.poses, batch.valid, args.frames, args.overlap)
 
     def evaluate() -> dict[str, float]:
         model.eval()
