@@ -9,11 +9,16 @@ The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, option
 ``--decoder-layer-scale``: the decoder's layer scales start there instead of 0.01). The loss is
 ``tiny_synthetic``'s with ``--loss`` overrides (JSON of ``LossConfig`` fields), after ``--warmup-steps`` steps of
 ``--warmup-loss`` when asked (default: the rotation term alone); AdamW as the trainer builds it,
-50 warm-up steps, constant learning rate after, bf16 autocast on CUDA.
+50 warm-up steps, constant learning rate after, bf16 autocast on CUDA. ``--balance-every N`` re-sets the
+translation and rotation weights every N steps (after any warm-up) so that each term's gradient on the decoder
+and memory layers is ``--balance-target`` times the local point term's (measured on that step's batch, one
+extra forward and backward per term; smoothed by a geometric mean with the previous weight), since the terms'
+gradients change by orders of magnitude while the model learns.
 
 Every ``--log`` steps a JSON line: the step, seconds, and the means over those steps of ``rot``,
 ``rot_identity``, ``trans``, ``trans_zero``, ``local_points`` and ``global_points``; every fifth line adds
-``test``, the same on 128 held-out clips.
+``test``, the same on 128 held-out clips; with balancing also ``weights``, the translation and rotation weights
+in use.
 
     python benchmarks/rotation_probe.py --build --pools /tmp/pools.pkl
     python benchmarks/rotation_probe.py --pools /tmp/pools.pkl --out rot_only.jsonl --minutes 6.5 \\
@@ -27,6 +32,7 @@ import json
 import os
 import pickle
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -42,6 +48,7 @@ from loger3d.train.trainer import build_training_model
 
 HEIGHT, WIDTH, WORLD_LENGTH, TEST_WORLDS, TEST_CLIPS = 126, 224, 200, 64, 128
 ROTATION_ONLY = {"local_weight": 0, "conf_weight": 0, "global_weight": 0, "trans_weight": 0, "pose_weight": 1}
+DECODER = ("decoder.", "ttt_", "swa_")
 
 
 def build_pools(path: str, worlds: int) -> None:
@@ -76,6 +83,29 @@ def reinitialise_(model: torch.nn.Module, linear_init: str, decoder_layer_scale:
             model.camera_head.fc_rot.weight.mul_(0.1)
 
 
+def decoder_gradient_norm(model: torch.nn.Module, loss: torch.Tensor) -> float:
+    """The norm of ``loss``'s gradient on the decoder and memory layers (leaves every ``.grad`` at None)."""
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad.flatten() for n, p in model.named_parameters() if n.startswith(DECODER) and p.grad is not None]
+    norm = float(torch.cat(grads).float().norm()) if grads else 0.0
+    model.zero_grad(set_to_none=True)
+    return norm
+
+
+def balanced(cfg: LossConfig, norms: dict[str, float], target: float, previous: LossConfig | None) -> LossConfig:
+    """``cfg`` with ``pose_weight`` 1 and the translation and rotation weights that make each term's gradient
+    ``target`` times the local term's (``norms``: each term's gradient norm at weight 1), geometric mean with
+    ``previous``'s weights when given, clamped to [1e-3, 1e7]."""
+    weights = {}
+    for term, field in (("trans", "trans_weight"), ("rot", "rot_weight")):
+        weight = target * cfg.local_weight * norms["local"] / max(norms[term], 1e-20)
+        if previous is not None:
+            weight = (weight * getattr(previous, field)) ** 0.5
+        weights[field] = min(max(weight, 1e-3), 1e7)
+    return replace(cfg, pose_weight=1.0, **weights)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pools", required=True, help="the pickled world pools (made by --build)")
@@ -97,6 +127,10 @@ def main() -> None:
     parser.add_argument("--linear-init", choices=("trunc002", "fan_in"), default="trunc002")
     parser.add_argument("--decoder-layer-scale", type=float)
     parser.add_argument("--log", type=int, default=100, help="steps per log line")
+    parser.add_argument("--balance-every", type=int, default=0,
+                        help="re-set the translation and rotation weights every N steps (0: fixed weights)")
+    parser.add_argument("--balance-target", type=float, default=1.0,
+                        help="each balanced term's decoder gradient, as a multiple of the local point term's")
     args = parser.parse_args()
     if args.build:
         started = time.perf_counter()
@@ -124,6 +158,17 @@ def main() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return objective(batch.images, batch.local_points, batch.poses, batch.valid, args.frames, args.overlap)
 
+    def term_norms(batch: Clip) -> dict[str, float]:
+        """Each of the local, translation and rotation terms' decoder gradient norm at weight 1 on ``batch``."""
+        off = dict(local_weight=0.0, conf_weight=0.0, global_weight=0.0, trans_weight=0.0, rot_weight=0.0,
+                   pose_weight=1.0)
+        norms, cfg = {}, objective.loss.cfg
+        for term, field in (("local", "local_weight"), ("trans", "trans_weight"), ("rot", "rot_weight")):
+            objective.loss.cfg = replace(main_loss, **dict(off, **{field: 1.0}))
+            norms[term] = decoder_gradient_norm(model, losses(batch)[0])
+        objective.loss.cfg = cfg
+        return norms
+
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
@@ -140,7 +185,11 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * min(1.0, step / 50)
         rngs = [np.random.default_rng([3, step, k]) for k in range(args.batch)]
-        loss, stats = losses(stack_clips(pools["train"].sample_many(rngs, args.frames, device)))
+        batch = stack_clips(pools["train"].sample_many(rngs, args.frames, device))
+        if args.balance_every and step > args.warmup_steps and (step - args.warmup_steps - 1) % args.balance_every == 0:
+            previous = objective.loss.cfg if step > args.warmup_steps + 1 else None
+            objective.loss.cfg = balanced(main_loss, term_norms(batch), args.balance_target, previous)
+        loss, stats = losses(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -150,6 +199,10 @@ def main() -> None:
             record = {"step": step, "t": round(time.perf_counter() - started),
                       **dict(zip(keys, np.mean(window, axis=0).tolist()))}
             window = []
+            if args.balance_every:
+                pose = objective.loss.cfg.pose_weight
+                record["weights"] = {"trans": pose * objective.loss.cfg.trans_weight,
+                                     "rot": pose * objective.loss.cfg.rot_weight}
             if step % (5 * args.log) == 0:
                 record["test"] = evaluate()
             print(json.dumps(record), flush=True)
