@@ -11,9 +11,8 @@ The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, option
 ``--warmup-loss`` when asked (default: the rotation term alone); AdamW as the trainer builds it,
 50 warm-up steps, constant learning rate after, bf16 autocast on CUDA. ``--balance-every N`` re-sets the
 translation and rotation weights every N steps (after any warm-up) so that each term's gradient on the decoder
-and memory layers is ``--balance-target`` times the local point term's (measured on that step's batch, one
-extra forward and backward per term; smoothed by a geometric mean with the previous weight), since the terms'
-gradients change by orders of magnitude while the model learns.
+and memory layers is ``--balance-target`` times the local point term's, as ``loss.balance_every`` does in the
+trainer (``loger3d.train.balance``).
 
 Every ``--log`` steps a JSON line: the step, seconds, and the means over those steps of ``rot``,
 ``rot_identity``, ``trans``, ``trans_zero``, ``local_points`` and ``global_points``; every fifth line adds
@@ -32,12 +31,12 @@ import json
 import os
 import pickle
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
 
 from loger3d.model.blocks import LayerScale
+from loger3d.train.balance import LossBalance, shared_parameters, term_gradient_norms
 from loger3d.train.clip import Clip, stack_clips
 from loger3d.train.config import load_train_config
 from loger3d.train.losses import LossConfig
@@ -48,7 +47,6 @@ from loger3d.train.trainer import build_training_model
 
 HEIGHT, WIDTH, WORLD_LENGTH, TEST_WORLDS, TEST_CLIPS = 126, 224, 200, 64, 128
 ROTATION_ONLY = {"local_weight": 0, "conf_weight": 0, "global_weight": 0, "trans_weight": 0, "pose_weight": 1}
-DECODER = ("decoder.", "ttt_", "swa_")
 
 
 def build_pools(path: str, worlds: int) -> None:
@@ -81,29 +79,6 @@ def reinitialise_(model: torch.nn.Module, linear_init: str, decoder_layer_scale:
                 module.gamma.fill_(decoder_layer_scale)
         if linear_init == "fan_in":
             model.camera_head.fc_rot.weight.mul_(0.1)
-
-
-def decoder_gradient_norm(model: torch.nn.Module, loss: torch.Tensor) -> float:
-    """The norm of ``loss``'s gradient on the decoder and memory layers (leaves every ``.grad`` at None)."""
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [p.grad.flatten() for n, p in model.named_parameters() if n.startswith(DECODER) and p.grad is not None]
-    norm = float(torch.cat(grads).float().norm()) if grads else 0.0
-    model.zero_grad(set_to_none=True)
-    return norm
-
-
-def balanced(cfg: LossConfig, norms: dict[str, float], target: float, previous: LossConfig | None) -> LossConfig:
-    """``cfg`` with ``pose_weight`` 1 and the translation and rotation weights that make each term's gradient
-    ``target`` times the local term's (``norms``: each term's gradient norm at weight 1), geometric mean with
-    ``previous``'s weights when given, clamped to [1e-3, 1e7]."""
-    weights = {}
-    for term, field in (("trans", "trans_weight"), ("rot", "rot_weight")):
-        weight = target * cfg.local_weight * norms["local"] / max(norms[term], 1e-20)
-        if previous is not None:
-            weight = (weight * getattr(previous, field)) ** 0.5
-        weights[field] = min(max(weight, 1e-3), 1e7)
-    return replace(cfg, pose_weight=1.0, **weights)
 
 
 def main() -> None:
@@ -149,7 +124,9 @@ def main() -> None:
     model = build_training_model(config)
     reinitialise_(model, args.linear_init, args.decoder_layer_scale)
     model.to(device).train()
-    main_loss = LossConfig(**json.loads(args.loss))
+    main_loss = LossConfig(**json.loads(args.loss), balance_every=args.balance_every,
+                           balance_target=args.balance_target)
+    balance = LossBalance()
     objective = SequenceObjective(model, LossConfig(**json.loads(args.warmup_loss)) if args.warmup_steps else main_loss)
     optimizer = build_optimizer(model, config.optim)
     keys = ("rot", "rot_identity", "trans", "trans_zero", "local_points", "global_points")
@@ -158,16 +135,16 @@ def main() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return objective(batch.images, batch.local_points, batch.poses, batch.valid, args.frames, args.overlap)
 
-    def term_norms(batch: Clip) -> dict[str, float]:
-        """Each of the local, translation and rotation terms' decoder gradient norm at weight 1 on ``batch``."""
-        off = dict(local_weight=0.0, conf_weight=0.0, global_weight=0.0, trans_weight=0.0, rot_weight=0.0,
-                   pose_weight=1.0)
-        norms, cfg = {}, objective.loss.cfg
-        for term, field in (("local", "local_weight"), ("trans", "trans_weight"), ("rot", "rot_weight")):
-            objective.loss.cfg = replace(main_loss, **dict(off, **{field: 1.0}))
-            norms[term] = decoder_gradient_norm(model, losses(batch)[0])
-        objective.loss.cfg = cfg
-        return norms
+    def rebalance(batch: Clip) -> None:
+        """Re-set the weights from each term's gradient on ``batch`` (``loger3d.train.balance``)."""
+
+        def loss_of(term_cfg: LossConfig) -> torch.Tensor:
+            objective.loss.cfg = term_cfg
+            return losses(batch)[0]
+
+        norms = term_gradient_norms(loss_of, shared_parameters(model), main_loss)
+        balance.update(dict(zip(("local", "trans", "rot"), norms.tolist())), main_loss)
+        objective.loss.cfg = balance.apply(main_loss)
 
     def evaluate() -> dict[str, float]:
         model.eval()
@@ -187,8 +164,7 @@ def main() -> None:
         rngs = [np.random.default_rng([3, step, k]) for k in range(args.batch)]
         batch = stack_clips(pools["train"].sample_many(rngs, args.frames, device))
         if args.balance_every and step > args.warmup_steps and (step - args.warmup_steps - 1) % args.balance_every == 0:
-            previous = objective.loss.cfg if step > args.warmup_steps + 1 else None
-            objective.loss.cfg = balanced(main_loss, term_norms(batch), args.balance_target, previous)
+            rebalance(batch)
         loss, stats = losses(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

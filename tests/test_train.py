@@ -68,6 +68,7 @@ def test_shipped_configs_parse():
     ({"train": {"batch_size": 3, "micro_batch": 2}}, "multiple of micro_batch"),
     ({"train": {"align": "sim3"}}, "training align must be"),
     ({"train": {"precision": "fp8"}}, "precision must be"),
+    ({"loss": {"balance_every": 10, "local_weight": 0}}, "needs local_weight > 0"),
 ])
 def test_config_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError) as e:
@@ -279,19 +280,24 @@ def test_a_few_steps_lower_the_loss(tmp_path):
 
 
 def test_resume_continues_bit_identically(tmp_path):
-    straight = Trainer(config_from_dict(small_config(steps=4)), tmp_path / "a", progress=False)
+    # with loss balancing every second step: the balanced weights are state that the checkpoint must carry
+    balanced = {"balance_every": 2}
+    straight = Trainer(config_from_dict(small_config(steps=4, loss=balanced)), tmp_path / "a", progress=False)
     straight.run()
     # the same run in four pieces: max_minutes 0 stops after every step, --resume picks up; a piece may switch
     # activation checkpointing (it recomputes exactly)
     for piece in range(4):
-        pieces = config_from_dict(small_config(steps=4, train={"max_minutes": 0,
-                                                               "activation_checkpointing": piece % 2 == 1}))
+        pieces = config_from_dict(small_config(steps=4, loss=balanced, train={
+            "max_minutes": 0, "activation_checkpointing": piece % 2 == 1}))
         result = Trainer(pieces, tmp_path / "b", resume=True, progress=False).run()
     assert result.finished and result.step == 4
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    losses = [[json.loads(x)["total"] for x in open(tmp_path / d / "metrics.jsonl")] for d in "ab"]
-    assert losses[0] == losses[1]
+    records = [[json.loads(x) for x in open(tmp_path / d / "metrics.jsonl")] for d in "ab"]
+    assert [r["total"] for r in records[0]] == [r["total"] for r in records[1]]
+    weights = [[(r["trans_weight"], r["rot_weight"]) for r in rs] for rs in records]
+    assert weights[0] == weights[1]
+    assert weights[0][0] == weights[0][1] != weights[0][2]  # measured at steps 0 and 2, kept in between
 
 
 def test_run_folder_guards(tmp_path):
@@ -347,7 +353,7 @@ def _ddp_worker(rank: int, world: int, port: int, raw: dict, out: str) -> None:
 
 
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    raw = small_config(steps=3)
+    raw = small_config(steps=3, loss={"balance_every": 2})  # process 0 measures the balance, as one process does
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -68,6 +68,11 @@ class LossConfig:
     depth_floor: float = 0.1
     # Points fed to the scale solver per batch element (evenly strided over the valid ones); None: all of them.
     align_points: int | None = 4096
+    # Read by the trainer, not by the loss: every balance_every steps (0: never) the translation and rotation
+    # weights are re-set so that each term's gradient on the shared layers is balance_target times the local
+    # term's (train/balance.py says why).
+    balance_every: int = 0
+    balance_target: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -76,6 +81,11 @@ class LossConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.balance_every, int):
+            raise ValueError(f"balance_every must be a whole number of steps, got {self.balance_every!r}")
+        if self.balance_every and not (self.local_weight > 0 and self.balance_target > 0):
+            raise ValueError("loss balancing levels the pose terms with the local point term: it needs "
+                             "local_weight > 0 and balance_target > 0")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

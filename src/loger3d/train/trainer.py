@@ -7,9 +7,9 @@ of step ``t`` is the clip ``ClipMixture.sample(t, s)``, and process ``r`` of ``R
 The data is therefore a function of the step, so a run resumed from ``checkpoint.pt`` continues exactly (bit
 for bit on a CPU) and R processes see the clips one process would.
 
-Out folder: ``checkpoint.pt`` (model, optimiser, step; read with ``weights_only=True``), ``config.yaml``,
-``metrics.jsonl``, ``tensorboard/``, ``loss.png`` and, at the end, ``model.safetensors`` (the weights alone,
-loadable with ``loger3d.load_model``).
+Out folder: ``checkpoint.pt`` (model, optimiser, step, balanced loss weights; read with
+``weights_only=True``), ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``, ``loss.png`` and, at the end,
+``model.safetensors`` (the weights alone, loadable with ``loger3d.load_model``).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from ..model.loger import LoGeR
 from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
 from ..weights.registry import ModelCard
+from .balance import LossBalance, shared_parameters, term_gradient_norms
+from .clip import Clip
 from .config import TrainConfig
 from .curriculum import Curriculum, Stage, window_for_chunks
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .loader import BatchLoader
 from .log import MetricsLog
+from .losses import LossConfig
 from .mixture import mixture_from_config
 from .optim import build_optimizer, lr_factor
 from .recurrent import SequenceObjective
@@ -166,7 +169,11 @@ class Trainer:
         self.step = int(state["step"]) if state is not None else 0
         self._updating = False
         objective = SequenceObjective(model, config.loss, tcfg.recurrent)
-        self.chunk_loss = objective.loss  # its settings follow the curriculum stage (Stage.loss)
+        self.chunk_loss = objective.loss  # its settings follow the curriculum stage (Stage.loss) and the balance
+        self.balance = LossBalance()
+        if state is not None and "loss_balance" in state:
+            self.balance.load_state_dict(state["loss_balance"])
+        self._plain_objective = objective  # for the balance's extra passes (outside DDP)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
@@ -187,7 +194,7 @@ class Trainer:
             with atomic_open(os.path.join(self.out, "checkpoint.pt")) as f:
                 torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                             "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
-                            "world_size": self.world}, f)
+                            "world_size": self.world, "loss_balance": self.balance.state_dict()}, f)
             self.log.flush()
         if self.world > 1:
             dist.barrier()
@@ -229,11 +236,32 @@ class Trainer:
         steps = self.config.train.batch_size // (self.world * micro)
         return [[(m * self.world + self.rank) * micro + i for i in range(micro)] for m in range(steps)]
 
+    def _rebalance(self, batch: Clip, loss_cfg: LossConfig, window: int, overlap: int) -> None:
+        """Update the balanced weights from the terms' gradients on ``batch``, the first micro-batch. Process 0
+        measures and sends the result to the others: its first micro-batch is the one a single process
+        measures on, so the weights do not depend on the number of processes."""
+
+        def loss_of(term_cfg: LossConfig) -> torch.Tensor:
+            self.chunk_loss.cfg = term_cfg
+            with self._autocast():
+                return self._plain_objective(batch.images, batch.local_points, batch.poses, batch.valid, window,
+                                             overlap)[0]
+
+        if self.main:
+            norms = term_gradient_norms(loss_of, shared_parameters(self.model), loss_cfg)
+        else:
+            norms = torch.zeros(3, device=self.device)
+        if self.world > 1:
+            dist.broadcast(norms, 0)
+        self.balance.update(dict(zip(("local", "trans", "rot"), norms.tolist())), loss_cfg)
+
     def train_step(self) -> dict:
         """One optimiser step at ``self.step``; returns its logged record."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
-        self.chunk_loss.cfg = stage.loss_config(cfg.loss)
+        loss_cfg = stage.loss_config(cfg.loss)
+        balancing = loss_cfg.balance_every > 0
+        self.chunk_loss.cfg = self.balance.apply(loss_cfg) if balancing else loss_cfg
         factor = lr_factor(self.step, self.total_steps, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
@@ -246,6 +274,9 @@ class Trainer:
             t0 = time.perf_counter()
             batch = self.loader.get(self.step, m)
             data_time += time.perf_counter() - t0
+            if m == 0 and balancing and self.step % loss_cfg.balance_every == 0:
+                self._rebalance(batch, loss_cfg, window, stage.overlap)
+                self.chunk_loss.cfg = self.balance.apply(loss_cfg)
             sync = contextlib.nullcontext()
             if self.world > 1 and m < accumulation - 1:
                 sync = self.objective.no_sync()
@@ -271,6 +302,10 @@ class Trainer:
         elapsed = time.perf_counter() - started
         extra = {"gpu_peak_gib": torch.cuda.max_memory_allocated(self.device) / 2**30} \
             if self.device.type == "cuda" else {}
+        if balancing:
+            applied = self.chunk_loss.cfg
+            extra.update(trans_weight=applied.pose_weight * applied.trans_weight,
+                         rot_weight=applied.pose_weight * applied.rot_weight)
         return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
                 "window": window, **sums, "grad_norm": float(grad_norm), "lr": cfg.optim.lr * factor,
                 "step_time": elapsed, "data_time": data_time,
