@@ -1,8 +1,9 @@
 """Does training make the tiny model predict camera rotation? A short run on fresh clips, logging ``rot`` against
 ``rot_identity`` (what a model that never turns scores on the same pairs) on training and held-out clips.
 
-Clips: ``--frames`` frames in one chunk at 224×126, stride 1–3, drawn from a fixed pool of ``--worlds``
-synthetic worlds of 200 frames (seeds 0…); held-out clips come from 64 worlds from ``HELD_OUT_SEED_OFFSET``.
+Clips: ``--frames`` frames in one chunk at 224×126 (``--width``, ``--height`` with ``--build``), stride 1–3,
+drawn from a fixed pool of ``--worlds`` synthetic worlds of 200 frames (seeds 0…); held-out clips come from
+64 worlds from ``HELD_OUT_SEED_OFFSET``.
 The pools are built once (``--build``, all CPU cores) and pickled, so that several probes can share a GPU.
 The model is ``tiny_synthetic``'s, initialised as ``loger3d train`` does, optionally re-initialised
 (``--linear-init fan_in``: every linear weight N(0, 1/fan_in), clipped at 2σ, the rotation layer ×0.1;
@@ -45,15 +46,15 @@ from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, ClipPlan, SyntheticSource
 from loger3d.train.trainer import build_training_model
 
-HEIGHT, WIDTH, WORLD_LENGTH, TEST_WORLDS, TEST_CLIPS = 126, 224, 200, 64, 128
+WORLD_LENGTH, TEST_WORLDS, TEST_CLIPS = 200, 64, 128
 ROTATION_ONLY = {"local_weight": 0, "conf_weight": 0, "global_weight": 0, "trans_weight": 0, "pose_weight": 1}
 
 
-def build_pools(path: str, worlds: int) -> None:
+def build_pools(path: str, worlds: int, width: int = 224, height: int = 126) -> None:
     """Build the training and held-out world pools in all CPU cores and pickle both sources to ``path``."""
     pools = {}
     for name, offset, count in (("train", 0, worlds), ("test", HELD_OUT_SEED_OFFSET, TEST_WORLDS)):
-        source = SyntheticSource(height=HEIGHT, width=WIDTH, num_worlds=count, world_length=WORLD_LENGTH,
+        source = SyntheticSource(height=height, width=width, num_worlds=count, world_length=WORLD_LENGTH,
                                  seed_offset=offset, stride=(1, 3), cache_size=count, workers=os.cpu_count() or 1)
         for index in range(count):
             source.prefetch(ClipPlan(index, 0, 1))
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--pools", required=True, help="the pickled world pools (made by --build)")
     parser.add_argument("--build", action="store_true", help="build the pools, then exit")
     parser.add_argument("--worlds", type=int, default=600, help="training worlds in the pool (with --build)")
+    parser.add_argument("--width", type=int, default=224, help="frame width of the pool (with --build)")
+    parser.add_argument("--height", type=int, default=126, help="frame height of the pool (with --build)")
     parser.add_argument("--out", help="JSON lines file of the log")
     parser.add_argument("--minutes", type=float, default=6.5, help="training time")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -109,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.build:
         started = time.perf_counter()
-        build_pools(args.pools, args.worlds)
+        build_pools(args.pools, args.worlds, args.width, args.height)
         print(f"built {args.worlds} + {TEST_WORLDS} worlds in {time.perf_counter() - started:.0f} s")
         return
 
