@@ -318,7 +318,7 @@ def test_cli_train_list_and_errors(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(small_config(steps=2)))
+    path.write_text(yaml.safe_dump(small_config(steps=2, loss={"balance_every": 1})))
     assert main(["train", str(path), "-o", str(tmp_path / "run"), "-q"]) == 0
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert main(["train", str(path), "-o", str(tmp_path / "run"), "-q"]) == 2
@@ -327,6 +327,8 @@ def test_cli_train_list_and_errors(tmp_path, capsys):
     assert main(["train", str(path), "-o", str(tmp_path / "run"), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "step 2/2 finished" in out and "rotation " in out and "translation " in out
+    assert "balanced loss weights now: translation " in out
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0  # with the balanced weights' panel
 
 
 def test_camera_learning_compares_the_final_stage_with_its_baselines():

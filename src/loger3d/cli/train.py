@@ -60,11 +60,15 @@ def run(args: argparse.Namespace) -> int:
         state = "finished" if result.finished else "paused (continue with --resume)"
         print(f"step {result.step}/{result.total_steps} {state}" + (f", loss {loss:.4f}" if loss is not None else ""))
         print(f"outputs in {out}" + (f"; weights {os.path.join(out, 'model.safetensors')}" if result.finished else ""))
-        ratios = camera_learning(read_metrics(os.path.join(out, "metrics.jsonl")))
+        records = read_metrics(os.path.join(out, "metrics.jsonl"))
+        ratios = camera_learning(records)
         if ratios:
             names = {"rot": "rotation", "trans": "translation"}
             print("camera terms over the last logged steps, against a model that never turns or moves (1 = not "
                   "learnt): " + ", ".join(f"{names[k]} {v:.2f}" for k, v in ratios.items()))
+        if records and "trans_weight" in records[-1]:
+            print(f"balanced loss weights now: translation {records[-1]['trans_weight']:.3g}, "
+                  f"rotation {records[-1]['rot_weight']:.3g}")
     return 0
 
 

@@ -55,8 +55,9 @@ def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
     if not records:
         return False
     steps = [r["step"] for r in records]
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax, ax_lr = fig.subplots(1, 2)
+    balanced = any("trans_weight" in r for r in records)
+    fig = Figure(figsize=(15 if balanced else 10, 4), layout="constrained")
+    ax, ax_lr, *ax_weights = fig.subplots(1, 3 if balanced else 2)
     for key in ("total", "local_points", "global_points", "trans", "rot", "conf"):
         if key in records[-1]:
             ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key, lw=1)
@@ -72,6 +73,13 @@ def plot_metrics(records: list[dict], path: str | os.PathLike) -> bool:
     ax_lr.plot(steps, [r["lr"] for r in records], color="k", lw=1)
     ax_lr.set_xlabel("step")
     ax_lr.set_title("learning rate")
+    for axis in ax_weights:  # loss.balance_every: the weights the balance set
+        for key, label in (("trans_weight", "translation"), ("rot_weight", "rotation")):
+            axis.plot(steps, [r.get(key, float("nan")) for r in records], label=label, lw=1)
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_title("balanced loss weights")
+        axis.legend(fontsize=8)
     with atomic_open(path) as f:
         fig.savefig(f, format="png", dpi=100)
     return True
