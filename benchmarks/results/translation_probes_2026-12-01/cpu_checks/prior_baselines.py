@@ -1,0 +1,59 @@
+"""What trajectories that learn nothing from the images score on the held-out worlds the shipped model was
+scored on (heldout_ate.py --worlds 9 --first 700, 1,000 frames): Sim(3)-aligned ATE as a share of the path,
+beside the shipped model's (../../train_batch64_2026-12-01/heldout_shipped.json). Only the worlds' poses are
+built (no rendering). Run from the repository root with PYTHONPATH=src:benchmarks:
+
+    python prior_baselines.py
+
+- ``straight``: a camera that moves along its optical axis at constant speed and never turns (with a sideways
+  wiggle of a thousandth of a step, since Umeyama refuses exactly collinear positions; on a line every
+  rotation about it scores the same);
+- ``true turns, constant speed``: the true rotations, moving a constant distance along the optical axis each
+  frame (what a model with perfect rotation and a forward-motion prior would give);
+- ``true directions, constant speed``: the true direction of every step, each step of the mean length (what
+  perfect direction with no sense of speed gives).
+"""
+
+import json
+
+import numpy as np
+from ablation import ate, test_worlds
+
+from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET
+from loger3d.train.worlds.world import SyntheticWorld, WorldConfig
+
+SHIPPED = "benchmarks/results/train_batch64_2026-12-01/heldout_shipped.json"
+
+
+def poses_from(rotations: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    poses = np.tile(np.eye(4), (len(positions), 1, 1))
+    poses[:, :3, :3], poses[:, :3, 3] = rotations, positions
+    return poses
+
+
+shipped = {r["world_seed"]: r["ate_pct_path"] for r in json.load(open(SHIPPED))["rows"] if r["align"] == "se3"}
+rows = []
+for family, kind, seed in test_worlds(9, HELD_OUT_SEED_OFFSET + 700):
+    gt = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=1000, height=126,
+                                    width=224)).poses.double().numpy()
+    steps = np.diff(gt[:, :3, 3], axis=0)
+    lengths = np.linalg.norm(steps, axis=1)
+    path, n = lengths.sum(), len(gt)
+    speed = lengths.mean()
+    line = np.outer(np.arange(n) * speed, [0, 0, 1])
+    line[:, 0] = 1e-3 * speed * np.sin(np.arange(n))
+    straight = poses_from(np.tile(np.eye(3), (n, 1, 1)), line)
+    forward = gt[:-1, :3, 2] * speed  # each camera's optical axis in the world, one mean step long
+    turns = poses_from(gt[:, :3, :3], np.vstack([np.zeros(3), np.cumsum(forward, axis=0)]))
+    unit = steps / np.maximum(lengths[:, None], 1e-12) * speed
+    directions = poses_from(gt[:, :3, :3], np.vstack([np.zeros(3), np.cumsum(unit, axis=0)]))
+    row = {"world": f"{family}-{kind}", "world_seed": seed, "path_m": path,
+           **{name: 100 * ate(est, gt) / path for name, est in (("straight", straight),
+                                                                ("true_turns_constant_speed", turns),
+                                                                ("true_directions_constant_speed", directions))},
+           "shipped_model": shipped.get(seed)}
+    rows.append(row)
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
+means = {k: float(np.mean([r[k] for r in rows if r[k] is not None]))
+         for k in ("straight", "true_turns_constant_speed", "true_directions_constant_speed", "shipped_model")}
+print("mean ATE % of path:", json.dumps({k: round(v, 2) for k, v in means.items()}))
