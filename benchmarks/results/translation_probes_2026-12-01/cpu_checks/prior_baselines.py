@@ -1,7 +1,8 @@
 """What trajectories that learn nothing from the images score on the held-out worlds the shipped model was
 scored on (heldout_ate.py --worlds 9 --first 700, 1,000 frames): Sim(3)-aligned ATE as a share of the path,
-beside the shipped model's (../../train_batch64_2026-12-01/heldout_shipped.json). Only the worlds' poses are
-built (no rendering). Run from the repository root with PYTHONPATH=src:benchmarks:
+beside the shipped model's (../../train_batch64_2026-12-01/heldout_shipped.json); then on the four worlds of
+docs/ablation.md's table (seeds 1e9+500…503). Only the worlds' poses are built (no rendering). Run from the
+repository root with PYTHONPATH=src:benchmarks:
 
     python prior_baselines.py
 
@@ -31,9 +32,8 @@ def poses_from(rotations: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return poses
 
 
-shipped = {r["world_seed"]: r["ate_pct_path"] for r in json.load(open(SHIPPED))["rows"] if r["align"] == "se3"}
-rows = []
-for family, kind, seed in test_worlds(9, HELD_OUT_SEED_OFFSET + 700):
+def baselines(family: str, kind: str, seed: int) -> dict:
+    """The three trajectories' ATE (% of the path) on one 1,000-frame world."""
     gt = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=1000, height=126,
                                     width=224)).poses.double().numpy()
     steps = np.diff(gt[:, :3, 3], axis=0)
@@ -47,13 +47,25 @@ for family, kind, seed in test_worlds(9, HELD_OUT_SEED_OFFSET + 700):
     turns = poses_from(gt[:, :3, :3], np.vstack([np.zeros(3), np.cumsum(forward, axis=0)]))
     unit = steps / np.maximum(lengths[:, None], 1e-12) * speed
     directions = poses_from(gt[:, :3, :3], np.vstack([np.zeros(3), np.cumsum(unit, axis=0)]))
-    row = {"world": f"{family}-{kind}", "world_seed": seed, "path_m": path,
-           **{name: 100 * ate(est, gt) / path for name, est in (("straight", straight),
-                                                                ("true_turns_constant_speed", turns),
-                                                                ("true_directions_constant_speed", directions))},
-           "shipped_model": shipped.get(seed)}
-    rows.append(row)
-    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
-means = {k: float(np.mean([r[k] for r in rows if r[k] is not None]))
-         for k in ("straight", "true_turns_constant_speed", "true_directions_constant_speed", "shipped_model")}
-print("mean ATE % of path:", json.dumps({k: round(v, 2) for k, v in means.items()}))
+    return {"world": f"{family}-{kind}", "world_seed": seed, "path_m": path,
+            **{name: 100 * ate(est, gt) / path for name, est in (("straight", straight),
+                                                                 ("true_turns_constant_speed", turns),
+                                                                 ("true_directions_constant_speed", directions))}}
+
+
+def report(rows: list[dict], keys: tuple[str, ...]) -> None:
+    for row in rows:
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}))
+    means = {k: float(np.mean([r[k] for r in rows if r.get(k) is not None])) for k in keys}
+    print("mean ATE % of path:", json.dumps({k: round(v, 2) for k, v in means.items()}))
+
+
+KEYS = ("straight", "true_turns_constant_speed", "true_directions_constant_speed")
+shipped = {r["world_seed"]: r["ate_pct_path"] for r in json.load(open(SHIPPED))["rows"] if r["align"] == "se3"}
+print("held-out worlds 700-708 (heldout_ate.py)")
+report([{**baselines(*world), "shipped_model": shipped.get(world[2])}
+        for world in test_worlds(9, HELD_OUT_SEED_OFFSET + 700)], (*KEYS, "shipped_model"))
+print("docs/ablation.md's four worlds")
+report([baselines(family, kind, HELD_OUT_SEED_OFFSET + 500 + i)
+        for i, (family, kind) in enumerate((("indoor", "walk"), ("street", "drive"), ("terrain", "orbit"),
+                                            ("terrain", "walk")))], KEYS)
