@@ -5,7 +5,9 @@ World ``i`` is family × trajectory in turn (``benchmarks/ablation.py``'s ``test
 ``--first 600``; pick another range to validate a training config without tuning on the ablation's worlds
 (the range 700-708 validated the runs of benchmarks/results/train_batch64_2026-12-01). Inference in fp32, with
 each ``--windows`` value and each ``--aligns`` mode. Each row also says how rotation fares: the mean RPE
-rotation over 8 and 64 frames and the share of the truth's total turning that the prediction turns.
+rotation over 8 and 64 frames and the share of the truth's total turning that the prediction turns, and what a
+straight line at constant speed scores on the same world (``straight_line``): a model that has not learnt
+camera motion scores about that.
 
     python benchmarks/heldout_ate.py --model tiny_synthetic --worlds 9 --first 700 --json val.json
     python benchmarks/heldout_ate.py --model runs/tiny/model.safetensors --windows 10 20 --aligns se3 none
@@ -47,6 +49,18 @@ def rotation_drift(est: np.ndarray, gt: np.ndarray) -> dict[str, float]:
             "turn_ratio": total_turn(est) / max(total_turn(gt), 1e-9)}
 
 
+def straight_line(gt: np.ndarray) -> np.ndarray:
+    """The baseline every row is compared with: a camera that never turns and moves along its optical axis at
+    the truth's mean speed, ``[N, 4, 4]``. A sideways wiggle of a thousandth of a step keeps Umeyama from
+    refusing collinear positions (every rotation about a line scores the same)."""
+    n = len(gt)
+    speed = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).mean()
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    poses[:, 2, 3] = np.arange(n) * speed
+    poses[:, 0, 3] = 1e-3 * speed * np.sin(np.arange(n))
+    return poses
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny_synthetic", help="an alias or a weights file")
@@ -66,6 +80,7 @@ def main() -> None:
     rows = []
     for family, kind, seed in test_worlds(args.worlds, HELD_OUT_SEED_OFFSET + args.first):
         images, gt, path = held_out_sequence(family, kind, seed, args.frames, args.height, args.width, device)
+        straight = 100 * ate(straight_line(gt), gt) / path
         for window in args.windows:
             for align in args.aligns:
                 started = time.perf_counter()
@@ -75,15 +90,17 @@ def main() -> None:
                 value = ate(est, gt)
                 rows.append({"world": f"{family}-{kind}", "world_seed": seed, "window": window, "align": align,
                              "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
-                             **rotation_drift(est, gt), "seconds": time.perf_counter() - started})
+                             "straight_line_pct_path": straight, **rotation_drift(est, gt),
+                             "seconds": time.perf_counter() - started})
                 row = rows[-1]
-                print(f"{family}-{kind} {seed} window {window} {align}: {row['ate_pct_path']:.2f} % of {path:.0f} m; "
-                      f"RPE rotation {row['rpe_rot_deg_8']:.1f} deg / 8 frames, turns {row['turn_ratio']:.2f} of the "
-                      "truth", flush=True)
+                print(f"{family}-{kind} {seed} window {window} {align}: {row['ate_pct_path']:.2f} % of {path:.0f} m "
+                      f"(a straight line: {straight:.2f} %); RPE rotation {row['rpe_rot_deg_8']:.1f} deg / 8 frames, "
+                      f"turns {row['turn_ratio']:.2f} of the truth", flush=True)
     means = {}
     for row in rows:
         means.setdefault(f"window {row['window']}, {row['align']}", []).append(row["ate_pct_path"])
     means = {k: float(np.mean(v)) for k, v in means.items()}
+    means["a straight line"] = float(np.mean([r["straight_line_pct_path"] for r in rows]))
     for key, value in means.items():
         print(f"{key}: mean ATE {value:.2f} % of the path over {args.worlds} worlds")
     if args.json:

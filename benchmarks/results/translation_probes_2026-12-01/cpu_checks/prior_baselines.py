@@ -6,9 +6,8 @@ repository root with PYTHONPATH=src:benchmarks:
 
     python prior_baselines.py
 
-- ``straight``: a camera that moves along its optical axis at constant speed and never turns (with a sideways
-  wiggle of a thousandth of a step, since Umeyama refuses exactly collinear positions; on a line every
-  rotation about it scores the same);
+- ``straight``: a camera that moves along its optical axis at constant speed and never turns
+  (``heldout_ate.straight_line``);
 - ``true turns, constant speed``: the true rotations, moving a constant distance along the optical axis each
   frame (what a model with perfect rotation and a forward-motion prior would give);
 - ``true directions, constant speed``: the true direction of every step, each step of the mean length (what
@@ -19,6 +18,7 @@ import json
 
 import numpy as np
 from ablation import ate, test_worlds
+from heldout_ate import straight_line
 
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET
 from loger3d.train.worlds.world import SyntheticWorld, WorldConfig
@@ -38,11 +38,9 @@ def baselines(family: str, kind: str, seed: int) -> dict:
                                     width=224)).poses.double().numpy()
     steps = np.diff(gt[:, :3, 3], axis=0)
     lengths = np.linalg.norm(steps, axis=1)
-    path, n = lengths.sum(), len(gt)
+    path = lengths.sum()
     speed = lengths.mean()
-    line = np.outer(np.arange(n) * speed, [0, 0, 1])
-    line[:, 0] = 1e-3 * speed * np.sin(np.arange(n))
-    straight = poses_from(np.tile(np.eye(3), (n, 1, 1)), line)
+    straight = straight_line(gt)
     forward = gt[:-1, :3, 2] * speed  # each camera's optical axis in the world, one mean step long
     turns = poses_from(gt[:, :3, :3], np.vstack([np.zeros(3), np.cumsum(forward, axis=0)]))
     unit = steps / np.maximum(lengths[:, None], 1e-12) * speed
