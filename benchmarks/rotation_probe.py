@@ -109,6 +109,8 @@ def main() -> None:
                         help="re-set the translation and rotation weights every N steps (0: fixed weights)")
     parser.add_argument("--balance-target", type=float, default=1.0,
                         help="each balanced term's decoder gradient, as a multiple of the local point term's")
+    parser.add_argument("--balance-target-rot", type=float,
+                        help="the rotation term's own target (default: --balance-target)")
     args = parser.parse_args()
     if args.build:
         started = time.perf_counter()
@@ -128,7 +130,7 @@ def main() -> None:
     reinitialise_(model, args.linear_init, args.decoder_layer_scale)
     model.to(device).train()
     main_loss = LossConfig(**json.loads(args.loss), balance_every=args.balance_every,
-                           balance_target=args.balance_target)
+                           balance_target=args.balance_target, balance_rot_target=args.balance_target_rot)
     balance = LossBalance()
     objective = SequenceObjective(model, LossConfig(**json.loads(args.warmup_loss)) if args.warmup_steps else main_loss)
     optimizer = build_optimizer(model, config.optim)

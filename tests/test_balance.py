@@ -29,6 +29,12 @@ def test_update_levels_each_term_with_the_local_term_then_smooths():
     assert balance.trans_weight == pytest.approx((2000.0 * 1e7) ** 0.5) and balance.rot_weight >= 1e-3
 
 
+def test_rotation_may_have_its_own_target():
+    balance = LossBalance()
+    balance.update({"local": 1.0, "trans": 1e-3, "rot": 0.02}, LossConfig(balance_every=1, balance_rot_target=4.0))
+    assert balance.trans_weight == pytest.approx(1000.0) and balance.rot_weight == pytest.approx(200.0)
+
+
 def test_apply_folds_the_pose_weight_and_keeps_switched_off_terms_off():
     balance = LossBalance()
     assert balance.apply(BALANCED) is BALANCED  # nothing measured yet
@@ -77,6 +83,8 @@ def test_term_gradient_norms_equal_each_term_backpropagated_alone():
     ({"balance_every": 1.5}, "whole number of steps"),
     ({"balance_every": 5, "local_weight": 0.0}, "needs local_weight > 0"),
     ({"balance_every": 5, "balance_target": 0.0}, "balance_target > 0"),
+    ({"balance_every": 5, "balance_rot_target": 0.0}, "balance_rot_target > 0"),
+    ({"balance_rot_target": -1.0}, "must be a number >= 0"),
 ])
 def test_balance_settings_are_checked(values, message):
     with pytest.raises(ValueError, match=message):

@@ -62,11 +62,14 @@ class LossBalance:
 
     def update(self, norms: Mapping[str, float], cfg: LossConfig) -> None:
         """New weights from ``norms`` (``local``, ``trans``, ``rot`` at weight 1): each balanced term's gradient
-        ``cfg.balance_target`` times the local term's (weighted by ``cfg.local_weight``), clamped to
-        [1e-3, 1e7], then the geometric mean with the weights in force."""
-        reference = cfg.balance_target * cfg.local_weight * norms["local"]
+        ``cfg.balance_target`` times the local term's (weighted by ``cfg.local_weight``; rotation's
+        ``cfg.balance_rot_target`` when set), clamped to [1e-3, 1e7], then the geometric mean with the
+        weights in force."""
+        targets = {"trans": cfg.balance_target,
+                   "rot": cfg.balance_target if cfg.balance_rot_target is None else cfg.balance_rot_target}
         for term, field in _BALANCED.items():
-            weight = min(max(reference / max(norms[term], 1e-30), _WEIGHT_RANGE[0]), _WEIGHT_RANGE[1])
+            level = targets[term] * cfg.local_weight * norms["local"] / max(norms[term], 1e-30)
+            weight = min(max(level, _WEIGHT_RANGE[0]), _WEIGHT_RANGE[1])
             previous = getattr(self, field)
             setattr(self, field, weight if previous is None else (weight * previous) ** 0.5)
 

@@ -73,19 +73,21 @@ class LossConfig:
     # term's (train/balance.py says why).
     balance_every: int = 0
     balance_target: float = 1.0
+    balance_rot_target: float | None = None  # the rotation term's own target; None: balance_target
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name == "align_points":
+            if value is None and f.name in ("align_points", "balance_rot_target"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
         if not isinstance(self.balance_every, int):
             raise ValueError(f"balance_every must be a whole number of steps, got {self.balance_every!r}")
-        if self.balance_every and not (self.local_weight > 0 and self.balance_target > 0):
+        if self.balance_every and not (self.local_weight > 0 and self.balance_target > 0
+                                       and self.balance_rot_target != 0):
             raise ValueError("loss balancing levels the pose terms with the local point term: it needs "
-                             "local_weight > 0 and balance_target > 0")
+                             "local_weight > 0, balance_target > 0 and balance_rot_target > 0 (or unset)")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
