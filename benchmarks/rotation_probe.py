@@ -147,8 +147,7 @@ def main() -> None:
             objective.loss.cfg = term_cfg
             return losses(batch)[0]
 
-        norms = term_gradient_norms(loss_of, shared_parameters(model), main_loss)
-        balance.update(dict(zip(("local", "trans", "rot"), norms.tolist())), main_loss)
+        balance.update(term_gradient_norms(loss_of, shared_parameters(model), main_loss), main_loss)
         objective.loss.cfg = balance.apply(main_loss)
 
     def evaluate() -> dict[str, float]:

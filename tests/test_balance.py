@@ -19,26 +19,26 @@ BALANCED = LossConfig(balance_every=1, balance_target=0.5, local_weight=2.0)
 
 def test_update_levels_each_term_with_the_local_term_then_smooths():
     balance = LossBalance()
-    balance.update({"local": 1.0, "trans": 1e-3, "rot": 0.02}, BALANCED)
+    balance.update([1.0, 1e-3, 0.02], BALANCED)
     assert balance.trans_weight == pytest.approx(0.5 * 2.0 * 1.0 / 1e-3)  # target × local weight × ratio
     assert balance.rot_weight == pytest.approx(0.5 * 2.0 * 1.0 / 0.02)
-    balance.update({"local": 1.0, "trans": 2.5e-4, "rot": 0.02}, BALANCED)
+    balance.update([1.0, 2.5e-4, 0.02], BALANCED)
     assert balance.trans_weight == pytest.approx((1000.0 * 4000.0) ** 0.5)  # geometric mean with the last
     assert balance.rot_weight == pytest.approx(50.0)
-    balance.update({"local": 1.0, "trans": 0.0, "rot": 1e12}, BALANCED)
+    balance.update([1.0, 0.0, 1e12], BALANCED)
     assert balance.trans_weight == pytest.approx((2000.0 * 1e7) ** 0.5) and balance.rot_weight >= 1e-3
 
 
 def test_rotation_may_have_its_own_target():
     balance = LossBalance()
-    balance.update({"local": 1.0, "trans": 1e-3, "rot": 0.02}, LossConfig(balance_every=1, balance_rot_target=4.0))
+    balance.update([1.0, 1e-3, 0.02], LossConfig(balance_every=1, balance_rot_target=4.0))
     assert balance.trans_weight == pytest.approx(1000.0) and balance.rot_weight == pytest.approx(200.0)
 
 
 def test_apply_folds_the_pose_weight_and_keeps_switched_off_terms_off():
     balance = LossBalance()
     assert balance.apply(BALANCED) is BALANCED  # nothing measured yet
-    balance.update({"local": 1.0, "trans": 1e-3, "rot": 0.02}, BALANCED)
+    balance.update([1.0, 1e-3, 0.02], BALANCED)
     applied = balance.apply(BALANCED)
     assert (applied.pose_weight, applied.trans_weight, applied.rot_weight) == (1.0, balance.trans_weight,
                                                                                balance.rot_weight)

@@ -11,18 +11,20 @@ local point term's (a geometric mean with the previous weights smooths the step-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
 from .losses import LossConfig
 
-__all__ = ["SHARED_PREFIXES", "LossBalance", "term_gradient_norms", "shared_parameters"]
+__all__ = ["SHARED_PREFIXES", "TERMS", "LossBalance", "term_gradient_norms", "shared_parameters"]
 
 # The layers every loss term reaches: the decoder and the memory layers (the heads belong to single terms).
 SHARED_PREFIXES = ("decoder.", "ttt_", "swa_")
-# Balanced term → its weight field. The local point term is the reference.
+# The measured terms, in the order of ``term_gradient_norms``: the local point term (the reference), then the
+# balanced ones, each with its weight field.
+TERMS = ("local", "trans", "rot")
 _BALANCED = {"trans": "trans_weight", "rot": "rot_weight"}
 _WEIGHT_RANGE = (1e-3, 1e7)
 
@@ -34,7 +36,8 @@ def shared_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 def term_gradient_norms(loss_of: Callable[[LossConfig], torch.Tensor], params: Iterable[torch.nn.Parameter],
                         cfg: LossConfig) -> torch.Tensor:
-    """``[3]`` gradient norms on ``params`` of the local, translation and rotation terms, each at weight 1.
+    """``[3]`` gradient norms on ``params`` of the local, translation and rotation terms (``TERMS``), each at
+    weight 1.
 
     ``loss_of(cfg)`` runs the forward pass with those loss settings and returns the loss. The gradients come
     from ``torch.autograd.grad``, so ``.grad`` and any DDP hooks are left alone. Stays on the device (no sync).
@@ -43,7 +46,7 @@ def term_gradient_norms(loss_of: Callable[[LossConfig], torch.Tensor], params: I
     off = replace(cfg, local_weight=0.0, conf_weight=0.0, global_weight=0.0, trans_weight=0.0, rot_weight=0.0,
                   pose_weight=1.0, balance_every=0)
     norms = []
-    for field in ("local_weight", *_BALANCED.values()):
+    for field in (f"{term}_weight" for term in TERMS):
         grads = torch.autograd.grad(loss_of(replace(off, **{field: 1.0})), params, allow_unused=True)
         norms.append(torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads if g is not None])))
     return torch.stack(norms)
@@ -60,11 +63,13 @@ class LossBalance:
     trans_weight: float | None = None
     rot_weight: float | None = None
 
-    def update(self, norms: Mapping[str, float], cfg: LossConfig) -> None:
-        """New weights from ``norms`` (``local``, ``trans``, ``rot`` at weight 1): each balanced term's gradient
+    def update(self, norms: torch.Tensor | Sequence[float], cfg: LossConfig) -> None:
+        """New weights from ``norms``, the ``TERMS``' gradient norms at weight 1 (as ``term_gradient_norms``
+        gives them; one host sync): each balanced term's gradient
         ``cfg.balance_target`` times the local term's (weighted by ``cfg.local_weight``; rotation's
         ``cfg.balance_rot_target`` when set), clamped to [1e-3, 1e7], then the geometric mean with the
         weights in force."""
+        norms = dict(zip(TERMS, norms.tolist() if isinstance(norms, torch.Tensor) else norms))
         targets = {"trans": cfg.balance_target,
                    "rot": cfg.balance_target if cfg.balance_rot_target is None else cfg.balance_rot_target}
         for term, field in _BALANCED.items():

@@ -253,7 +253,7 @@ class Trainer:
             norms = torch.zeros(3, device=self.device)
         if self.world > 1:
             dist.broadcast(norms, 0)
-        self.balance.update(dict(zip(("local", "trans", "rot"), norms.tolist())), loss_cfg)
+        self.balance.update(norms, loss_cfg)
 
     def train_step(self) -> dict:
         """One optimiser step at ``self.step``; returns its logged record."""

@@ -11,21 +11,10 @@ PYTHONPATH=src:benchmarks/results/train_balanced_2026-12-01/cpu_checks:
 import sys
 
 import torch
-from _common import CONFIG, held_out_clips, load
+from _common import held_out_clips, load
 
-from loger3d.model.loger import LoGeR
+from loger3d import load_model
 from loger3d.train.losses import rigid_inverse
-from loger3d.train.trainer import model_config
-from loger3d.weights import read_state_dict
-
-
-def shipped() -> LoGeR:
-    """The packaged tiny_synthetic model, in fp32."""
-    m = LoGeR(model_config(CONFIG))
-    weights = read_state_dict("src/loger3d/assets/tiny_synthetic.safetensors")
-    m.load_state_dict({k: v.float() for k, v in weights.items()})
-    return m
-
 
 clip = held_out_clips(0, 32)
 G = clip.poses.float()
@@ -36,7 +25,7 @@ ROLES = {"interior": [1] * 8, "start/end 2": [0, 0, 1, 1, 1, 1, 2, 2], "reversed
 truth = torch.nn.functional.normalize(rg, dim=-1).abs().mean((0, 1))
 print("true directions, mean |x|, |y|, |z|:", truth.numpy().round(2))
 for name in sys.argv[1:]:
-    model = (shipped() if name == "shipped" else load(name)).eval()
+    model = (load_model("tiny_synthetic") if name == "shipped" else load(name)).float().eval()
     for label, roles in ROLES.items():
         with torch.no_grad():
             pred, _ = model.forward_chunk(clip.images, None, roles)
