@@ -275,7 +275,9 @@ def test_a_file_size_limit_from_the_system_is_one_line_without_traceback(video, 
 def test_ctrl_c_during_start_up_prints_no_traceback(video, tmp_path):
     """Ctrl-C while the command starts (imports, parser, input checks, model loading) or runs. A signal that
     arrives while the interpreter itself starts or looks for the module, before any of our code runs
-    (no frame of loger3d in what it prints), is Python's to report, so such a sample is not counted."""
+    (no frame of loger3d in what it prints), is Python's to report, so such a sample is not counted; so is
+    one raised inside a callback whose exceptions Python prints and drops ("Exception ignored in", as when
+    the import system frees a module lock), since no code of ours can catch it there."""
     command = [sys.executable, "-m", "loger3d", "reconstruct", video, *TINY]
     counted = 0
     for i, delay in enumerate((0.05, 0.2, 0.4, 1.0, 2.5)):
@@ -284,13 +286,38 @@ def test_ctrl_c_during_start_up_prints_no_traceback(video, tmp_path):
         time.sleep(delay)
         run.send_signal(signal.SIGINT)
         err = run.communicate(timeout=120)[1]
-        if "Traceback" in err and f"{os.sep}loger3d{os.sep}" not in err:
+        if "Traceback" in err and (f"{os.sep}loger3d{os.sep}" not in err or "Exception ignored in" in err):
             continue
         counted += 1
         assert "Traceback" not in err, (delay, err)
         assert run.returncode in (130, -signal.SIGINT, 0), (delay, run.returncode, err)
         assert len(err.strip().splitlines()) <= 1, (delay, err)
     assert counted >= 3
+
+
+def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interruption(monkeypatch, capsys):
+    """numpy's import, interrupted, raises an ImportError instead of the KeyboardInterrupt; the command line
+    remembers the signal, so it still ends in the one interruption line and exit 130. The same error without
+    a signal is a bug and keeps its traceback."""
+    import loger3d.cli as cli
+
+    def interrupted_import(argv):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise ImportError("PyCapsule_Import could not import module") from None
+
+    monkeypatch.setattr(cli, "_run", interrupted_import)
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "loger3d: error: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def broken_import(argv):
+        raise ImportError("a bug")
+
+    monkeypatch.setattr(cli, "_run", broken_import)
+    with pytest.raises(ImportError, match="a bug"):
+        main(["info"])
 
 
 def test_killed_at_random_points_and_resumed_gives_the_same_files(tmp_path):

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LogerError
-from .report import error, on_sigterm, stop_status, stop_word
+from .report import StopSignals, error, stop_status, stop_word
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -54,16 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit status (see the module docstring); Ctrl-C or SIGTERM at any
     point, start-up included, ends in one line."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
-    try:
+    stops = StopSignals()
+    previous = {}
+    try:  # the handlers are installed inside: Ctrl-C may arrive while they are
+        if threading.current_thread() is threading.main_thread():
+            previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, stops.on_sigterm)
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, stops.on_sigint)
         return _run(argv)
     except KeyboardInterrupt as stop:
         error(stop_word(stop))
         return stop_status(stop)
+    except Exception:
+        if stops.received is None:
+            raise
+        error(stop_word(stops.received))
+        return stop_status(stops.received)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -41,8 +41,21 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that a run stops as on Ctrl-C (finished chunks kept)."""
 
 
-def on_sigterm(signum, frame) -> None:
-    raise Terminated()
+class StopSignals:
+    """Ctrl-C and SIGTERM while a command runs: each raises in the main thread (``KeyboardInterrupt``,
+    :class:`Terminated`), and the last one is remembered, because code that catches exceptions broadly can turn
+    it into another (a Ctrl-C while numpy is imported surfaces as an ``ImportError``)."""
+
+    def __init__(self) -> None:
+        self.received: KeyboardInterrupt | None = None
+
+    def on_sigint(self, signum, frame) -> None:
+        self.received = KeyboardInterrupt()
+        raise self.received
+
+    def on_sigterm(self, signum, frame) -> None:
+        self.received = Terminated()
+        raise self.received
 
 
 def stop_word(stop: KeyboardInterrupt) -> str:
