@@ -57,6 +57,24 @@ def test_stream_equals_whole_sequence_forward(tiny_model, video, tmp_path):
     np.testing.assert_allclose(timestamps, np.arange(30) / 12, atol=1e-6)
 
 
+def test_the_encoder_gets_contiguous_frames_whatever_the_input_layout(tiny_model):
+    """Frames stacked as H×W×3 and permuted (what ``frames_to_tensor`` returns) reach the patch embedding in the
+    layout the streaming job's uint8 frames have: convolution kernels for the two layouts round differently on
+    CPUs without AVX-512 (oneDNN's AVX2 kernels), so a whole-sequence forward and a stream would part there."""
+    hwc = torch.rand(6, 42, 56, 3, generator=torch.Generator().manual_seed(0))
+    layouts = []
+    hook = tiny_model.encoder.patch_embed.proj.register_forward_pre_hook(
+        lambda module, args: layouts.append(args[0].is_contiguous()))
+    try:
+        with torch.no_grad():
+            permuted, _ = tiny_model.forward_chunk(hwc.permute(0, 3, 1, 2))
+            contiguous, _ = tiny_model.forward_chunk(hwc.permute(0, 3, 1, 2).contiguous())
+    finally:
+        hook.remove()
+    assert layouts == [True, True]
+    assert torch.equal(permuted.camera_poses, contiguous.camera_poses)
+
+
 def assert_same_outputs(a_dir, b_dir):
     plain, resumed = output_files(a_dir), output_files(b_dir)
     assert plain.keys() == resumed.keys()

@@ -342,7 +342,9 @@ class LoGeR(nn.Module):
         roles = acts.roles.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else acts.roles
         if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
             images = images.to(device, non_blocking=True).float().div_(255)
-        x = (images.to(device) - self.image_mean) / self.image_std
+        # Contiguous whatever the caller's layout: a channels-last input (frames stacked HxWx3 and permuted) picks
+        # other convolution kernels, whose results differ in the last bits on some CPUs (AVX2 oneDNN).
+        x = ((images.to(device) - self.image_mean) / self.image_std).contiguous()
         with self._autocast(device):
             patches = self.encoder(x.reshape(B * N, 3, H, W))
             specials = self._special_tokens(B, roles, patches.dtype)
