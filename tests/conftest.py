@@ -1,10 +1,16 @@
 import gc
+import os
 
-import pytest
-import torch
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # pytest -n: the workers share the cores, each with its share of threads (the commands tests start too).
+    # Set before PyTorch starts its thread pool.
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
-import loger3d
-from loger3d.seeded import fill_seeded_
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import loger3d  # noqa: E402
+from loger3d.seeded import fill_seeded_  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

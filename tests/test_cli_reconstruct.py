@@ -243,7 +243,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_identical_files(tmp_pa
     import sys
     import time
 
-    clip = write_video(tmp_path / "long.mp4", n=240)
+    clip = write_video(tmp_path / "long.mp4", n=120)
     command = [sys.executable, "-m", "loger3d", "reconstruct", clip, "--quiet", "--checkpoint-every", "0", *TINY]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -260,7 +260,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes_to_identical_files(tmp_pa
     assert run.returncode == 143, err
     assert len(err) == 1 and "terminated" in err[0] and "--resume" in err[0], err
     record = json.loads((cut / "run.json").read_text())
-    assert record["status"] == "interrupted" and 0 < record["frames"] < 240
+    assert record["status"] == "interrupted" and 0 < record["frames"] < 120
     subprocess.run([*command, "-o", str(cut), "--resume"], check=True, env=env)
     files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file() and p.name != "run.json")
     assert files == sorted(p.relative_to(cut) for p in cut.rglob("*") if p.is_file() and p.name != "run.json")
