@@ -61,14 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, stops.on_sigterm)
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, stops.on_sigint)
         return _run(argv)
-    except KeyboardInterrupt as stop:
+    except (KeyboardInterrupt, Exception) as raised:  # any error after a signal is the signal's doing
+        stop = raised if isinstance(raised, KeyboardInterrupt) else stops.received
+        if stop is None:
+            raise
         error(stop_word(stop))
         return stop_status(stop)
-    except Exception:
-        if stops.received is None:
-            raise
-        error(stop_word(stops.received))
-        return stop_status(stops.received)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
