@@ -40,7 +40,7 @@ from loger3d.model.blocks import LayerScale
 from loger3d.train.balance import LossBalance, shared_parameters, term_gradient_norms
 from loger3d.train.clip import Clip, stack_clips
 from loger3d.train.config import load_train_config
-from loger3d.train.losses import LossConfig
+from loger3d.train.losses import LossConfig, read_stats
 from loger3d.train.optim import build_optimizer
 from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, ClipPlan, SyntheticSource
@@ -136,7 +136,7 @@ def main() -> None:
     optimizer = build_optimizer(model, config.optim)
     keys = ("rot", "rot_identity", "trans", "trans_zero", "local_points", "global_points")
 
-    def losses(batch: Clip) -> tuple[torch.Tensor, dict[str, float]]:
+    def losses(batch: Clip) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return objective(batch.images, batch.local_points, batch.poses, batch.valid, args.frames, args.overlap)
 
@@ -153,7 +153,7 @@ def main() -> None:
     def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            stats = [losses(batch)[1] for batch in held_out]
+            stats = [read_stats(losses(batch)[1]) for batch in held_out]
         model.train()
         return {k: float(np.mean([s[k] for s in stats])) for k in keys}
 
@@ -174,10 +174,10 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
         optimizer.step()
-        window.append([stats[k] for k in keys])
+        window.append(torch.stack([stats[k] for k in keys]))
         if step % args.log == 0:
             record = {"step": step, "t": round(time.perf_counter() - started),
-                      **dict(zip(keys, np.mean(window, axis=0).tolist()))}
+                      **dict(zip(keys, torch.stack(window).mean(0).tolist()))}
             window = []
             if args.balance_every:
                 pose = objective.loss.cfg.pose_weight

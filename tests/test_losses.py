@@ -11,11 +11,13 @@ from loger3d.model.outputs import ChunkPrediction
 from loger3d.train.losses import (
     ChunkLoss,
     LossConfig,
+    _ordered_pairs,
     camera_pose_loss,
     depth_weights,
     global_point_loss,
     local_point_loss,
     optimal_scale,
+    read_stats,
     rotation_angle,
 )
 
@@ -81,7 +83,8 @@ def scaled(pred: ChunkPrediction, c: float) -> ChunkPrediction:
     return ChunkPrediction(local_points=pred.local_points * c, conf=pred.conf, camera_poses=poses, points=pred.points)
 
 
-def assert_stats_close(a: dict[str, float], b: dict[str, float], rtol: float = 1e-4) -> None:
+def assert_stats_close(a: dict, b: dict, rtol: float = 1e-4) -> None:
+    a, b = read_stats(a), read_stats(b)
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=rtol, abs=1e-7), key
@@ -135,6 +138,7 @@ def test_perfect_prediction_gives_zero():
     gt_local, gt_poses, valid = scene()
     frame = rigid(random_rotations(1)[0], torch.randn(3))
     total, stats = ChunkLoss()(as_prediction(gt_local, gt_poses, 2.5, frame), gt_local, gt_poses, valid)
+    stats = read_stats(stats)
     assert total.item() < 1e-5
     for key in ("local_points", "conf", "trans", "rot", "global_points"):
         assert stats[key] < 1e-5, key
@@ -147,8 +151,8 @@ def test_rot_identity_is_what_a_never_rotating_model_scores():
     still = gt_poses.clone()
     still[..., :3, :3] = torch.eye(3)
     scale = torch.ones(B)
-    _, frozen = camera_pose_loss(still, gt_poses, scale)
-    _, perfect = camera_pose_loss(gt_poses, gt_poses, scale)
+    frozen = read_stats(camera_pose_loss(still, gt_poses, scale)[1])
+    perfect = read_stats(camera_pose_loss(gt_poses, gt_poses, scale)[1])
     n = gt_poses.shape[1]
     rel = gt_poses[:, :, None, :3, :3].transpose(-1, -2) @ gt_poses[:, None, :, :3, :3]
     angles = [rotation_angle(torch.eye(3), rel[b, i, j])
@@ -164,10 +168,19 @@ def test_trans_zero_is_what_a_never_moving_model_scores():
     _, gt_poses, _ = scene()
     unmoved = gt_poses.clone()
     unmoved[..., :3, 3] = 0.0
-    _, frozen = camera_pose_loss(unmoved, gt_poses, torch.full((B,), 3.0))
-    _, perfect = camera_pose_loss(gt_poses, gt_poses, torch.ones(B))
+    frozen = read_stats(camera_pose_loss(unmoved, gt_poses, torch.full((B,), 3.0))[1])
+    perfect = read_stats(camera_pose_loss(gt_poses, gt_poses, torch.ones(B))[1])
     assert math.isclose(frozen["trans"], frozen["trans_zero"], rel_tol=1e-5)
     assert perfect["trans"] < 1e-7 < perfect["trans_zero"] == frozen["trans_zero"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_pose_pairs_are_the_off_diagonal_in_row_order(n):
+    """The pose loss indexes its frame pairs with integer indices made on the device; they must be the pairs
+    (and the order) that the boolean off-diagonal mask gives, which the loss used before."""
+    i, j = _ordered_pairs(n, torch.device("cpu"))
+    mask_i, mask_j = (~torch.eye(n, dtype=torch.bool)).nonzero().unbind(1)
+    assert torch.equal(i, mask_i) and torch.equal(j, mask_j)
 
 
 def test_single_frame_has_no_pose_term():
@@ -175,6 +188,7 @@ def test_single_frame_has_no_pose_term():
     pred = perturbed(as_prediction(gt_local, gt_poses))
     pred.local_points.requires_grad_(True)
     total, stats = ChunkLoss()(pred, gt_local, gt_poses, valid)
+    stats = read_stats(stats)
     assert stats["trans"] == 0.0 and stats["rot"] == 0.0
     assert stats["local_points"] > 0 and math.isfinite(total.item())
     total.backward()
@@ -308,6 +322,7 @@ def test_config_weights_scale_terms():
     gt_local, gt_poses, valid = scene()
     pred = perturbed(as_prediction(gt_local, gt_poses, 1.7, logit=0.5))
     total, s = ChunkLoss()(pred, gt_local, gt_poses, valid)
+    s = read_stats(s)
     cfg = LossConfig()
     expected = (cfg.local_weight * s["local_points"] + cfg.conf_weight * s["conf"]
                 + cfg.pose_weight * (cfg.trans_weight * s["trans"] + cfg.rot_weight * s["rot"])
@@ -369,6 +384,7 @@ def test_dense_masked_terms_equal_the_boolean_indexed_ones(max_points):
     torch.testing.assert_close(scale, _reference_scale(pred, gt, valid, weights, max_points), rtol=1e-6, atol=0)
     points, conf = _masked_reference(pred, gt, valid, logits, scale, cfg, sky)
     total, stats = local_point_loss(pred, gt, valid, logits, cfg, scale=scale, sky=sky)
+    stats = read_stats(stats)
     assert stats["local_points"] == pytest.approx(points.item(), rel=1e-6)
     assert stats["conf"] == pytest.approx(conf.item(), rel=1e-6)
     empty = torch.zeros_like(valid)

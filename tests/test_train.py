@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import loger3d
+import loger3d.train.losses
 from loger3d.cli import main
 from loger3d.config import get_config
 from loger3d.model.loger import LoGeR
@@ -23,6 +25,7 @@ from loger3d.train.config import ConfigError, builtin_configs, config_from_dict,
 from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
 from loger3d.train.init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from loger3d.train.log import camera_learning
+from loger3d.train.losses import read_stats
 from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
 from loger3d.train.recurrent import RecurrentSettings, SequenceObjective, run_chunks
@@ -155,6 +158,40 @@ def test_a_scratch_model_can_fit_the_rotations_of_fixed_clips():
         optimizer.step()
     assert stats["rot_identity"] > 0.1
     assert stats["rot"] < 0.5 * stats["rot_identity"]
+
+
+@pytest.mark.parametrize("scope", ["sequence", "chunk"])
+def test_a_training_step_never_reads_a_value_back(monkeypatch, scope):
+    """The training code (losses, chunk loop) never turns a tensor into a Python number during a step's forward
+    and backward: on a GPU each such read makes the host wait for the GPU mid-step (the trainer reads the
+    logged values in one transfer, when it logs). The model's own host-side reads (the frame roles, a CPU
+    tensor) are not the training code's and are let through."""
+    torch.manual_seed(0)
+    model = build_training_model(load_train_config("tiny_synthetic")).train()
+    source = SyntheticSource(families=["street"], trajectories=["drive"], num_worlds=2, world_length=40,
+                             stride=(1, 1), height=28, width=56)
+    batch = stack_clips([source.sample(np.random.default_rng([1, k]), 10) for k in range(2)])
+    objective = SequenceObjective(model, settings=RecurrentSettings(scope=scope))
+
+    training_code = os.path.dirname(loger3d.train.losses.__file__)
+
+    def guarded(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(tensor, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            assert os.path.dirname(caller) != training_code, f"{name} read a tensor in {caller}"
+            return original(tensor, *args, **kwargs)
+        return read
+
+    with monkeypatch.context() as patched:
+        for name in ("item", "tolist", "__float__", "__int__", "__bool__", "numpy"):
+            patched.setattr(torch.Tensor, name, guarded(name))
+        loss, stats = objective(batch.images, batch.local_points, batch.poses, batch.valid, 6, 2)
+        loss.backward()
+    assert all(isinstance(v, torch.Tensor) for k, v in stats.items() if k != "chunks")
+    values = read_stats(stats)
+    assert values["total"] == pytest.approx(loss.item(), rel=1e-6) and values["chunks"] == 2.0
 
 
 def test_pi3_init_copies_backbone_and_swa_from_the_following_global_block(tmp_path):

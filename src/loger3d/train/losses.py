@@ -16,12 +16,15 @@ solver in ``pi3/utils/alignment.py``) and LoGeR's description (L = L_local + L_p
 
 Shapes: points ``[B, N, H, W, 3]`` (camera frame, OpenCV axes), poses ``[B, N, 4, 4]`` camera-to-world,
 ``valid`` ``[B, N, H, W]`` bool, confidence logits ``[B, N, H, W, 1]``, scales ``[B]``.
-Each loss function returns ``(its weighted contribution to the total, {name: unweighted value})``.
+Each loss function returns ``(its weighted contribution to the total, {name: unweighted value})``. The values
+are detached 0-dim tensors on the loss's device, never floats: reading one would make the host wait for the
+GPU in the middle of every step. ``read_stats`` turns them into floats in one transfer, when they are logged.
 Nothing here needs an SVD of the prediction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 import torch
@@ -43,6 +46,7 @@ __all__ = [
     "relative_to_first",
     "rotation_angle",
     "rotation_magnitude",
+    "read_stats",
 ]
 
 
@@ -242,7 +246,7 @@ def local_point_loss(
     cfg: LossConfig | None = None,
     scale: torch.Tensor | None = None,
     sky: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Scale-invariant local point-map loss (+ confidence loss when ``conf_logits`` are given).
 
     L_points = mean over valid pixels and x, y, z of w·|s*·pred − gt| with w = ``depth_weights``; the mean runs
@@ -258,12 +262,24 @@ def local_point_loss(
     err = (scale.detach().view(-1, 1, 1, 1, 1) * pred - gt).abs() * weights[..., None]  # [B, N, H, W, 3]; 0 if invalid
     points = _masked_mean(err, 3 * valid.sum())
     total = cfg.local_weight * points
-    stats = {"local_points": points.item(), "scale": scale.mean().item()}
+    stats = {"local_points": points.detach(), "scale": scale.mean()}
     if conf_logits is not None:
         conf = confidence_loss(conf_logits, err.mean(-1), valid, cfg, sky)
         total = total + cfg.conf_weight * conf
-        stats["conf"] = conf.item()
+        stats["conf"] = conf.detach()
     return total, stats
+
+
+def read_stats(stats: Mapping[str, object]) -> dict[str, object]:
+    """``stats`` with every tensor value read as a float, all of them copied to the host in one transfer (one
+    wait for the GPU, where reading each would wait once per value); other values are kept as they are."""
+    tensors = {k: v for k, v in stats.items() if isinstance(v, torch.Tensor)}
+    read = {}
+    if tensors:
+        device = next(iter(tensors.values())).device
+        values = torch.stack([v.detach().float().reshape(()).to(device) for v in tensors.values()])
+        read = dict(zip(tensors, values.tolist()))
+    return {k: read.get(k, v) for k, v in stats.items()}
 
 
 def rotation_angle(r_a: torch.Tensor, r_b: torch.Tensor) -> torch.Tensor:
@@ -282,12 +298,20 @@ def rotation_magnitude(m: torch.Tensor) -> torch.Tensor:
     return torch.atan2(axis.norm(dim=-1) / 2, cos)
 
 
+def _ordered_pairs(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(i, j)`` ``[n(n-1)]`` of the ordered pairs i ≠ j, row by row. Computed on the device: a boolean
+    mask of the pairs would give the same order, but indexing with it makes the host wait for the GPU."""
+    k = torch.arange(n * (n - 1), device=device)
+    i, j = k // (n - 1), k % (n - 1)
+    return i, j + (j >= i)
+
+
 def camera_pose_loss(
     pred_poses: torch.Tensor,
     gt_poses: torch.Tensor,
     scale: torch.Tensor,
     cfg: LossConfig | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Affine-invariant relative pose loss over the N·(N−1) ordered pairs (i ≠ j) of each chunk.
 
     T_ij = T_i⁻¹ T_j for prediction and GT. L_rot = mean geodesic angle between the relative rotations;
@@ -303,10 +327,10 @@ def camera_pose_loss(
     n = pred_poses.shape[1]
     if n < 2:
         zero = 0.0 * pred_poses.sum()
-        return zero, {"trans": 0.0, "rot": 0.0, "rot_identity": 0.0, "trans_zero": 0.0}
-    pairs = ~torch.eye(n, dtype=torch.bool, device=pred_poses.device)
-    rel_pred = (rigid_inverse(pred_poses)[:, :, None] @ pred_poses[:, None])[:, pairs]  # [B, N(N-1), 4, 4]
-    rel_gt = (rigid_inverse(gt_poses)[:, :, None] @ gt_poses[:, None])[:, pairs]
+        return zero, dict.fromkeys(("trans", "rot", "rot_identity", "trans_zero"), zero.detach())
+    i, j = _ordered_pairs(n, pred_poses.device)
+    rel_pred = (rigid_inverse(pred_poses)[:, :, None] @ pred_poses[:, None])[:, i, j]  # [B, N(N-1), 4, 4]
+    rel_gt = (rigid_inverse(gt_poses)[:, :, None] @ gt_poses[:, None])[:, i, j]
     t_pred = scale.detach().view(-1, 1, 1) * rel_pred[..., :3, 3]
     trans = F.huber_loss(t_pred, rel_gt[..., :3, 3], delta=cfg.huber_delta)
     rot = rotation_angle(rel_pred[..., :3, :3], rel_gt[..., :3, :3]).mean()
@@ -314,8 +338,7 @@ def camera_pose_loss(
     with torch.no_grad():
         still = rotation_magnitude(rel_gt[..., :3, :3]).mean()
         unmoved = F.huber_loss(torch.zeros_like(t_pred), rel_gt[..., :3, 3], delta=cfg.huber_delta)
-        values = torch.stack([trans.float(), rot.float(), still.float(), unmoved.float()]).tolist()  # one host sync
-    return total, dict(zip(("trans", "rot", "rot_identity", "trans_zero"), values))
+    return total, {"trans": trans.detach(), "rot": rot.detach(), "rot_identity": still, "trans_zero": unmoved}
 
 
 def global_point_loss(
@@ -326,7 +349,7 @@ def global_point_loss(
     valid: torch.Tensor,
     scale: torch.Tensor,
     cfg: LossConfig | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Global point-map loss: local points mapped by their poses into the chunk's first camera, then as local.
 
     Both sides go through ``relative_to_first`` (the arbitrary world frame cancels); s* and the 1 / depth
@@ -340,14 +363,14 @@ def global_point_loss(
     gt_world = local_to_world(relative_to_first(gt_poses), _zero_invalid(gt_local, valid))
     err = (scale.detach().view(-1, 1, 1, 1, 1) * pred_world - gt_world).abs() * weights[..., None]
     loss = _masked_mean(_zero_invalid(err, valid), 3 * valid.sum())
-    return cfg.global_weight * loss, {"global_points": loss.item()}
+    return cfg.global_weight * loss, {"global_points": loss.detach()}
 
 
 class ChunkLoss(nn.Module):
     """The whole per-chunk loss: normalisation, one s* per batch element, then the three terms.
 
     ``forward(pred, gt_local_points, gt_poses, valid, sky=None) -> (total, stats)``; ``stats`` holds the
-    unweighted terms, the mean s* and the total as floats.
+    unweighted terms, the mean s* and the total (detached 0-dim tensors; ``read_stats`` reads them).
     """
 
     def __init__(self, cfg: LossConfig | None = None) -> None:
@@ -361,7 +384,7 @@ class ChunkLoss(nn.Module):
         gt_poses: torch.Tensor,
         valid: torch.Tensor,
         sky: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         valid = valid.bool()
         pred_local = _zero_invalid(_full(pred.local_points), valid)
@@ -376,5 +399,5 @@ class ChunkLoss(nn.Module):
         pose, pose_stats = camera_pose_loss(pred_poses, gt_poses, scale, cfg)
         glob, glob_stats = global_point_loss(pred_local, pred_poses, gt_local, gt_poses, valid, scale, cfg)
         total = local + pose + glob
-        stats.update(pose_stats, **glob_stats, total=total.item())
+        stats.update(pose_stats, **glob_stats, total=total.detach())
         return total, stats

@@ -68,8 +68,9 @@ class SequenceObjective(nn.Module):
     """``forward(images, depth_points, poses, valid, window, overlap) -> (loss, stats)`` for one batch.
 
     ``images`` ``[B, N, 3, H, W]``; ``depth_points`` ground-truth camera-frame points ``[B, N, H, W, 3]``;
-    ``poses`` ``[B, N, 4, 4]`` camera-to-world; ``valid`` ``[B, N, H, W]``. ``stats`` holds floats: the loss
-    terms, the number of chunks and the mean memory gates.
+    ``poses`` ``[B, N, 4, 4]`` camera-to-world; ``valid`` ``[B, N, H, W]``. ``stats`` holds the loss terms and
+    the mean memory gates as detached 0-dim tensors (``losses.read_stats`` reads them) and the number of
+    chunks as a float.
     """
 
     def __init__(self, model: nn.Module, loss: LossConfig | None = None,
@@ -80,21 +81,22 @@ class SequenceObjective(nn.Module):
         self.settings = settings
 
     def forward(self, images: torch.Tensor, gt_points: torch.Tensor, gt_poses: torch.Tensor, valid: torch.Tensor,
-                window: int, overlap: int) -> tuple[torch.Tensor, dict[str, float]]:
+                window: int, overlap: int) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         chunks = run_chunks(self.model, images, window, overlap, self.settings)
         if self.settings.scope == "sequence":
-            frames = torch.cat([torch.arange(r.start, r.stop) for r, _ in chunks]).to(images.device)
+            # Made on the device: a host-made index would be copied with a wait for the GPU.
+            frames = torch.cat([torch.arange(r.start, r.stop, device=images.device) for r, _ in chunks])
             pred = ChunkPrediction(*(torch.cat([getattr(p, k) for _, p in chunks], dim=1) for k in _FRAME_KEYS))
             loss, stats = self.loss(pred, gt_points[:, frames], gt_poses[:, frames], valid[:, frames])
         else:
             parts = [self.loss(p, gt_points[:, r.start:r.stop], gt_poses[:, r.start:r.stop],
                                valid[:, r.start:r.stop]) for r, p in chunks]
             loss = torch.stack([part[0] for part in parts]).mean()
-            stats = {k: sum(part[1][k] for part in parts) / len(parts) for k in parts[0][1]}
-            stats["total"] = loss.item()
+            stats = {k: torch.stack([part[1][k] for part in parts]).mean() for k in parts[0][1]}
+            stats["total"] = loss.detach()
         stats["chunks"] = float(len(chunks))
         for name in ("ttt_gate", "swa_gate"):
             gates = [getattr(p, name) for _, p in chunks if getattr(p, name) is not None]
             if gates:
-                stats[name] = float(torch.stack(gates).mean())
+                stats[name] = torch.stack(gates).detach().float().mean()
         return loss, stats

@@ -36,7 +36,7 @@ from .curriculum import Curriculum, Stage, window_for_chunks
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .loader import BatchLoader
 from .log import MetricsLog
-from .losses import LossConfig
+from .losses import LossConfig, read_stats
 from .mixture import mixture_from_config
 from .optim import build_optimizer, lr_factor
 from .recurrent import SequenceObjective
@@ -256,7 +256,9 @@ class Trainer:
         self.balance.update(norms, loss_cfg)
 
     def train_step(self) -> dict:
-        """One optimiser step at ``self.step``; returns its logged record."""
+        """One optimiser step at ``self.step``; returns its logged record, the losses and the gradient norm as
+        0-dim tensors still on the device (``losses.read_stats`` reads them): the step itself never waits for
+        the GPU, so the host queues the next step's work while the GPU runs this one's."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
         loss_cfg = stage.loss_config(cfg.loss)
@@ -268,7 +270,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         started = time.perf_counter()
         data_time = 0.0
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor | float] = {}
         accumulation = len(self.micro_batches(self.step))
         for m in range(accumulation):
             t0 = time.perf_counter()
@@ -296,9 +298,11 @@ class Trainer:
         self._updating = False
         if self.world > 1:  # log the mean over processes
             keys = sorted(sums)
-            values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            values = torch.stack([v.double() if isinstance(v, torch.Tensor)
+                                  else torch.full((), v, dtype=torch.float64, device=self.device)
+                                  for v in (sums[k] for k in keys)])
             dist.all_reduce(values)
-            sums = {k: float(v) / self.world for k, v in zip(keys, values.tolist())}
+            sums = dict(zip(keys, values / self.world))
         elapsed = time.perf_counter() - started
         extra = {"gpu_peak_gib": torch.cuda.max_memory_allocated(self.device) / 2**30} \
             if self.device.type == "cuda" else {}
@@ -307,7 +311,7 @@ class Trainer:
             extra.update(trans_weight=applied.pose_weight * applied.trans_weight,
                          rot_weight=applied.pose_weight * applied.rot_weight)
         return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
-                "window": window, **sums, "grad_norm": float(grad_norm), "lr": cfg.optim.lr * factor,
+                "window": window, **sums, "grad_norm": grad_norm.detach(), "lr": cfg.optim.lr * factor,
                 "step_time": elapsed, "data_time": data_time,
                 "frames_per_s": cfg.train.batch_size * stage.frames / elapsed, **extra}
 
@@ -330,13 +334,19 @@ class Trainer:
                    dynamic_ncols=True)
         last: dict = {}
         saved_at = self.step
+        since, frames = time.perf_counter(), 0  # the frames trained since the last logged step
         try:
             while self.step < self.total_steps:
                 last = self.train_step()
+                frames += cfg.batch_size * last["frames"]
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    last = read_stats(last)  # the loop's only wait for the GPU, once per logged step
+                    # A step's own time is the host's: the GPU may still run it. Between two waits it is not.
+                    now = time.perf_counter()
+                    last["frames_per_s"], since, frames = frames / (now - since), now, 0
                     self.log.log(last)
+                    bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                     saved_at = self.step
@@ -352,6 +362,7 @@ class Trainer:
         finally:
             bar.close()
             self.loader.close()
+        last = read_stats(last)
         if self.step != saved_at or self.step == self.total_steps:
             self.save_checkpoint()
         finished = self.step >= self.total_steps

@@ -23,7 +23,7 @@ for path in sys.argv[1:]:
         with torch.no_grad():
             _, stats = SequenceObjective(model, CONFIG.loss)(clip.images, clip.local_points, clip.poses, clip.valid,
                                                              8, 0)
-        rows.append([stats[k] for k in KEYS])
+        rows.append([float(stats[k]) for k in KEYS])
     trans, zero, rot, identity = np.mean(rows, axis=0)
     print(f"{path}: trans {trans:.5f} trans_zero {zero:.5f} ratio {trans / zero:.3f} | "
           f"rot {rot:.4f} rot_identity {identity:.4f} ratio {rot / identity:.3f}")
