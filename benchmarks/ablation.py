@@ -13,7 +13,7 @@ ATE RMSE as a share of the path, without chaining and with SE(3) chaining (no me
 The summary gives, per variant, chaining and length, the mean over worlds per seed, then the mean and the
 spread (lowest, highest) over seeds.
 
-    python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9
+    python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9 [--parallel 4]
     python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation_scratch.json
     python benchmarks/ablation.py plot --json benchmarks/results/ablation/ablation_scratch.json --plot docs/ablation.png
 
@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -60,6 +61,8 @@ def run_config(args: argparse.Namespace, variant: str, seed: int) -> dict:
 
 
 def train(args: argparse.Namespace) -> None:
+    if args.parallel > 1:
+        return train_parallel(args)
     started = time.perf_counter()
     for variant in args.variants:
         for seed in args.seeds:
@@ -80,6 +83,39 @@ def train(args: argparse.Namespace) -> None:
             state = "finished" if result.finished else "paused"
             print(f"{variant} seed {seed}: step {result.step}/{result.total_steps} {state}, last loss "
                   f"{result.last.get('total', float('nan')):.4f}", flush=True)
+
+
+def train_parallel(args: argparse.Namespace) -> None:
+    """``train`` with up to ``--parallel`` runs at once, each in its own process on the same GPU. A small
+    model's step leaves most of the GPU idle between kernel launches (benchmarks/results/train_throughput);
+    several processes fill those gaps. Each run is the one a sequential ``train`` makes (same config, same
+    clips); a run started late gets what is left of ``--max-minutes``."""
+    started = time.perf_counter()
+    queue = [(v, s) for v in args.variants for s in args.seeds
+             if not os.path.exists(os.path.join(args.out, f"{v}-seed{s}", "model.safetensors"))]
+    overrides = [x for assignment in args.set for x in ("--set", assignment)]
+    running: list[tuple[str, subprocess.Popen]] = []
+    failed = []
+    while queue or running:
+        left = None if args.max_minutes is None else args.max_minutes - (time.perf_counter() - started) / 60
+        while queue and len(running) < args.parallel and (left is None or left > 0):
+            variant, seed = queue.pop(0)
+            command = [sys.executable, os.path.abspath(__file__), "train", "--config", args.config, "--out",
+                       args.out, "--variants", variant, "--seeds", str(seed), *overrides]
+            if left is not None:
+                command += ["--max-minutes", f"{left:.3f}"]
+            running.append((f"{variant} seed {seed}", subprocess.Popen(command)))
+        if not running:
+            break
+        time.sleep(1)
+        for name, process in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, process))
+            if process.returncode != 0:
+                failed.append(f"{name} (exit {process.returncode})")
+    if queue:
+        print(f"out of time with {len(queue)} runs not started; run train again to continue", flush=True)
+    if failed:
+        sys.exit("failed: " + ", ".join(failed))
 
 
 def load_run(folder: str, device: str) -> tuple[LoGeR, dict]:
@@ -193,6 +229,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="training seeds of each variant")
     parser.add_argument("--max-minutes", type=float, help="train: stop after this long in all (continue later)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="train: runs trained at once, each in its own process (one GPU fits several)")
     parser.add_argument("--worlds", type=int, default=9, help="held-out worlds scored")
     parser.add_argument("--frames", type=int, nargs="+", default=[1000],
                         help="frames per held-out world; several (e.g. 1000 5000 10000) show how far the memory "
