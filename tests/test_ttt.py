@@ -9,6 +9,7 @@ from loger3d.model.ttt import (
     apply_fast_weights,
     fast_weight_gradients,
     newton_schulz5,
+    newton_schulz5_together,
     update_fast_weights,
 )
 
@@ -44,6 +45,17 @@ def test_newton_schulz_orthogonalises():
     assert s.min() > 0.5 and s.max() < 1.5  # singular values pushed towards one
     # Same direction of ascent: positive inner product with the raw gradient.
     assert ((x.float() * g).sum(dim=(1, 2)) > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(6, 64, 256), (2, 16, 64), (3, 32, 32)])
+def test_newton_schulz_together_equals_each_alone(dtype, shape):
+    """W0's and W2's steps (wide, one shape) share one iteration, for fewer kernel launches; each result must
+    be its own bit for bit."""
+    g = torch.Generator().manual_seed(4)
+    first, second = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+    together = newton_schulz5_together([first, second], 5, dtype)
+    assert all(torch.equal(a, newton_schulz5(b, 5, dtype)) for a, b in zip(together, (first, second)))
 
 
 def test_update_keeps_column_norms_and_ascends():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,8 @@ from torch.utils.checkpoint import checkpoint
 from .compiled import compiled, mark_dynamic
 from .memory import FastWeights
 
-__all__ = ["FastWeightMemory", "newton_schulz5", "fast_weight_gradients", "apply_fast_weights",
-           "update_fast_weights"]
+__all__ = ["FastWeightMemory", "newton_schulz5", "newton_schulz5_together", "fast_weight_gradients",
+           "apply_fast_weights", "update_fast_weights"]
 
 _NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
@@ -33,18 +34,33 @@ def newton_schulz5(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.b
     on different hardware and the iteration amplifies their last-bit differences, so fp32 serves
     checks that must hold on every machine. Autocast is off inside: ``dtype`` is what runs.
     """
+    return newton_schulz5_together([g], steps, dtype)[0]
+
+
+def newton_schulz5_together(gs: Sequence[torch.Tensor], steps: int = 5,
+                            dtype: torch.dtype = torch.bfloat16) -> list[torch.Tensor]:
+    """``newton_schulz5`` of several batches ``[n_i, r, c]`` (tall ones turned wide, as ``newton_schulz5`` does)
+    in one iteration over all their matrices: one set of kernel launches instead of one per batch. Each
+    matrix's norm is taken before the batches are joined, in its input's own memory layout, because a
+    reduction's order follows the layout. Joined wide batches give each its own ``newton_schulz5`` bit for bit
+    (tested); a tall one is copied turned when joined, and some CPUs' bf16 products then round differently, so
+    ``update_fast_weights`` joins only the steps of W0 and W2, which are wide, and keeps W1's (tall) apart."""
     a, b, c = _NS_COEFFS
-    with torch.autocast(device_type=g.device.type, enabled=False):
-        x = g.to(dtype)
-        tall = g.size(1) > g.size(2)
-        if tall:
-            x = x.transpose(1, 2)
-        x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
+    with torch.autocast(device_type=gs[0].device.type, enabled=False):
+        wide, tall = [], []
+        for g in gs:
+            x = g.to(dtype)
+            tall.append(g.size(1) > g.size(2))
+            if tall[-1]:
+                x = x.transpose(1, 2)
+            wide.append(x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7))
+        x = torch.cat(wide) if len(wide) > 1 else wide[0]
         for _ in range(steps):
             gram = x @ x.transpose(1, 2)
             poly = b * gram + c * gram @ gram
             x = a * x + poly @ x
-    return x.transpose(1, 2) if tall else x
+        parts = x.split([g.size(0) for g in gs]) if len(gs) > 1 else [x]
+    return [part.transpose(1, 2) if t else part for part, t in zip(parts, tall)]
 
 
 def apply_fast_weights(w: FastWeights, q: torch.Tensor) -> torch.Tensor:
@@ -79,8 +95,8 @@ def update_fast_weights(w: FastWeights, k: torch.Tensor, v: torch.Tensor, lr0: t
     norms = [t.detach().norm(dim=1, keepdim=True) for t in (w.w0, w.w1, w.w2)]
     g0, g1, g2 = fast_weight_gradients(w, k, v, lr0, lr1, lr2)
     w1 = w.w1 + newton_schulz5(g1, ns_steps, ns_dtype)
-    w0 = w.w0 + newton_schulz5(g0, ns_steps, ns_dtype)
-    w2 = w.w2 + newton_schulz5(g2, ns_steps, ns_dtype)
+    s0, s2 = newton_schulz5_together([g0, g2], ns_steps, ns_dtype)
+    w0, w2 = w.w0 + s0, w.w2 + s2
     w0, w1, w2 = (t / (t.norm(dim=1, keepdim=True) + 1e-5) * n for t, n in zip((w0, w1, w2), norms))
     return FastWeights(w0, w1, w2)
 
