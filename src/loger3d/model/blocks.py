@@ -110,7 +110,7 @@ class Attention(nn.Module):
         """Queries, keys and values ``[B, heads, L, D]`` of ``x``, normalised and rotated."""
         B, L, C = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.heads, C // self.heads).transpose(1, 3)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q, k, v = qkv.unbind(2)  # the same views as indexing; its backward is one stack, not three scatters
         if self.q_norm is not None:
             q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         if self.rope is not None:

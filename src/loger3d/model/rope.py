@@ -30,8 +30,8 @@ def token_positions(h: int, w: int, num_special: int, device: torch.device | str
 
 def _rotate_halves(t: torch.Tensor) -> torch.Tensor:
     """Rotate-half within each of the two axis halves: ``[a, b | c, d] → [-b, a | -d, c]``."""
-    quarters = t.unflatten(-1, (2, 2, -1))
-    return torch.stack([-quarters[..., 1, :], quarters[..., 0, :]], dim=-2).flatten(-3)
+    first, second = t.unflatten(-1, (2, 2, -1)).unbind(-2)
+    return torch.stack([-second, first], dim=-2).flatten(-3)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,103 @@
+"""Tensor ops of one training step, per chunk, by the line of loger3d code that issues them.
+
+Where many small chunks make the step launch-bound (benchmarks/results/train_throughput), every op a chunk
+saves is a kernel launch saved. This counts the ops the dispatcher sees in the trainer's objective
+(``SequenceObjective``, forward, then backward) on one synthetic clip, leaving out views and allocations
+(which launch no kernel on a GPU). It runs on the CPU in fp32 without autocast, so a GPU step has these plus
+its bf16 casts, and the CPU's math attention stands for one fused attention kernel there: compare counts
+of one machine and setting before and after a change, not with GPU launch counts.
+
+    python benchmarks/chunk_ops.py --frames 48 --chunks 4 --json ops.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import traceback
+from datetime import datetime, timezone
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import loger3d
+from loger3d.train.clip import Clip, stack_clips
+from loger3d.train.config import load_train_config
+from loger3d.train.curriculum import window_for_chunks
+from loger3d.train.recurrent import SequenceObjective
+from loger3d.train.trainer import build_training_model
+from loger3d.train.worlds import SyntheticWorld, WorldConfig
+
+PACKAGE = os.path.dirname(loger3d.__file__)
+# Ops that make no kernel of their own: views, metadata and allocations.
+NO_KERNEL = {"view", "as_strided", "_unsafe_view", "_reshape_alias", "expand", "permute", "transpose", "t",
+             "unsqueeze", "squeeze", "slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow",
+             "detach", "alias", "reshape", "unflatten", "flatten", "diagonal", "view_as", "empty", "empty_strided",
+             "empty_like", "new_empty", "new_empty_strided", "lift_fresh", "resolve_conj", "resolve_neg",
+             "is_same_size", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts every op that makes a kernel, by name and by the innermost loger3d source line above it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_op: collections.Counter = collections.Counter()
+        self.by_site: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in NO_KERNEL:
+            self.by_op[name] += 1
+            ours = [f for f in traceback.extract_stack() if f.filename.startswith(PACKAGE)]
+            site = f"{os.path.relpath(ours[-1].filename, PACKAGE)}:{ours[-1].lineno} {ours[-1].name}" if ours \
+                else "(autograd engine)"
+            self.by_site[site] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tiny_synthetic", help="training config (its model and loss)")
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--top", type=int, default=15, help="source lines listed")
+    parser.add_argument("--json", help="write the counts here")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = load_train_config(args.config)
+    model = build_training_model(config).train()
+    objective = SequenceObjective(model, config.loss, config.train.recurrent)
+    world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=args.frames,
+                                       height=config.data.height, width=config.data.width))
+    seq = world.sample(0, args.frames)
+    clip = stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+    window = window_for_chunks(args.frames, args.chunks, args.overlap)
+    forward, backward = OpCounter(), OpCounter()
+    with forward:
+        loss, stats = objective(clip.images, clip.local_points, clip.poses, clip.valid, window, args.overlap)
+    with backward:
+        loss.backward()
+    chunks = int(stats["chunks"])
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+              "torch": torch.__version__, "config": args.config, "frames": args.frames, "chunks": chunks,
+              "window": window, "forward_ops": sum(forward.by_op.values()),
+              "backward_ops": sum(backward.by_op.values())}
+    result["ops_per_chunk"] = (result["forward_ops"] + result["backward_ops"]) / chunks
+    result.update(forward_by_op=dict(forward.by_op.most_common()), backward_by_op=dict(backward.by_op.most_common()),
+                  forward_by_site=dict(forward.by_site.most_common()))
+    print(f"{chunks} chunks of window {window}: forward {result['forward_ops']} ops, backward "
+          f"{result['backward_ops']}, {result['ops_per_chunk']:.0f} a chunk")
+    for site, n in forward.by_site.most_common(args.top):
+        print(f"{n:7d}  {site}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
