@@ -416,6 +416,18 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     assert [r["total"] for r in ddp_log] == pytest.approx([r["total"] for r in one_log], rel=1e-4)
 
 
+def test_ddp_time_limit_stops_every_process_at_a_logged_step(tmp_path):
+    """Under DDP the processes agree to stop (process 0's clock) only at logged steps, where they wait for the
+    GPU anyway: with no time left they all stop at the first one and checkpoint it."""
+    raw = small_config(steps=5, train={"log_every": 2, "max_minutes": 0})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(2, port, raw, str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
+    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and not (tmp_path / "ddp" / "model.safetensors").exists()
+
+
 def test_ablation_variants_start_from_hybrid_weights(tmp_path):
     """model.options removes memory layers; weights:PATH drops exactly those from a full checkpoint."""
     from safetensors.torch import save_file

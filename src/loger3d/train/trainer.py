@@ -317,9 +317,14 @@ class Trainer:
 
     def _should_stop(self, started: float) -> bool:
         limit = self.config.train.max_minutes
-        stop = limit is not None and time.perf_counter() - started > 60 * limit
+        if limit is None:
+            return False
+        stop = time.perf_counter() - started > 60 * limit
         if self.world > 1:
-            flag = torch.tensor([float(stop)], device=self.device)
+            # Process 0's clock decides for all, at logged steps only: agreeing waits for the GPU, as logging does.
+            if self.step % self.config.train.log_every:
+                return False
+            flag = torch.full((1,), float(stop), device=self.device)
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
         return stop
