@@ -31,16 +31,20 @@ from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.trainer import build_training_model
 from loger3d.train.worlds import SyntheticWorld, WorldConfig
 
-VARIANTS = {  # name: (micro-batch, fast path, fused AdamW, activation checkpointing)
-    "mb8": (8, False, False, False),  # the shipped model's training setting (before AdamW was fused on GPUs)
-    "mb32": (32, False, False, False),
-    "mb64": (64, False, False, False),
-    "mb8-fast": (8, True, False, False),
-    "mb32-fast": (32, True, False, False),
-    "mb8-fused": (8, False, True, False),
-    "mb64-fast-fused": (64, True, True, False),
-    "mb64-fast-fused-ckpt": (64, True, True, True),  # checkpointing recomputes through the compiled layers
-    "mb128-fast-fused-ckpt": (128, True, True, True),
+VARIANTS = {  # name: (micro-batch, fast path, fused AdamW, activation checkpointing, CUDA graphs)
+    "mb8": (8, False, False, False, False),  # the shipped model's training setting (before AdamW was fused on GPUs)
+    "mb32": (32, False, False, False, False),
+    "mb64": (64, False, False, False, False),
+    "mb8-fast": (8, True, False, False, False),
+    "mb32-fast": (32, True, False, False, False),
+    "mb8-fused": (8, False, True, False, False),
+    "mb32-fast-fused": (32, True, True, False, False),
+    "mb64-fast-fused": (64, True, True, False, False),
+    "mb64-fast-fused-ckpt": (64, True, True, True, False),  # checkpointing recomputes through the compiled layers
+    "mb128-fast-fused-ckpt": (128, True, True, True, False),
+    # The compiled layers replayed as CUDA graphs: for the launch-bound stages (many small chunks).
+    "mb32-fast-fused-graphs": (32, True, True, False, True),
+    "mb64-fast-fused-graphs": (64, True, True, False, True),
 }
 FAMILIES = [("indoor", "walk"), ("street", "drive"), ("terrain", "orbit")]
 
@@ -58,12 +62,12 @@ def clips(count: int, frames: int, device: str) -> Clip:
 
 
 def measure(name: str, args, batch: Clip) -> dict:
-    micro, fast, fused, checkpointing = VARIANTS[name]
+    micro, fast, fused, checkpointing, graphs = VARIANTS[name]
     config = load_train_config("tiny_synthetic")
     device = torch.device(args.device)
     model = build_training_model(config).to(device).train().set_activation_checkpointing(checkpointing)
     if fast:
-        model.set_fast_path()
+        model.set_fast_path(cuda_graphs=graphs)
     optimizer = build_optimizer(model, config.optim, fused=fused)
     objective = SequenceObjective(model, config.loss, config.train.recurrent)
     window = window_for_chunks(args.frames, args.chunks, args.overlap)
@@ -72,7 +76,9 @@ def measure(name: str, args, batch: Clip) -> dict:
                                     batch.valid[take])
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
-    def step() -> float:
+    def step() -> torch.Tensor:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused now
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss, _ = objective(images, points, poses, valid, window, args.overlap)
@@ -93,7 +99,7 @@ def measure(name: str, args, batch: Clip) -> dict:
     torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - t0) / args.steps
     row = {"variant": name, "micro_batch": micro, "fast": fast, "fused_adamw": fused,
-           "activation_checkpointing": checkpointing, "frames": args.frames,
+           "activation_checkpointing": checkpointing, "cuda_graphs": graphs, "frames": args.frames,
            "chunks": args.chunks, "window": window, "step_s": seconds, "frames_per_s": micro * args.frames / seconds,
            "warmup_s": warmup_s, "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30, "last_loss": float(last)}
     if args.profile:

@@ -73,6 +73,22 @@ def test_fast_path_rejects_unknown_attention(tiny_model):
         tiny_model.set_fast_path(attention="xformers")
 
 
+def test_cuda_graphs_are_an_option_of_the_compiled_layers_only(tiny_model):
+    """``cuda_graphs`` reaches every compiled layer (blocks, TTT, the gating) and nothing when compiling is off;
+    the graph-replaying code is compiled apart from the plain compiled code (compilation itself is lazy)."""
+    from loger3d.model.compiled import compiled
+    from loger3d.model.ttt import apply_fast_weights
+
+    def flags(model):
+        return {m.cuda_graphs for m in model.modules() if hasattr(m, "cuda_graphs")}
+
+    assert flags(tiny_model.set_fast_path(cuda_graphs=True)) == {True}
+    assert flags(tiny_model.set_fast_path(compile=False, cuda_graphs=True)) == {False}
+    assert flags(tiny_model.set_fast_path(False)) == {False}
+    assert compiled(apply_fast_weights, cuda_graphs=True) is not compiled(apply_fast_weights)
+    assert compiled(apply_fast_weights) is compiled(apply_fast_weights)
+
+
 def test_uint8_frames_equal_float_frames(tiny_model):
     frames = torch.randint(0, 256, (1, 4, 3, 42, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -94,8 +110,8 @@ def test_activation_checkpointing_recomputes_through_the_compiled_layer(layer, m
     module = blocks if layer == "block" else ttt
     real = module.compiled
 
-    def counting(fn):
-        compiled_fn = real(fn)
+    def counting(fn, **options):
+        compiled_fn = real(fn, **options)
         return lambda *args, **kwargs: calls.append(fn) or compiled_fn(*args, **kwargs)
 
     monkeypatch.setattr(module, "compiled", counting)

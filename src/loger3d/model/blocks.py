@@ -164,6 +164,7 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.activation_checkpointing = False
         self.compiled = False  # run through torch.compile (the fast path; see compiled.py)
+        self.cuda_graphs = False  # ... and replay the compiled code as CUDA graphs (LoGeR.set_fast_path)
 
     def forward(
         self,
@@ -182,7 +183,7 @@ class Block(nn.Module):
             if prefix is not None:
                 mark_dynamic(prefix[0], 2)
                 mark_dynamic(prefix[1], 2)
-            run = functools.partial(compiled(Block._forward), self)
+            run = functools.partial(compiled(Block._forward, cuda_graphs=self.cuda_graphs), self)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             # Keep only the block's input; recompute its activations (compiled or not) during the backward pass.
             return checkpoint(run, x, pos, prefix, return_kv, use_reentrant=False)

@@ -15,7 +15,7 @@ import torch
 
 __all__ = ["compiled", "mark_dynamic"]
 
-_COMPILED: dict[Callable, Callable] = {}
+_COMPILED: dict[tuple[Callable, bool], Callable] = {}
 
 
 # One layer function has a dozen variants (frame or chunk attention, with or without the previous
@@ -30,25 +30,30 @@ _RECOMPILE_LIMIT = 64
 _CALL_LOCK = threading.RLock()
 
 
-def compiled(fn: Callable, dynamic: bool = False) -> Callable:
+def compiled(fn: Callable, dynamic: bool = False, cuda_graphs: bool = False) -> Callable:
     """The compiled version of ``fn`` (compiled on first use, then cached for the process).
 
     bf16 intermediates are rounded where eager rounds them (``emulate_precision_casts``), so that
     the compiled layers follow the eager numerics as closely as fusion allows. ``dynamic``: every size
     symbolic from the first compilation (for functions whose sizes change on every call); otherwise
     only the dimensions ``mark_dynamic`` names. Any compiled code of the process, a training step's
-    renderer on its own thread included, goes through here: see ``_CALL_LOCK``.
+    renderer on its own thread included, goes through here: see ``_CALL_LOCK``. ``cuda_graphs``: on CUDA
+    the compiled code is also recorded and replayed as CUDA graphs (inductor's CUDA graph trees, what
+    ``mode="reduce-overhead"`` selects), one launch per call instead of one per kernel; for steps of fixed
+    shapes whose caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``.
     """
-    if fn not in _COMPILED:
+    key = (fn, cuda_graphs)
+    if key not in _COMPILED:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-        compiled_fn = torch.compile(fn, dynamic=dynamic, options={"emulate_precision_casts": True})
+        options = {"emulate_precision_casts": True, "triton.cudagraphs": cuda_graphs}
+        compiled_fn = torch.compile(fn, dynamic=dynamic, options=options)
 
         def call(*args, **kwargs):
             with _CALL_LOCK:
                 return compiled_fn(*args, **kwargs)
 
-        _COMPILED[fn] = call
-    return _COMPILED[fn]
+        _COMPILED[key] = call
+    return _COMPILED[key]
 
 
 def mark_dynamic(tensor: torch.Tensor, *dims: int) -> None:

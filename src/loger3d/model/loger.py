@@ -9,7 +9,8 @@ Pi3's, with the ``pi3`` preset) load strictly.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -49,10 +50,10 @@ def gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: torch.Tensor,
 
 
 def _compiled_gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: torch.Tensor,
-                              x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                              x_in: torch.Tensor, cuda_graphs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     for t in (gate_input, out, x_in):
         mark_dynamic(t, 1, 2)  # frames per chunk, tokens per frame
-    return compiled(gated_residual)(proj, gate_input, out, x_in)
+    return compiled(gated_residual, cuda_graphs=cuda_graphs)(proj, gate_input, out, x_in)
 
 
 class _RotaryCache:
@@ -124,6 +125,7 @@ class LoGeR(nn.Module):
             nn.init.zeros_(gate.bias)  # the memory starts switched off, as in the official training
 
         self.compiled = False  # the memory layers' gating through torch.compile (set_fast_path)
+        self.cuda_graphs = False  # ... replayed as CUDA graphs
         self._ttt_slot = {layer: j for j, layer in enumerate(cfg.ttt_insert_after)}
         self._swa_slot = {layer: j for j, layer in enumerate(cfg.swa_insert_after)}
         # The chunk's units in order: ("encoder", 0), then per decoder block i ("block", i) and the memory
@@ -189,7 +191,8 @@ class LoGeR(nn.Module):
                 module.activation_checkpointing = enabled
         return self
 
-    def set_fast_path(self, enabled: bool = True, *, attention: str = "cudnn", compile: bool = True) -> LoGeR:
+    def set_fast_path(self, enabled: bool = True, *, attention: str = "cudnn", compile: bool = True,
+                      cuda_graphs: bool = False) -> LoGeR:
         """Faster inference kernels, within a measured tolerance of the eager path (docs/performance.md).
 
         ``attention="cudnn"`` puts cuDNN's fused attention first (flash, memory-efficient and
@@ -198,6 +201,9 @@ class LoGeR(nn.Module):
         casts, RoPE and the elementwise tails (the first chunk of each shape pays the compilation).
         The TTT layers' unused ``to_qkv_stack`` weights move to host memory (they stay in the
         state dict). ``enabled=False`` restores the eager path with the official kernels: the oracle.
+        ``cuda_graphs`` (with ``compile``; for training steps of fixed shapes, not measured yet): the compiled
+        layers replay as CUDA graphs, a launch per layer instead of one per kernel, where many small chunks
+        make a step launch-bound; the caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``.
         """
         if attention not in ("cudnn", "flash"):
             raise InputError(f"attention must be 'cudnn' or 'flash', not {attention!r}")
@@ -210,11 +216,18 @@ class LoGeR(nn.Module):
                 module.backends = backends
             if hasattr(module, "compiled"):
                 module.compiled = enabled and compile
+                module.cuda_graphs = enabled and compile and cuda_graphs
         if enabled:
             # The official checkpoints carry a projection the forward pass never reads: keep it off the GPU.
             for layer in self.ttt_layers:
                 layer.to_qkv_stack.to("cpu")
         return self
+
+    def _gated_residual(self) -> Callable:
+        """The memory layers' gating, compiled (and replayed as CUDA graphs) as ``set_fast_path`` chose."""
+        if not self.compiled:
+            return gated_residual
+        return functools.partial(_compiled_gated_residual, cuda_graphs=self.cuda_graphs)
 
     # ------------------------------------------------------------------ memory
     def new_memory(self) -> ChunkMemory:
@@ -371,7 +384,7 @@ class LoGeR(nn.Module):
         B, N = acts.batch, acts.frames
         _, T, C = x.shape
         j = self._ttt_slot[i]
-        gated = _compiled_gated_residual if self.compiled else gated_residual
+        gated = self._gated_residual()
         with self._autocast(x.device):
             x_in = x.view(B, N, T, C)
             out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j])
@@ -385,7 +398,7 @@ class LoGeR(nn.Module):
         _, T, C = x.shape
         j = self._swa_slot[i]
         _, pos_global = rotary.decoder(x.device)
-        gated = _compiled_gated_residual if self.compiled else gated_residual
+        gated = self._gated_residual()
         with self._autocast(x.device):
             x_in = x.view(B, N, T, C)
             cache = kv_caches[j]

@@ -134,6 +134,7 @@ class FastWeightMemory(nn.Module):
         self.o_norm = nn.RMSNorm(head_dim, eps=1e-5)
         self.activation_checkpointing = False
         self.compiled = False  # run through torch.compile (the fast path; see compiled.py)
+        self.cuda_graphs = False  # ... and replay the compiled code as CUDA graphs (LoGeR.set_fast_path)
 
     def initial_state(self, batch: int) -> FastWeights:
         return FastWeights(self.w0.repeat(batch, 1, 1), self.w1.repeat(batch, 1, 1), self.w2.repeat(batch, 1, 1))
@@ -142,7 +143,7 @@ class FastWeightMemory(nn.Module):
         run = self._forward
         if self.compiled:
             mark_dynamic(x, 1, 2)  # frames per chunk and tokens per frame: a shorter last chunk reuses the graph
-            run = functools.partial(compiled(FastWeightMemory._forward), self)
+            run = functools.partial(compiled(FastWeightMemory._forward, cuda_graphs=self.cuda_graphs), self)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(run, x, state, use_reentrant=False)
         return run(x, state)
