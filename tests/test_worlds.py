@@ -1,6 +1,7 @@
 """Synthetic worlds: exact depth, depth/pose agreement across frames, determinism, smooth collision-free paths."""
 
 import math
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from loger3d.train.worlds import (
     trajectory,
 )
 from loger3d.train.worlds.camera import camera_rays, pose_matrices, rotation_ypr
-from loger3d.train.worlds.scene import Ground, Lighting, Material, SceneBuilder, box, cylinder, ellipsoid
+from loger3d.train.worlds.scene import Ground, Lighting, Material, SceneBuilder, box, cylinder, ellipsoid, packed_to
 
 TRAJECTORIES = ("walk", "drive", "orbit")
 H, W = 84, 112  # multiples of 14, small for speed
@@ -270,3 +271,17 @@ def test_gpu_render_matches_cpu(scenes):
     agree = (gpu.depth.cpu() - cpu.depth).abs() <= 1e-4 * cpu.depth.clamp_min(1)
     assert agree.float().mean() > 0.999
     assert (gpu.rgb.cpu() - cpu.rgb).abs().mean() < 1e-3
+
+
+def test_packed_copy_gives_every_table_bit_for_bit():
+    """A scene goes to a GPU in one packed copy (``packed_to``); unpacked, every table must come back with its
+    dtype, shape and bits: a street scene's fifteen tables, and empty, bool and non-contiguous tensors."""
+    scene = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=3, length=20, height=28,
+                                       width=56)).scene
+    tables = [getattr(t, f.name) for t in (scene.shapes, scene.planes, scene.materials) for f in fields(t)]
+    odd = [torch.zeros(0, 3), torch.tensor([True, False, True]), torch.arange(5),
+           torch.randn(2, 3, 3).transpose(1, 2), torch.zeros(0, dtype=torch.int64)]
+    for tensors in (tables, odd):
+        moved = packed_to(tensors, torch.device("cpu"))
+        assert all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, moved))
+
