@@ -26,7 +26,7 @@ from .camera import intrinsics
 from .clearance import clearance
 from .families import make_scene
 from .render import render_many
-from .scene import Scene
+from .scene import Scene, packed_to
 from .trajectories import trajectory
 
 __all__ = ["WorldConfig", "WorldSequence", "SyntheticWorld", "make_sequence", "render_worlds", "MIN_CLEARANCE"]
@@ -143,12 +143,18 @@ def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], devic
         if frames.numel() == 0 or int(frames.min()) < 0 or int(frames.max()) >= world.config.length:
             raise ValueError(f"frames must be indices in [0, {world.config.length}), got {frames.tolist()[:8]}...")
         wanted.append(frames)
-    poses = [world.poses[frames].to(device) for (world, _), frames in zip(requests, wanted)]
-    ks = [world.intrinsics.to(device).expand(len(frames), 3, 3).clone() for (world, _), frames in zip(requests, wanted)]
+    # Each request's poses, intrinsics and frame indices, all of them moved in one copy to a GPU.
+    host = [t for (world, _), frames in zip(requests, wanted) for t in (world.poses[frames], world.intrinsics, frames)]
+    if device.type == "cuda" and all(t.device.type == "cpu" for t in host):
+        moved = packed_to(host, device, pinned=True)
+    else:
+        moved = [t.to(device) for t in host]
+    poses, indices = moved[0::3], moved[2::3]
+    ks = [k.expand(len(frames), 3, 3).clone() for k, frames in zip(moved[1::3], wanted)]
     outs = render_many([world.scene_on(device) for world, _ in requests], poses, ks, height, width, device,
                        frames_per_batch, compiled=compiled)
-    return [WorldSequence(images=out.rgb, depth=out.depth, valid=out.valid, intrinsics=k, poses=pose,
-                          frames=frames.to(device)) for out, k, pose, frames in zip(outs, ks, poses, wanted)]
+    return [WorldSequence(images=out.rgb, depth=out.depth, valid=out.valid, intrinsics=k, poses=pose, frames=index)
+            for out, k, pose, index in zip(outs, ks, poses, indices)]
 
 
 def make_sequence(family: str = "indoor", seed: int = 0, length: int = 32, trajectory: str = "walk", start: int = 0,
