@@ -33,7 +33,7 @@ import torch
 from ...model.compiled import compiled
 from .camera import camera_rays
 from .intersect import intersect_planes, intersect_shapes, shape_surface
-from .scene import Kind, Materials, Planes, Scene, Shapes
+from .scene import Kind, Materials, Planes, Scene, Shapes, moved_to
 from .textures import albedo, fbm, noise_table
 
 __all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "FrameLight", "RenderOutput", "SceneStack", "cast", "render",
@@ -113,15 +113,18 @@ class SceneStack:
         rows = torch.full((len(scenes), max(plane_counts, default=0)), -1, dtype=torch.int64)
         for j, (first, q) in enumerate(zip(_starts(plane_counts), plane_counts)):
             rows[j, :q] = torch.arange(first, first + q)
-        scene_of = torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts))).to(device)
         values = {name: [getattr(s.lighting, name) for s in scenes] for name in _LIGHT}
         values["fog_start"] = [s.lighting.fog_start * s.far for s in scenes]
         values["far"] = [s.far for s in scenes]
-        light = FrameLight(**{k: torch.tensor(v, dtype=torch.float32).to(device)[scene_of] for k, v in values.items()})
+        # The tables made here on the host go to the device in one copy.
+        scene_of, rows, shape_start, *light_values = moved_to(
+            [torch.repeat_interleave(torch.arange(len(scenes)), torch.as_tensor(list(counts))), rows,
+             torch.tensor(_starts(shape_counts), dtype=torch.int64),
+             *(torch.tensor(v, dtype=torch.float32) for v in values.values())], device)
+        light = FrameLight(**{k: v[scene_of] for k, v in zip(values, light_values)})
         pad = torch.nn.utils.rnn.pad_sequence
-        return cls(cat([s.shapes for s in scenes], Shapes),
-                   torch.tensor(_starts(shape_counts), dtype=torch.int64, device=device),
-                   cat([s.planes for s in scenes], Planes), rows.to(device)[scene_of], materials, scene_of, light,
+        return cls(cat([s.shapes for s in scenes], Shapes), shape_start,
+                   cat([s.planes for s in scenes], Planes), rows[scene_of], materials, scene_of, light,
                    pad([s.shapes.centre for s in scenes], batch_first=True),
                    pad([s.shapes.radius for s in scenes], batch_first=True),
                    pad([torch.ones(n, dtype=torch.bool, device=device) for n in shape_counts], batch_first=True))

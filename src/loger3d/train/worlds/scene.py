@@ -24,7 +24,8 @@ import torch
 from .nav import NavGraph, Orbit
 
 __all__ = ["Ground", "Kind", "Lighting", "Material", "Materials", "Part", "Pattern", "Planes", "Scene", "SceneBuilder",
-           "Shapes", "box", "cylinder", "ellipsoid", "packed_to", "yaw_matrix"]
+           "Shapes", "box", "cylinder", "ellipsoid", "moved_to", "packed_to",
+           "yaw_matrix"]
 
 
 class Kind(IntEnum):
@@ -171,12 +172,7 @@ class Scene:
     def to(self, device: torch.device | str) -> Scene:
         """The same scene with every tensor on ``device``; from the host to a GPU in one copy (``packed_to``)."""
         tables = (self.shapes, self.planes, self.materials)
-        tensors = [getattr(t, f.name) for t in tables for f in fields(t)]
-        device = torch.device(device)
-        if device.type == "cuda" and all(t.device.type == "cpu" for t in tensors):
-            moved = iter(packed_to(tensors, device, pinned=True))
-        else:
-            moved = iter([t.to(device) for t in tensors])
+        moved = iter(moved_to([getattr(t, f.name) for t in tables for f in fields(t)], torch.device(device)))
         shapes, planes, materials = (replace(t, **{f.name: next(moved) for f in fields(t)}) for t in tables)
         return replace(self, shapes=shapes, planes=planes, materials=materials)
 
@@ -185,21 +181,29 @@ class Scene:
         return self.shapes.centre.device
 
 
-def packed_to(tensors: list[torch.Tensor], device: torch.device, pinned: bool = False) -> list[torch.Tensor]:
-    """``tensors`` on ``device``, copied byte for byte in one transfer: packed into one host buffer (page-locked
-    when ``pinned``, so the copy need not wait), copied, then viewed back as each tensor. Moved one by one,
-    a scene's fifteen tables made the data loader wait for its CUDA stream fifteen times a world
-    (``benchmarks/sync_audit.py``). The results are views of one buffer on ``device``."""
+def moved_to(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """``tensors`` on ``device``: host tensors bound for a GPU in one packed copy (``packed_to``), others one by
+    one."""
+    if device.type == "cuda" and all(t.device.type == "cpu" for t in tensors):
+        return packed_to(tensors, device)
+    return [t.to(device) for t in tensors]
+
+
+def packed_to(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """``tensors`` on ``device``, copied byte for byte in one transfer: packed into one host buffer, copied, then
+    viewed back as each tensor. Each copy from the host waits for the stream it is queued on; moved one by one,
+    a scene's fifteen tables made the data loader wait fifteen times a world (``benchmarks/sync_audit.py``), now
+    once. The copy is complete when this returns, so any stream may read the results: views of one buffer."""
     align = 16  # every piece starts where any dtype may view it
     offsets, total = [], 0
     for t in tensors:
         offsets.append(total)
         total += -(-t.numel() * t.element_size() // align) * align
-    buffer = torch.empty(total, dtype=torch.uint8, pin_memory=pinned)
+    buffer = torch.empty(total, dtype=torch.uint8)
     for t, start in zip(tensors, offsets):
         raw = t.contiguous().view(-1).view(torch.uint8)
         buffer[start:start + raw.numel()] = raw
-    moved = buffer.to(device, non_blocking=pinned)
+    moved = buffer.to(device)
     return [moved[start:start + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
             for t, start in zip(tensors, offsets)]
 

@@ -26,7 +26,7 @@ from .camera import intrinsics
 from .clearance import clearance
 from .families import make_scene
 from .render import render_many
-from .scene import Scene, packed_to
+from .scene import Scene, moved_to
 from .trajectories import trajectory
 
 __all__ = ["WorldConfig", "WorldSequence", "SyntheticWorld", "make_sequence", "render_worlds", "MIN_CLEARANCE"]
@@ -145,10 +145,7 @@ def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], devic
         wanted.append(frames)
     # Each request's poses, intrinsics and frame indices, all of them moved in one copy to a GPU.
     host = [t for (world, _), frames in zip(requests, wanted) for t in (world.poses[frames], world.intrinsics, frames)]
-    if device.type == "cuda" and all(t.device.type == "cpu" for t in host):
-        moved = packed_to(host, device, pinned=True)
-    else:
-        moved = [t.to(device) for t in host]
+    moved = moved_to(host, device)
     poses, indices = moved[0::3], moved[2::3]
     ks = [k.expand(len(frames), 3, 3).clone() for k, frames in zip(moved[1::3], wanted)]
     outs = render_many([world.scene_on(device) for world, _ in requests], poses, ks, height, width, device,
