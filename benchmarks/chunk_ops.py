@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import loger3d
 from loger3d.train.clip import Clip, stack_clips
 from loger3d.train.config import load_train_config
 from loger3d.train.curriculum import window_for_chunks
@@ -31,7 +30,9 @@ from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.trainer import build_training_model
 from loger3d.train.worlds import SyntheticWorld, WorldConfig
 
-PACKAGE = os.path.dirname(loger3d.__file__)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sync_audit import where  # noqa: E402  (the innermost loger3d frame of a stack; benchmarks is no package)
+
 # Ops that make no kernel of their own: views, metadata and allocations.
 NO_KERNEL = {"view", "as_strided", "_unsafe_view", "_reshape_alias", "expand", "permute", "transpose", "t",
              "unsqueeze", "squeeze", "slice", "select", "split", "split_with_sizes", "unbind", "chunk", "narrow",
@@ -52,10 +53,7 @@ class OpCounter(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if name not in NO_KERNEL:
             self.by_op[name] += 1
-            ours = [f for f in traceback.extract_stack() if f.filename.startswith(PACKAGE)]
-            site = f"{os.path.relpath(ours[-1].filename, PACKAGE)}:{ours[-1].lineno} {ours[-1].name}" if ours \
-                else "(autograd engine)"
-            self.by_site[site] += 1
+            self.by_site[where(traceback.extract_stack())[0]] += 1
         return func(*args, **(kwargs or {}))
 
 

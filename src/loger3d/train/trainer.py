@@ -312,8 +312,7 @@ class Trainer:
                          rot_weight=applied.pose_weight * applied.rot_weight)
         return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
                 "window": window, **sums, "grad_norm": grad_norm.detach(), "lr": cfg.optim.lr * factor,
-                "step_time": elapsed, "data_time": data_time,
-                "frames_per_s": cfg.train.batch_size * stage.frames / elapsed, **extra}
+                "step_time": elapsed, "data_time": data_time, **extra}
 
     def _should_stop(self, started: float) -> bool:
         limit = self.config.train.max_minutes

@@ -24,8 +24,7 @@ import torch
 from .nav import NavGraph, Orbit
 
 __all__ = ["Ground", "Kind", "Lighting", "Material", "Materials", "Part", "Pattern", "Planes", "Scene", "SceneBuilder",
-           "Shapes", "box", "cylinder", "ellipsoid", "moved_to", "packed_to",
-           "yaw_matrix"]
+           "Shapes", "box", "cylinder", "ellipsoid", "moved_to", "packed_to", "yaw_matrix"]
 
 
 class Kind(IntEnum):
