@@ -1,9 +1,9 @@
 """Training throughput end to end: frames per second of ``loger3d train`` itself, data included.
 
 Runs ``python -m loger3d train CONFIG`` for ``--minutes`` in a scratch folder with ``--set`` overrides (and
-``train.log_every=1``), then reads its ``metrics.jsonl``: the median of the steps' ``frames_per_s`` after the
-first ``--skip`` steps (compiling, first worlds), the share of the step spent waiting for data, the peak GPU
-memory. The subprocess imports whatever ``loger3d`` the environment gives, so the same script times an older
+``train.log_every=1``), then reads its ``metrics.jsonl``: the median and mean of the steps' ``frames_per_s``
+after the first ``--skip`` steps (compiling, first worlds), the share of the time spent waiting for data, the
+peak GPU memory. The subprocess imports whatever ``loger3d`` the environment gives, so the same script times an older
 checkout (``PYTHONPATH=old/src``) and this one in one lease. Each run appends one row to ``--out``;
 ``--summarise METRICS`` makes the row of a kept ``metrics.jsonl`` instead of training.
 
@@ -47,18 +47,22 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def summarise(args: argparse.Namespace, records: list[dict], wall: float | None) -> dict:
-    """The row of a run from its metrics records (``step_time``, ``data_time``, ``frames_per_s`` per step)."""
+    """The row of a run from its metrics records, one per step (``log_every=1``): ``frames_per_s`` and
+    ``interval_s`` (the rate and the time since the previous record: the GPU's time included, because the
+    trainer waits for it when it logs) and ``data_time`` (the host's wait for the loader)."""
     steady = records[args.skip:]
     if not steady:
         sys.exit(f"only {len(records)} steps ran; lower --skip or raise --minutes")
-    step_s = sum(r["step_time"] for r in steady)
+    if any("interval_s" not in r for r in records):
+        sys.exit("these metrics have no interval_s (written before 2026-12-02); the figures would be the host's")
+    seconds = sum(r["interval_s"] for r in steady)
     return {
         "label": args.label, "config": args.config, "overrides": args.set, "minutes": args.minutes,
         "steps": len(records), "skipped": args.skip, "wall_s": wall,
         "frames_per_s_median": statistics.median(r["frames_per_s"] for r in steady),
-        "frames_per_s_mean": sum(r["frames_per_s"] * r["step_time"] for r in steady) / step_s,
-        "data_wait_share": sum(r["data_time"] for r in steady) / step_s,
-        "first_steps_s": sum(r["step_time"] for r in records[:args.skip]),
+        "frames_per_s_mean": sum(r["frames_per_s"] * r["interval_s"] for r in steady) / seconds,
+        "data_wait_share": sum(r["data_time"] for r in steady) / seconds,
+        "first_steps_s": sum(r["interval_s"] for r in records[:args.skip]),
         "gpu_peak_gib": max((r.get("gpu_peak_gib", 0.0) for r in records), default=0.0),
         "last_loss": records[-1]["total"],
     }

@@ -275,13 +275,16 @@ def test_gpu_render_matches_cpu(scenes):
 
 def test_packed_copy_gives_every_table_bit_for_bit():
     """A scene goes to a GPU in one packed copy (``packed_to``); unpacked, every table must come back with its
-    dtype, shape and bits: a street scene's fifteen tables, and empty, bool and non-contiguous tensors."""
-    scene = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=3, length=20, height=28,
-                                       width=56)).scene
-    tables = [getattr(t, f.name) for t in (scene.shapes, scene.planes, scene.materials) for f in fields(t)]
-    odd = [torch.zeros(0, 3), torch.tensor([True, False, True]), torch.arange(5),
-           torch.randn(2, 3, 3).transpose(1, 2), torch.zeros(0, dtype=torch.int64)]
-    for tensors in (tables, odd):
+    dtype, shape and bits: street and indoor scenes' tables, and empty (of stride 0 too), bool and non-contiguous
+    tensors."""
+    odd = [torch.zeros(0, 3), torch.tensor([True, False, True]), torch.arange(5), torch.zeros(1).expand(0),
+           torch.randn(2, 3, 3).transpose(1, 2), torch.zeros(0, dtype=torch.int64), torch.ones(1).expand(4)]
+    cases = [odd]
+    for family in ("street", "indoor"):  # an indoor scene has no planes: empty tables of stride 0
+        scene = SyntheticWorld(WorldConfig(family=family, trajectory="drive", seed=3, length=20, height=28,
+                                           width=56)).scene
+        cases.append([getattr(t, f.name) for t in (scene.shapes, scene.planes, scene.materials) for f in fields(t)])
+    for tensors in cases:
         moved = packed_to(tensors, torch.device("cpu"))
         assert all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, moved))
 

@@ -52,13 +52,15 @@ def lr_factor(step: int, total_steps: int, cfg: OptimSection) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimSection, fused: bool | None = None) -> torch.optim.AdamW:
-    """AdamW over ``parameter_groups``. ``fused`` (default: when the parameters are on a GPU) updates every
+    """AdamW over ``parameter_groups``. ``fused`` (default: when the model trains on a GPU) updates every
     parameter in one kernel instead of a few per tensor: the tiny model's step spent 17-27 ms in AdamW on an
-    H200 (benchmarks/results/train_throughput). On the CPU the per-tensor update stays, as before."""
+    H200 (benchmarks/results/train_throughput). On the CPU the per-tensor update stays, as before. A GPU model
+    may keep a few parameters on the host (the fast path parks the TTT layers' unused ``to_qkv_stack``); they
+    get no gradients, so the fused update never touches them."""
     groups = parameter_groups(model, cfg)
     if not groups:
         raise ConfigError("every parameter is frozen (all learning rates are 0); nothing to train")
     if fused is None:
-        fused = all(p.is_cuda for g in groups for p in g["params"])
+        fused = any(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                              fused=fused or None)

@@ -348,7 +348,8 @@ class Trainer:
                     last = read_stats(last)  # the loop's only wait for the GPU, once per logged step
                     # A step's own time is the host's: the GPU may still run it. Between two waits it is not.
                     now = time.perf_counter()
-                    last["frames_per_s"], since, frames = frames / (now - since), now, 0
+                    last["interval_s"], last["frames_per_s"] = now - since, frames / (now - since)
+                    since, frames = now, 0
                     self.log.log(last)
                     bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
                 if self.step % cfg.checkpoint_every == 0:

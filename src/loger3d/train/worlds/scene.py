@@ -200,8 +200,8 @@ def packed_to(tensors: list[torch.Tensor], device: torch.device) -> list[torch.T
         total += -(-t.numel() * t.element_size() // align) * align
     buffer = torch.empty(total, dtype=torch.uint8)
     for t, start in zip(tensors, offsets):
-        raw = t.contiguous().view(-1).view(torch.uint8)
-        buffer[start:start + raw.numel()] = raw
+        if t.numel():  # an empty table may have stride 0, which no byte view accepts: nothing to copy anyway
+            buffer[start:start + t.numel() * t.element_size()].view(t.dtype).copy_(t.reshape(-1))
     moved = buffer.to(device)
     return [moved[start:start + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
             for t, start in zip(tensors, offsets)]
