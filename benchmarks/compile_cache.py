@@ -5,7 +5,7 @@ first stage-1 step of ``loger3d train``, 112 s at stage 2 (``results/train_rot3_
 loads CACHE (PyTorch's portable cache artifacts: the compiled graphs and kernels) before the target starts,
 and after it ends, however it ends, writes the artifacts of this process back to CACHE, atomically. The file
 is small enough to carry to the next lease (5.4 MB for the tiny model's compiled training step on a CPU).
-On the CPU it took the first compiled step from 163–164 s to 109–118 s (two tries); Dynamo still traces
+On the CPU it took the first compiled step from 163–164 s to 109–118 s (``results/compile_cache``); Dynamo still traces
 every graph.
 
 A cache holds generated code that runs when it is used: load only a file you made yourself. This is a

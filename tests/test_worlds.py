@@ -287,4 +287,3 @@ def test_packed_copy_gives_every_table_bit_for_bit():
     for tensors in cases:
         moved = packed_to(tensors, torch.device("cpu"))
         assert all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, moved))
-
