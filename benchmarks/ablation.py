@@ -34,13 +34,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from heldout_worlds import ate, held_out_sequence, rotation_drift, straight_line, test_worlds
 
-from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors
 from loger3d.model.loger import LoGeR
 from loger3d.train.config import config_from_dict, load_train_config
-from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, TRAJECTORIES
+from loger3d.train.log import read_metrics
 from loger3d.train.trainer import Trainer, model_config
-from loger3d.train.worlds import FAMILIES, SyntheticWorld, WorldConfig
 from loger3d.weights import read_state_dict
 
 VARIANTS = {
@@ -49,7 +48,6 @@ VARIANTS = {
     "swa_only": {"ttt_insert_after": []},
     "no_memory": {"ttt_insert_after": [], "swa_insert_after": []},
 }
-FIRST_WORLD_SEED = HELD_OUT_SEED_OFFSET + 600
 
 
 def run_config(args: argparse.Namespace, variant: str, seed: int) -> dict:
@@ -125,26 +123,15 @@ def load_run(folder: str, device: str) -> tuple[LoGeR, dict]:
     return model.to(device).eval(), meta
 
 
-def ate(est: np.ndarray, gt: np.ndarray) -> float:
-    aligned, _ = align_trajectory(gt, est, "sim3")
-    return float(np.sqrt((ate_errors(gt, aligned) ** 2).mean()))
-
-
-def test_worlds(count: int, first_seed: int = FIRST_WORLD_SEED) -> list[tuple[str, str, int]]:
-    """``count`` held-out worlds: every family × trajectory in turn, then again with the next seeds."""
-    kinds = [(f, t) for t in TRAJECTORIES for f in sorted(FAMILIES)]
-    return [(*kinds[i % len(kinds)], first_seed + i) for i in range(count)]
-
-
-def held_out_sequence(family: str, kind: str, seed: int, frames: int, height: int, width: int,
-                      device: str) -> tuple[torch.Tensor, np.ndarray, float]:
-    """A held-out world's images ``[1, N, 3, H, W]`` on ``device``, its GT poses ``[N, 4, 4]`` (float64) and its
-    path length in metres."""
-    world = SyntheticWorld(WorldConfig(family=family, trajectory=kind, seed=seed, length=frames, height=height,
-                                       width=width))
-    seq = world.sample(0, frames, device=device)
-    gt = seq.poses.double().cpu().numpy()
-    return seq.images, gt, float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+def training_summary(folder: str) -> dict:
+    """What a run's ``metrics.jsonl`` says about its training: steps, wall time between logged steps, the
+    trainer's median frames/s (data included) and the last logged loss."""
+    records = read_metrics(os.path.join(folder, "metrics.jsonl"))
+    if not records:
+        return {}
+    return {"steps": records[-1]["step"], "minutes": sum(r.get("interval_s", 0.0) for r in records) / 60,
+            "median_frames_per_s": float(np.median([r["frames_per_s"] for r in records])),
+            "last_total_loss": records[-1]["total"]}
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -154,27 +141,36 @@ def evaluate(args: argparse.Namespace) -> None:
         sys.exit(f"no finished runs in {args.out}; run train first")
     models = [load_run(os.path.join(args.out, d), device) for d in runs]
     data = load_train_config(args.config, args.set).data
-    rows = []
+    protocol = {"frames": args.frames, "worlds": args.worlds, "window": args.window, "overlap": args.overlap,
+                "size": f"{data.width}x{data.height}"}
+    rows, lines, merged = [], [], {"runs": [], "train": {}, "training": {}}
     for frames in args.frames:
         for family, kind, seed in test_worlds(args.worlds):
             images, gt, path = held_out_sequence(family, kind, seed, frames, data.height, data.width, device)
+            lines.append({"frames": frames, "world": f"{family}-{kind}", "world_seed": seed,
+                          "ate_pct_path": 100 * ate(straight_line(gt), gt) / path})
             for model, meta in models:
                 for align in ["se3"] if meta["variant"] == "no_memory" else ["none", "se3"]:
                     started = time.perf_counter()
                     with torch.no_grad():
                         pred = model(images, window_size=args.window, overlap_size=args.overlap, align=align)
-                    value = ate(pred.camera_poses[0].double().cpu().numpy(), gt)
+                    est = pred.camera_poses[0].double().cpu().numpy()
+                    value = ate(est, gt)
                     rows.append({"frames": frames, "world": f"{family}-{kind}", "world_seed": seed,
                                  "variant": meta["variant"], "train_seed": meta["seed"], "align": align,
                                  "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
-                                 "seconds": time.perf_counter() - started})
+                                 **rotation_drift(est, gt), "seconds": time.perf_counter() - started})
                     print(json.dumps(rows[-1]), flush=True)
+    if args.merge:
+        merged = merged_runs(args.merge, protocol, runs)
+        rows += merged["rows"]
     report = {
         "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "command": " ".join(sys.argv), "frames": args.frames, "window": args.window,
-        "overlap": args.overlap, "size": f"{data.width}x{data.height}", "runs": runs,
-        "train": {d: m["config"] for d, (_, m) in zip(runs, models)}, "rows": rows, "summary": summarise(rows),
+        "torch": torch.__version__, "command": " ".join(sys.argv), **protocol, "runs": runs + merged["runs"],
+        "train": {**{d: m["config"] for d, (_, m) in zip(runs, models)}, **merged["train"]},
+        "training": {**{d: training_summary(os.path.join(args.out, d)) for d in runs}, **merged["training"]},
+        "straight_line": lines, "rows": rows, "summary": summarise(rows, lines),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
@@ -184,11 +180,26 @@ def evaluate(args: argparse.Namespace) -> None:
               f"{value['seeds']} seeds × {value['worlds']} worlds)")
 
 
-def summarise(rows: list[dict]) -> dict[str, dict]:
+def merged_runs(path: str, protocol: dict, runs: list[str]) -> dict:
+    """The rows, configs and training summaries of the runs an earlier ``eval`` scored (``--merge``), for
+    an ablation whose seeds trained in separate sittings. Its protocol must be this one's, and a run scored
+    now replaces its earlier rows."""
+    earlier = json.load(open(path))
+    differs = [k for k, v in protocol.items() if earlier.get(k) != v]
+    if differs:
+        sys.exit(f"--merge {path}: scored with other {', '.join(differs)}; evaluate with the same settings")
+    kept = [r for r in earlier["runs"] if r not in runs]
+    return {"runs": kept, "train": {r: earlier["train"][r] for r in kept},
+            "training": {r: earlier.get("training", {}).get(r, {}) for r in kept},
+            "rows": [row for row in earlier["rows"] if f"{row['variant']}-seed{row['train_seed']}" in kept]}
+
+
+def summarise(rows: list[dict], lines: list[dict]) -> dict[str, dict]:
     """Per variant, chaining and sequence length (``variant/align/frames``): the mean over worlds for each
-    training seed, then over seeds, and the spread."""
+    training seed, then over seeds, and the spread; then ``straight_line/-/frames``, the camera that takes
+    nothing from the images (``heldout_worlds.straight_line``) on the same worlds, as one "seed"."""
     per_seed: dict[str, dict[int, list[float]]] = {}
-    for row in rows:
+    for row in rows + [{**line, "variant": "straight_line", "align": "-", "train_seed": -1} for line in lines]:
         key = f"{row['variant']}/{row['align']}/{row['frames']}"
         per_seed.setdefault(key, {}).setdefault(row["train_seed"], []).append(row["ate_pct_path"])
     summary = {}
@@ -238,6 +249,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/results/ablation/ablation_scratch.json")
+    parser.add_argument("--merge", metavar="JSON",
+                        help="eval: keep the runs an earlier eval scored with the same settings (seeds trained in "
+                             "separate sittings); a run scored now replaces its earlier rows")
     parser.add_argument("--plot", default="docs/ablation.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
     {"train": train, "eval": evaluate, "plot": plot}[args.stage](args)

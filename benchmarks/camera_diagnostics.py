@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ablation import test_worlds  # noqa: E402  (the benchmarks folder is not a package)
+from heldout_worlds import test_worlds  # noqa: E402  (the benchmarks folder is not a package)
 
 from loger3d import load_model  # noqa: E402
 from loger3d.train.losses import rotation_angle, rotation_magnitude  # noqa: E402

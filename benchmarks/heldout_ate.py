@@ -1,6 +1,6 @@
 """Held-out accuracy of one model: Sim(3)-aligned ATE, as a share of the path, on long synthetic worlds.
 
-World ``i`` is family × trajectory in turn (``benchmarks/ablation.py``'s ``test_worlds``) with seed
+World ``i`` is family × trajectory in turn (``benchmarks/heldout_worlds.py``'s ``test_worlds``) with seed
 ``HELD_OUT_SEED_OFFSET + --first + i``; no training source draws seeds that high. The ablation scores from
 ``--first 600``; pick another range to validate a training config without tuning on the ablation's worlds
 (the range 700-708 validated the runs of benchmarks/results/train_batch64_2026-12-01). Inference in fp32, with
@@ -28,37 +28,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ablation import ate, held_out_sequence, test_worlds  # noqa: E402  (the benchmarks folder is not a package)
+from heldout_worlds import ate, held_out_sequence, rotation_drift, straight_line, test_worlds  # noqa: E402
 
 from loger3d import load_model  # noqa: E402
-from loger3d.eval.trajectory_metrics import rotation_angle, rpe_errors  # noqa: E402
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402
-
-
-def total_turn(poses: np.ndarray) -> float:
-    """Degrees turned frame to frame, summed, along camera-to-world poses ``[N, 4, 4]``."""
-    steps = np.transpose(poses[:-1, :3, :3], (0, 2, 1)) @ poses[1:, :3, :3]
-    return float(np.degrees(rotation_angle(steps)).sum())
-
-
-def rotation_drift(est: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Where rotation errors stand: mean RPE rotation (degrees) over 8 and 64 frames, and the predicted
-    share of the truth's total turning (0: a model that never turns)."""
-    return {"rpe_rot_deg_8": float(np.mean(rpe_errors(gt, est, 8, "f")[1])),
-            "rpe_rot_deg_64": float(np.mean(rpe_errors(gt, est, 64, "f")[1])),
-            "turn_ratio": total_turn(est) / max(total_turn(gt), 1e-9)}
-
-
-def straight_line(gt: np.ndarray) -> np.ndarray:
-    """The baseline every row is compared with: a camera that never turns and moves along its optical axis at
-    the truth's mean speed, ``[N, 4, 4]``. A sideways wiggle of a thousandth of a step keeps Umeyama from
-    refusing collinear positions (every rotation about a line scores the same)."""
-    n = len(gt)
-    speed = np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).mean()
-    poses = np.tile(np.eye(4), (n, 1, 1))
-    poses[:, 2, 3] = np.arange(n) * speed
-    poses[:, 0, 3] = 1e-3 * speed * np.sin(np.arange(n))
-    return poses
 
 
 def main() -> None:

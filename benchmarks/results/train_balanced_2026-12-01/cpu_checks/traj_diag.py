@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, "benchmarks")
-from ablation import ate, held_out_sequence, test_worlds  # noqa: E402
-from heldout_ate import total_turn  # noqa: E402
+from heldout_worlds import ate, held_out_sequence, test_worlds, total_turn  # noqa: E402
 
 from loger3d import load_model  # noqa: E402
 from loger3d.eval.trajectory_metrics import rotation_angle, rpe_errors  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, "benchmarks")
-from ablation import held_out_sequence  # noqa: E402
+from heldout_worlds import held_out_sequence  # noqa: E402
 
 from loger3d import load_model  # noqa: E402
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET  # noqa: E402

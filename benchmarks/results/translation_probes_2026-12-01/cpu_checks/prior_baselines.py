@@ -17,8 +17,7 @@ repository root with PYTHONPATH=src:benchmarks:
 import json
 
 import numpy as np
-from ablation import ate, test_worlds
-from heldout_ate import straight_line
+from heldout_worlds import ate, straight_line, test_worlds
 
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET
 from loger3d.train.worlds.world import SyntheticWorld, WorldConfig
