@@ -16,6 +16,7 @@ spread (lowest, highest) over seeds.
     python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9 [--parallel 4]
     python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation_scratch.json
     python benchmarks/ablation.py plot --json benchmarks/results/ablation/ablation_scratch.json --plot docs/ablation.png
+    python benchmarks/ablation.py table --json benchmarks/results/ablation/ablation_scratch.json   (markdown)
 
 (The 40-step fine-tuning ablation of benchmarks/results/ablation/ablation.json came from this file's version at
 commit d4c2930.)
@@ -123,19 +124,25 @@ def load_run(folder: str, device: str) -> tuple[LoGeR, dict]:
     return model.to(device).eval(), meta
 
 
-def training_summary(folder: str) -> dict:
-    """What a run's ``metrics.jsonl`` says about its training: steps, wall time between logged steps, the
-    trainer's median frames/s (data included) and the last logged loss."""
-    records = read_metrics(os.path.join(folder, "metrics.jsonl"))
+def training_summary(metrics: str) -> dict:
+    """What a run's log (``metrics``: its ``metrics.jsonl``) says about its training: steps, wall time between
+    logged steps, the trainer's median frames/s (data included), the last logged loss and, over the last stage,
+    whether the camera was learnt: the pose terms against a prediction of no motion (``rot / rot_identity``,
+    ``trans / trans_zero``; 1 means not learnt)."""
+    records = read_metrics(metrics)
     if not records:
         return {}
+    last_stage = [r for r in records if r["stage"] == records[-1]["stage"]]
     return {"steps": records[-1]["step"], "minutes": sum(r.get("interval_s", 0.0) for r in records) / 60,
             "median_frames_per_s": float(np.median([r["frames_per_s"] for r in records])),
-            "last_total_loss": records[-1]["total"]}
+            "last_total_loss": records[-1]["total"],
+            "last_stage_rot_over_identity": float(np.mean([r["rot"] / r["rot_identity"] for r in last_stage])),
+            "last_stage_trans_over_zero": float(np.mean([r["trans"] / r["trans_zero"] for r in last_stage]))}
 
 
 def evaluate(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     runs = sorted(d for d in os.listdir(args.out) if os.path.exists(os.path.join(args.out, d, "model.safetensors")))
     if not runs:
         sys.exit(f"no finished runs in {args.out}; run train first")
@@ -159,17 +166,19 @@ def evaluate(args: argparse.Namespace) -> None:
                     rows.append({"frames": frames, "world": f"{family}-{kind}", "world_seed": seed,
                                  "variant": meta["variant"], "train_seed": meta["seed"], "align": align,
                                  "ate_m": value, "ate_pct_path": 100 * value / path, "path_m": path,
-                                 **rotation_drift(est, gt), "seconds": time.perf_counter() - started})
+                                 **rotation_drift(est, gt), "seconds": time.perf_counter() - started,
+                                 "device": device_name})
                     print(json.dumps(rows[-1]), flush=True)
     if args.merge:
         merged = merged_runs(args.merge, protocol, runs)
         rows += merged["rows"]
     report = {
         "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "command": " ".join(sys.argv), **protocol, "runs": runs + merged["runs"],
+        "device": device_name, "torch": torch.__version__, "command": " ".join(sys.argv), **protocol,
+        "runs": runs + merged["runs"],
         "train": {**{d: m["config"] for d, (_, m) in zip(runs, models)}, **merged["train"]},
-        "training": {**{d: training_summary(os.path.join(args.out, d)) for d in runs}, **merged["training"]},
+        "training": {**{d: training_summary(os.path.join(args.out, d, "metrics.jsonl")) for d in runs},
+                     **merged["training"]},
         "straight_line": lines, "rows": rows, "summary": summarise(rows, lines),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -191,7 +200,8 @@ def merged_runs(path: str, protocol: dict, runs: list[str]) -> dict:
     kept = [r for r in earlier["runs"] if r not in runs]
     return {"runs": kept, "train": {r: earlier["train"][r] for r in kept},
             "training": {r: earlier.get("training", {}).get(r, {}) for r in kept},
-            "rows": [row for row in earlier["rows"] if f"{row['variant']}-seed{row['train_seed']}" in kept]}
+            "rows": [{"device": earlier["device"], **row} for row in earlier["rows"]
+                     if f"{row['variant']}-seed{row['train_seed']}" in kept]}
 
 
 def summarise(rows: list[dict], lines: list[dict]) -> dict[str, dict]:
@@ -202,8 +212,10 @@ def summarise(rows: list[dict], lines: list[dict]) -> dict[str, dict]:
     for row in rows + [{**line, "variant": "straight_line", "align": "-", "train_seed": -1} for line in lines]:
         key = f"{row['variant']}/{row['align']}/{row['frames']}"
         per_seed.setdefault(key, {}).setdefault(row["train_seed"], []).append(row["ate_pct_path"])
+    order = [*VARIANTS, "straight_line"]
     summary = {}
-    for key, seeds in per_seed.items():
+    for key, seeds in sorted(per_seed.items(), key=lambda item: (int(item[0].split("/")[2]),
+                                                                   order.index(item[0].split("/")[0]), item[0])):
         means = [float(np.mean(v)) for v in seeds.values()]
         summary[key] = {"mean": float(np.mean(means)), "lowest": min(means), "highest": max(means),
                         "per_seed": dict(zip(map(str, seeds), means)), "seeds": len(means),
@@ -211,28 +223,68 @@ def summarise(rows: list[dict], lines: list[dict]) -> dict[str, dict]:
     return summary
 
 
+NAMES = {"hybrid": "hybrid", "ttt_only": "TTT only", "swa_only": "SWA only", "no_memory": "no memory",
+         "straight_line": "*a straight line (no model)*"}
+
+
 def plot(args: argparse.Namespace) -> None:
     """Bars of the mean ATE (% of path) per variant and chaining, with the lowest and highest seed as whiskers."""
     from matplotlib.figure import Figure
 
-    summary = json.load(open(args.json))["summary"]
+    report = json.load(open(args.json))
+    summary = summarise(report["rows"], report["straight_line"])
     keys = list(summary)
     means = np.array([summary[k]["mean"] for k in keys])
     spread = np.array([[summary[k]["mean"] - summary[k]["lowest"] for k in keys],
                        [summary[k]["highest"] - summary[k]["mean"] for k in keys]])
-    fig = Figure(figsize=(8, 4), layout="constrained")
+    fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=["C0" if "/none/" in k else "C1" for k in keys])
-    ax.set_xticks(range(len(keys)), [k.replace("/", "\n") for k in keys], fontsize=7)
+    colours = ["0.6" if k.startswith("straight_line") else "C0" if "/none/" in k else "C1" for k in keys]
+    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=colours)
+    for key, mean in zip(keys, means):
+        if key.startswith("straight_line"):
+            ax.axhline(mean, color="0.6", linestyle="--", linewidth=1)
+    labels = [f"{NAMES[k.split('/')[0]].strip('*').removesuffix(' (no model)')}\n{k.split('/')[1]}\n"
+              f"{k.split('/')[2]} frames" for k in keys]
+    ax.set_xticks(range(len(keys)), labels, fontsize=7)
     ax.set_ylabel("ATE RMSE, % of path length")
     ax.set_title("memory ablation from scratch (mean over held-out worlds; whiskers: lowest, highest seed)",
                  fontsize=9)
     fig.savefig(args.plot, dpi=100)
 
 
+def table(args: argparse.Namespace) -> None:
+    """Markdown tables of an ``eval`` JSON: per variant and chaining, each seed's mean over worlds and the mean
+    over seeds; then per world (the mean over seeds)."""
+    report = json.load(open(args.json))
+    rows = report["rows"]
+    summary = summarise(rows, report["straight_line"])
+    seeds = sorted({s for v in summary.values() for s in v["per_seed"] if s != "-1"}, key=int)
+    print("| variant | chaining | frames | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | spread |")
+    print("|---|---|---:|" + "---:|" * (len(seeds) + 2))
+    for key, value in summary.items():
+        variant, align, frames = key.split("/")
+        cells = [f"{value['per_seed'][s]:.2f} %" if s in value["per_seed"] else "–" for s in seeds]
+        spread = f"{value['highest'] - value['lowest']:.2f}" if value["seeds"] > 1 else "–"
+        print(f"| {NAMES[variant]} | {align} | {frames} | " + " | ".join(cells) + f" | **{value['mean']:.2f} %** | "
+              f"{spread} |")
+    worlds = list(dict.fromkeys(row["world"] for row in rows))
+    print("\n| variant | chaining | " + " | ".join(worlds) + " |")
+    print("|---|---|" + "---:|" * len(worlds))
+    lines = {line["world"]: line["ate_pct_path"] for line in report["straight_line"]}
+    for key in summary:
+        variant, align, frames = key.split("/")
+        if variant == "straight_line":
+            cells = [lines[w] for w in worlds]
+        else:
+            cells = [float(np.mean([r["ate_pct_path"] for r in rows if r["world"] == w and r["variant"] == variant
+                                    and r["align"] == align and str(r["frames"]) == frames])) for w in worlds]
+        print(f"| {NAMES[variant]} | {align} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("train", "eval", "plot"))
+    parser.add_argument("stage", choices=("train", "eval", "plot", "table"))
     parser.add_argument("--config", default="tiny_synthetic", help="base training config (YAML or shipped name)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override the base config (as loger3d train --set)")
@@ -254,7 +306,7 @@ def main() -> None:
                              "separate sittings); a run scored now replaces its earlier rows")
     parser.add_argument("--plot", default="docs/ablation.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
-    {"train": train, "eval": evaluate, "plot": plot}[args.stage](args)
+    {"train": train, "eval": evaluate, "plot": plot, "table": table}[args.stage](args)
 
 
 if __name__ == "__main__":
