@@ -1,4 +1,4 @@
-"""Memory ablation: hybrid (TTT + SWA), TTT only, SWA only and no memory (Pi3-Chunk with SE(3) chaining), each
+r"""Memory ablation: hybrid (TTT + SWA), TTT only, SWA only and no memory (Pi3-Chunk with SE(3) chaining), each
 trained from scratch with the same config and budget on several training seeds, scored on held-out long worlds.
 
 A run is the trainer on a base config (default: the shipped ``tiny_synthetic``'s, ``--set`` overrides it) with
@@ -6,17 +6,21 @@ the variant's memory layers removed (``model.options``) and seed ``k`` as both `
 Runs live in ``OUT/<variant>-seed<k>``. ``train`` continues unfinished runs and stops after ``--max-minutes``
 in all, so an ablation too long for one sitting proceeds in pieces (each run resumes exactly).
 
-``eval`` scores every finished run on ``--worlds`` held-out worlds (family × trajectory in turn, world seeds
-from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames`` frames each (several
-lengths: how far the memory holds a frame without resets), at the base config's image size: Sim(3)-aligned
-ATE RMSE as a share of the path, without chaining and with SE(3) chaining (no memory: with chaining only).
-The summary gives, per variant, chaining and length, the mean over worlds per seed, then the mean and the
-spread (lowest, highest) over seeds.
+``eval`` scores every finished run (of ``--variants`` and ``--seeds``) on ``--worlds`` held-out worlds (family ×
+trajectory in turn, world seeds from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames``
+frames each (several lengths: how far the memory holds a frame without resets), at the base config's image size:
+Sim(3)-aligned ATE RMSE as a share of the path, without chaining and with SE(3) chaining (no memory: with
+chaining only), beside a straight line at constant speed on the same worlds. The summary gives, per variant,
+chaining and length, the mean over worlds per seed, then the mean and the spread (lowest, highest) over seeds.
+``--merge`` adds the runs an earlier ``eval`` scored, for seeds trained in separate sittings.
 
-    python benchmarks/ablation.py train --seeds 0 1 --out runs/ablation --max-minutes 9 [--parallel 4]
-    python benchmarks/ablation.py eval --out runs/ablation --json benchmarks/results/ablation/ablation_scratch.json
-    python benchmarks/ablation.py plot --json benchmarks/results/ablation/ablation_scratch.json --plot docs/ablation.png
-    python benchmarks/ablation.py table --json benchmarks/results/ablation/ablation_scratch.json   (markdown)
+    python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
+        --out runs/ablation --max-minutes 9 --parallel 4
+    python benchmarks/ablation.py eval --config benchmarks/results/ablation_scratch/config.yaml --out runs/ablation \
+        --json benchmarks/results/ablation_scratch/ablation_scratch.json [--merge EARLIER.json]
+    python benchmarks/ablation.py plot --json benchmarks/results/ablation_scratch/ablation_scratch.json \
+        --plot docs/ablation_scratch.png
+    python benchmarks/ablation.py table --json benchmarks/results/ablation_scratch/ablation_scratch.json  (markdown)
 
 (The 40-step fine-tuning ablation of benchmarks/results/ablation/ablation.json came from this file's version at
 commit d4c2930.)
@@ -143,9 +147,12 @@ def training_summary(metrics: str) -> dict:
 def evaluate(args: argparse.Namespace) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     device_name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
-    runs = sorted(d for d in os.listdir(args.out) if os.path.exists(os.path.join(args.out, d, "model.safetensors")))
+    chosen = {f"{v}-seed{s}" for v in args.variants for s in args.seeds}
+    runs = sorted(d for d in os.listdir(args.out) if d in chosen
+                  and os.path.exists(os.path.join(args.out, d, "model.safetensors")))
     if not runs:
-        sys.exit(f"no finished runs in {args.out}; run train first")
+        sys.exit(f"no finished runs of {', '.join(args.variants)} with seeds {args.seeds} in {args.out}; "
+                 "run train first")
     models = [load_run(os.path.join(args.out, d), device) for d in runs]
     data = load_train_config(args.config, args.set).data
     protocol = {"frames": args.frames, "worlds": args.worlds, "window": args.window, "overlap": args.overlap,
@@ -300,11 +307,11 @@ def main() -> None:
                              "holds the frame")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=2)
-    parser.add_argument("--json", default="benchmarks/results/ablation/ablation_scratch.json")
+    parser.add_argument("--json", default="benchmarks/results/ablation_scratch/ablation_scratch.json")
     parser.add_argument("--merge", metavar="JSON",
                         help="eval: keep the runs an earlier eval scored with the same settings (seeds trained in "
                              "separate sittings); a run scored now replaces its earlier rows")
-    parser.add_argument("--plot", default="docs/ablation.png", help="where 'plot' writes the chart")
+    parser.add_argument("--plot", default="docs/ablation_scratch.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
     {"train": train, "eval": evaluate, "plot": plot, "table": table}[args.stage](args)
 
