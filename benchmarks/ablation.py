@@ -211,22 +211,30 @@ def merged_runs(path: str, protocol: dict, runs: list[str]) -> dict:
                      if f"{row['variant']}-seed{row['train_seed']}" in kept]}
 
 
+def with_line_rows(rows: list[dict], lines: list[dict]) -> list[dict]:
+    """``rows`` and, after them, the straight line's scores as rows of a variant ``straight_line`` (chaining
+    ``-``, seed -1), so that summaries and tables treat the baseline like any run."""
+    return rows + [{**line, "variant": "straight_line", "align": "-", "train_seed": -1} for line in lines]
+
+
 def summarise(rows: list[dict], lines: list[dict]) -> dict[str, dict]:
-    """Per variant, chaining and sequence length (``variant/align/frames``): the mean over worlds for each
-    training seed, then over seeds, and the spread; then ``straight_line/-/frames``, the camera that takes
-    nothing from the images (``heldout_worlds.straight_line``) on the same worlds, as one "seed"."""
-    per_seed: dict[str, dict[int, list[float]]] = {}
-    for row in rows + [{**line, "variant": "straight_line", "align": "-", "train_seed": -1} for line in lines]:
-        key = f"{row['variant']}/{row['align']}/{row['frames']}"
-        per_seed.setdefault(key, {}).setdefault(row["train_seed"], []).append(row["ate_pct_path"])
+    """Per variant, chaining and sequence length (``variant/align/frames``, by length, then in ``VARIANTS``'
+    order): the mean over worlds for each training seed, then over seeds, and the spread; then
+    ``straight_line/-/frames``, the camera that takes nothing from the images (``heldout_worlds.straight_line``)
+    on the same worlds, as one "seed"."""
+    per_seed: dict[tuple, dict[int, list[float]]] = {}
+    for row in with_line_rows(rows, lines):
+        group = per_seed.setdefault((row["variant"], row["align"], row["frames"]), {})
+        group.setdefault(row["train_seed"], []).append(row["ate_pct_path"])
     order = [*VARIANTS, "straight_line"]
     summary = {}
-    for key, seeds in sorted(per_seed.items(), key=lambda item: (int(item[0].split("/")[2]),
-                                                                   order.index(item[0].split("/")[0]), item[0])):
+    for (variant, align, frames), seeds in sorted(per_seed.items(),
+                                                  key=lambda item: (item[0][2], order.index(item[0][0]), item[0][1])):
         means = [float(np.mean(v)) for v in seeds.values()]
-        summary[key] = {"mean": float(np.mean(means)), "lowest": min(means), "highest": max(means),
-                        "per_seed": dict(zip(map(str, seeds), means)), "seeds": len(means),
-                        "worlds": len(next(iter(seeds.values())))}
+        summary[f"{variant}/{align}/{frames}"] = {
+            "mean": float(np.mean(means)), "lowest": min(means), "highest": max(means),
+            "per_seed": dict(zip(map(str, seeds), means)), "seeds": len(means),
+            "worlds": len(next(iter(seeds.values())))}
     return summary
 
 
@@ -278,15 +286,13 @@ def table(args: argparse.Namespace) -> None:
     worlds = list(dict.fromkeys(row["world"] for row in rows))
     print("\n| variant | chaining | " + " | ".join(worlds) + " |")
     print("|---|---|" + "---:|" * len(worlds))
-    lines = {line["world"]: line["ate_pct_path"] for line in report["straight_line"]}
+    scores: dict[tuple, list[float]] = {}
+    for row in with_line_rows(rows, report["straight_line"]):
+        key = f"{row['variant']}/{row['align']}/{row['frames']}"
+        scores.setdefault((key, row["world"]), []).append(row["ate_pct_path"])
     for key in summary:
-        variant, align, frames = key.split("/")
-        if variant == "straight_line":
-            cells = [lines[w] for w in worlds]
-        else:
-            cells = [float(np.mean([r["ate_pct_path"] for r in rows if r["world"] == w and r["variant"] == variant
-                                    and r["align"] == align and str(r["frames"]) == frames])) for w in worlds]
-        print(f"| {NAMES[variant]} | {align} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        variant, align, _ = key.split("/")
+        print(f"| {NAMES[variant]} | {align} | " + " | ".join(f"{np.mean(scores[key, w]):.2f}" for w in worlds) + " |")
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors, rotation_angle, rpe_errors
+from loger3d.eval.trajectory_metrics import align_trajectory, ate_errors, path_distances, rotation_angle, rpe_errors
 from loger3d.train.synthetic import HELD_OUT_SEED_OFFSET, TRAJECTORIES
 from loger3d.train.worlds import FAMILIES, SyntheticWorld, WorldConfig
 
@@ -38,7 +38,7 @@ def held_out_sequence(family: str, kind: str, seed: int, frames: int, height: in
                                        width=width))
     seq = world.sample(0, frames, device=device)
     gt = seq.poses.double().cpu().numpy()
-    return seq.images, gt, float(np.linalg.norm(np.diff(gt[:, :3, 3], axis=0), axis=1).sum())
+    return seq.images, gt, float(path_distances(gt)[-1])
 
 
 def total_turn(poses: np.ndarray) -> float:
