@@ -30,7 +30,7 @@ from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
 from loger3d.train.recurrent import RecurrentSettings, SequenceObjective, run_chunks
 from loger3d.train.synthetic import SyntheticSource
-from loger3d.train.trainer import Trainer, TrainingError, build_training_model
+from loger3d.train.trainer import Trainer, TrainingError, build_training_model, process_placement
 from loger3d.weights import card_for
 
 
@@ -380,6 +380,18 @@ def test_camera_learning_compares_the_final_stage_with_its_baselines():
 
 
 # --- several processes ----------------------------------------------------------------------------------------
+
+def test_processes_take_the_gpus_in_turn_and_share_one_through_gloo():
+    device = torch.device
+    assert process_placement("auto", 0, 1, 0) == (device("cpu"), "gloo")
+    assert process_placement("auto", 3, 4, 4) == (device("cuda", 3), "nccl")  # one process a GPU
+    assert process_placement("auto", 3, 4, 1) == (device("cuda", 0), "gloo")  # four share one GPU (NCCL refuses)
+    assert process_placement("auto", 5, 8, 2) == (device("cuda", 1), "gloo")  # four on each of two
+    assert process_placement("cuda:1", 0, 2, 2) == (device("cuda", 1), "gloo")  # a named GPU is shared by all
+    assert process_placement("cpu", 1, 2, 2) == (device("cpu"), "gloo")
+    with pytest.raises(TrainingError, match="no CUDA GPU"):
+        process_placement("cuda", 0, 1, 0)
+
 
 def _ddp_worker(rank: int, world: int, port: int, raw: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),

@@ -1,9 +1,10 @@
 """The training loop: curriculum, chunk-recurrent objective, AdamW, checkpoints, logs, DDP.
 
-One process per GPU under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment; NCCL on
-GPUs, gloo on CPUs), or a single process. A step draws ``train.batch_size`` sequences: global-batch slot ``s``
-of step ``t`` is the clip ``ClipMixture.sample(t, s)``, and process ``r`` of ``R`` computes the slots
-``(m·R + r)·micro_batch + i`` of micro-step ``m`` (``micro_batch`` is the stage's, or ``train.micro_batch``).
+Several processes under ``torchrun`` (``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment; NCCL with one
+process a GPU, gloo on CPUs or with several processes sharing a GPU: ``process_placement``), or one process.
+A step draws ``train.batch_size`` sequences: global-batch slot ``s`` of step ``t`` is the clip
+``ClipMixture.sample(t, s)``, and process ``r`` of ``R`` computes the slots ``(m·R + r)·micro_batch + i`` of
+micro-step ``m`` (``micro_batch`` is the stage's, or ``train.micro_batch``).
 The data is therefore a function of the step, so a run resumed from ``checkpoint.pt`` continues exactly (bit
 for bit on a CPU) and R processes see the clips one process would.
 
@@ -91,14 +92,34 @@ def build_training_model(config: TrainConfig) -> LoGeR:
     return model
 
 
-def _distributed() -> tuple[int, int, int]:
-    """``(world_size, rank, local_rank)`` from torchrun's environment, initialising the process group once."""
+def process_placement(requested: str, local_rank: int, local_world: int, gpus: int) -> tuple[torch.device, str]:
+    """The device of local process ``local_rank`` of ``local_world`` on a host with ``gpus`` GPUs, and the process
+    group's backend. ``requested`` is ``train.device``: ``auto`` takes the GPUs if there are any. Processes take
+    the GPUs in turn, so more processes than GPUs share them (with CUDA MPS their kernels run side by side, which
+    helps launch-bound steps); NCCL refuses two processes on one GPU, so a shared GPU reduces through gloo."""
+    if requested == "auto":
+        requested = "cuda" if gpus else "cpu"
+    device = torch.device(requested)
+    if device.type != "cuda":
+        return device, "gloo"
+    if not gpus:
+        raise TrainingError(f"train.device is {requested} but no CUDA GPU is visible; use train.device=cpu")
+    if device.index is None:
+        return torch.device("cuda", local_rank % gpus), "gloo" if local_world > gpus else "nccl"
+    return device, "gloo" if local_world > 1 else "nccl"
+
+
+def _distributed(requested: str) -> tuple[int, int, torch.device]:
+    """``(world_size, rank, device)`` from torchrun's environment, initialising the process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1:
-        return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 1, 0, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device, backend = process_placement(requested, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                                        torch.cuda.device_count())
+    if world == 1:
+        return 1, 0, device
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_world_size(), dist.get_rank(), device
 
 
 def _comparable(config: dict) -> dict:
@@ -113,13 +134,9 @@ class Trainer:
                  progress: bool = True) -> None:
         self.config = config
         self.out = os.fspath(out)
-        self.world, self.rank, local_rank = _distributed()
-        self.main = self.rank == 0
         tcfg = config.train
-        if tcfg.device == "auto":
-            self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(tcfg.device)
+        self.world, self.rank, self.device = _distributed(tcfg.device)
+        self.main = self.rank == 0
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         precision = tcfg.precision
