@@ -7,16 +7,24 @@ peak GPU memory. The subprocess imports whatever ``loger3d`` the environment giv
 checkout (``PYTHONPATH=old/src``) and this one in one lease. Each run appends one row to ``--out``;
 ``--summarise METRICS`` makes the row of a kept ``metrics.jsonl`` instead of training.
 
+``--processes N`` trains through ``torchrun`` with N processes on this machine's GPUs (more processes than
+GPUs share them, ``trainer.process_placement``); ``--mps`` runs the CUDA MPS daemon for the run's length, so that
+processes sharing a GPU run their kernels side by side. The frames/s are the whole run's (every process).
+
     python benchmarks/train_end_to_end.py tiny_synthetic --label shipped --minutes 2 --out e2e.json
     python benchmarks/train_end_to_end.py tiny_synthetic --label mb64 --set train.batch_size=64 \\
         --set train.micro_batch=64 --set train.fast_path=true --minutes 5 --skip 40 --out e2e.json
+    python benchmarks/train_end_to_end.py tiny_synthetic --label "4 processes, MPS" --processes 4 --mps \
+        --minutes 3 --out e2e.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,16 +34,36 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+@contextlib.contextmanager
+def mps_daemon(folder: Path):
+    """The CUDA MPS control daemon, its pipes and logs in ``folder``, for the length of the block: yields the
+    environment that makes CUDA processes its clients."""
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        sys.exit("--mps: nvidia-cuda-mps-control is not on PATH; run without --mps or install the NVIDIA utilities")
+    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
+    for sub in ("pipe", "log"):
+        (folder / sub).mkdir(parents=True)
+    subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, check=True)
+    try:
+        yield env
+    finally:
+        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env=env)
+
+
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "run"
-        command = [sys.executable, "-m", "loger3d", "train", args.config, "-o", str(out), "--quiet",
+        launcher = [sys.executable, "-m", "loger3d"] if args.processes == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.processes}",
+            "-m", "loger3d"]
+        command = [*launcher, "train", args.config, "-o", str(out), "--quiet",
                    "--max-minutes", str(args.minutes), "--set", "train.log_every=1"]
         for assignment in args.set:
             command += ["--set", assignment]
-        started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        wall = time.perf_counter() - started
+        with mps_daemon(Path(scratch) / "mps") if args.mps else contextlib.nullcontext(None) as env:
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            wall = time.perf_counter() - started
         if args.stderr:
             Path(args.stderr).write_text(done.stderr)
         if done.returncode != 0:
@@ -58,6 +86,7 @@ def summarise(args: argparse.Namespace, records: list[dict], wall: float | None)
     seconds = sum(r["interval_s"] for r in steady)
     return {
         "label": args.label, "config": args.config, "overrides": args.set, "minutes": args.minutes,
+        "processes": args.processes, "mps": args.mps,
         "steps": len(records), "skipped": args.skip, "wall_s": wall,
         "frames_per_s_median": statistics.median(r["frames_per_s"] for r in steady),
         "frames_per_s_mean": sum(r["frames_per_s"] * r["interval_s"] for r in steady) / seconds,
@@ -78,6 +107,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="JSON file the row is appended to")
     parser.add_argument("--stderr", help="also keep the run's whole standard error here")
     parser.add_argument("--metrics", help="also keep the run's metrics.jsonl here")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="training processes (torchrun); more than the GPUs share them")
+    parser.add_argument("--mps", action="store_true", help="run the CUDA MPS daemon for the run (shared GPUs)")
     parser.add_argument("--summarise", metavar="METRICS", help="do not train: summarise this kept metrics.jsonl")
     args = parser.parse_args()
     if args.summarise:
