@@ -12,12 +12,15 @@ frames each (several lengths: how far the memory holds a frame without resets), 
 Sim(3)-aligned ATE RMSE as a share of the path, without chaining and with SE(3) chaining (no memory: with
 chaining only), beside a straight line at constant speed on the same worlds. The summary gives, per variant,
 chaining and length, the mean over worlds per seed, then the mean and the spread (lowest, highest) over seeds.
-``--merge`` adds the runs an earlier ``eval`` scored, for seeds trained in separate sittings.
+``join`` puts reports of ``eval`` together (seeds trained, or runs scored, in separate sittings or on
+separate machines), provided they were scored with the same protocol.
 
     python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
         --out runs/ablation --max-minutes 9 --parallel 4
     python benchmarks/ablation.py eval --config benchmarks/results/ablation_scratch/config.yaml --out runs/ablation \
-        --json benchmarks/results/ablation_scratch/ablation_scratch.json [--merge EARLIER.json]
+        --json runs/ablation/seed1.json
+    python benchmarks/ablation.py join benchmarks/results/ablation_scratch/ablation_scratch.json \
+        runs/ablation/seed1.json --json benchmarks/results/ablation_scratch/ablation_scratch.json
     python benchmarks/ablation.py plot --json benchmarks/results/ablation_scratch/ablation_scratch.json \
         --plot docs/ablation_scratch.png
     python benchmarks/ablation.py table --json benchmarks/results/ablation_scratch/ablation_scratch.json  (markdown)
@@ -157,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> None:
     data = load_train_config(args.config, args.set).data
     protocol = {"frames": args.frames, "worlds": args.worlds, "window": args.window, "overlap": args.overlap,
                 "size": f"{data.width}x{data.height}"}
-    rows, lines, merged = [], [], {"runs": [], "train": {}, "training": {}}
+    rows, lines = [], []
     for frames in args.frames:
         for family, kind, seed in test_worlds(args.worlds):
             images, gt, path = held_out_sequence(family, kind, seed, frames, data.height, data.width, device)
@@ -176,39 +179,66 @@ def evaluate(args: argparse.Namespace) -> None:
                                  **rotation_drift(est, gt), "seconds": time.perf_counter() - started,
                                  "device": device_name})
                     print(json.dumps(rows[-1]), flush=True)
-    if args.merge:
-        merged = merged_runs(args.merge, protocol, runs)
-        rows += merged["rows"]
-    report = {
+    write_report(args.json, {
         "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_name, "torch": torch.__version__, "command": " ".join(sys.argv), **protocol,
-        "runs": runs + merged["runs"],
-        "train": {**{d: m["config"] for d, (_, m) in zip(runs, models)}, **merged["train"]},
-        "training": {**{d: training_summary(os.path.join(args.out, d, "metrics.jsonl")) for d in runs},
-                     **merged["training"]},
+        "runs": runs, "train": {d: m["config"] for d, (_, m) in zip(runs, models)},
+        "training": {d: training_summary(os.path.join(args.out, d, "metrics.jsonl")) for d in runs},
         "straight_line": lines, "rows": rows, "summary": summarise(rows, lines),
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
+    })
+
+
+PROTOCOL = ("frames", "worlds", "window", "overlap", "size")
+
+
+def join(args: argparse.Namespace) -> None:
+    """One report from several ``eval`` reports (``args.reports``) scored with the same protocol: their runs,
+    configs, training summaries and rows (each row keeps the device that scored it). A run in a later report
+    replaces the same run in an earlier one. The straight line must agree, since it depends only on the worlds."""
+    if not args.reports:
+        sys.exit("join: name the eval reports to join (JSON files written by eval)")
+    reports = []
+    for path in args.reports:
+        if not os.path.isfile(path):
+            sys.exit(f"join: no report {path}; give the JSON files that eval wrote")
+        reports.append((path, json.load(open(path))))
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        differs = [k for k in PROTOCOL if report.get(k) != first.get(k)]
+        if differs:
+            sys.exit(f"join: {path} was scored with other {', '.join(differs)} than {first_path}; "
+                     "score every run with the same settings")
+        line = {(r["frames"], r["world"]): r["ate_pct_path"] for r in report["straight_line"]}
+        if any(abs(line.get((r["frames"], r["world"]), np.inf) - r["ate_pct_path"]) > 1e-6
+               for r in first["straight_line"]):
+            sys.exit(f"join: {path} and {first_path} disagree on the held-out worlds (straight-line scores differ); "
+                     "score every run with the same code")
+    owner = {run: i for i, (_, report) in enumerate(reports) for run in report["runs"]}
+    runs = sorted(owner)
+    rows = [{"device": report["device"], **row} for i, (_, report) in enumerate(reports) for row in report["rows"]
+            if owner[f"{row['variant']}-seed{row['train_seed']}"] == i]
+    write_report(args.json, {
+        "benchmark": first["benchmark"], "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": ", ".join(sorted({row["device"] for row in rows})), "command": " ".join(sys.argv),
+        "joined": [{"path": path, "date": report["date"], "device": report["device"], "command": report["command"],
+                    "runs": report["runs"]} for path, report in reports],
+        **{k: first[k] for k in PROTOCOL}, "runs": runs,
+        "train": {run: reports[owner[run]][1]["train"][run] for run in runs},
+        "training": {run: reports[owner[run]][1].get("training", {}).get(run, {}) for run in runs},
+        "straight_line": first["straight_line"], "rows": rows, "summary": summarise(rows, first["straight_line"]),
+    })
+
+
+def write_report(path: str, report: dict) -> None:
+    """Write ``report`` to ``path`` whole (a temporary file renamed into place) and print its summary."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".partial"
+    with open(partial, "w") as f:
         json.dump(report, f, indent=1)
+    os.replace(partial, path)
     for key, value in report["summary"].items():
         print(f"{key:22s} mean ATE {value['mean']:.2f} % of path (seeds {value['lowest']:.2f}–{value['highest']:.2f}, "
               f"{value['seeds']} seeds × {value['worlds']} worlds)")
-
-
-def merged_runs(path: str, protocol: dict, runs: list[str]) -> dict:
-    """The rows, configs and training summaries of the runs an earlier ``eval`` scored (``--merge``), for
-    an ablation whose seeds trained in separate sittings. Its protocol must be this one's, and a run scored
-    now replaces its earlier rows."""
-    earlier = json.load(open(path))
-    differs = [k for k, v in protocol.items() if earlier.get(k) != v]
-    if differs:
-        sys.exit(f"--merge {path}: scored with other {', '.join(differs)}; evaluate with the same settings")
-    kept = [r for r in earlier["runs"] if r not in runs]
-    return {"runs": kept, "train": {r: earlier["train"][r] for r in kept},
-            "training": {r: earlier.get("training", {}).get(r, {}) for r in kept},
-            "rows": [{"device": earlier["device"], **row} for row in earlier["rows"]
-                     if f"{row['variant']}-seed{row['train_seed']}" in kept]}
 
 
 def with_line_rows(rows: list[dict], lines: list[dict]) -> list[dict]:
@@ -297,7 +327,8 @@ def table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("train", "eval", "plot", "table"))
+    parser.add_argument("stage", choices=("train", "eval", "join", "plot", "table"))
+    parser.add_argument("reports", nargs="*", metavar="REPORT", help="join: the eval reports (JSON) to put together")
     parser.add_argument("--config", default="tiny_synthetic", help="base training config (YAML or shipped name)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override the base config (as loger3d train --set)")
@@ -313,13 +344,11 @@ def main() -> None:
                              "holds the frame")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=2)
-    parser.add_argument("--json", default="benchmarks/results/ablation_scratch/ablation_scratch.json")
-    parser.add_argument("--merge", metavar="JSON",
-                        help="eval: keep the runs an earlier eval scored with the same settings (seeds trained in "
-                             "separate sittings); a run scored now replaces its earlier rows")
+    parser.add_argument("--json", default="benchmarks/results/ablation_scratch/ablation_scratch.json",
+                        help="eval, join: the report written; plot, table: the report read")
     parser.add_argument("--plot", default="docs/ablation_scratch.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
-    {"train": train, "eval": evaluate, "plot": plot, "table": table}[args.stage](args)
+    {"train": train, "eval": evaluate, "join": join, "plot": plot, "table": table}[args.stage](args)
 
 
 if __name__ == "__main__":
