@@ -16,7 +16,7 @@ chaining and length, the mean over worlds per seed, then the mean and the spread
 separate machines), provided they were scored with the same protocol.
 
     python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
-        --out runs/ablation --max-minutes 9 --parallel 4
+        --out runs/ablation --max-minutes 9 --parallel 4 [--mps]
     python benchmarks/ablation.py eval --config benchmarks/results/ablation_scratch/config.yaml --out runs/ablation \
         --json runs/ablation/seed1.json
     python benchmarks/ablation.py join benchmarks/results/ablation_scratch/ablation_scratch.json \
@@ -32,6 +32,7 @@ commit d4c2930.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from gpu_sharing import mps_daemon
 from heldout_worlds import ate, held_out_sequence, rotation_drift, straight_line, test_worlds
 
 from loger3d.model.loger import LoGeR
@@ -95,7 +97,14 @@ def train_parallel(args: argparse.Namespace) -> None:
     """``train`` with up to ``--parallel`` runs at once, each in its own process on the same GPU. A small
     model's step leaves most of the GPU idle between kernel launches (benchmarks/results/train_throughput);
     several processes fill those gaps. Each run is the one a sequential ``train`` makes (same config, same
-    clips); a run started late gets what is left of ``--max-minutes``."""
+    clips); a run started late gets what is left of ``--max-minutes``. ``--mps`` runs the CUDA MPS daemon
+    meanwhile, so that the processes' kernels run side by side."""
+    with mps_daemon() if args.mps else contextlib.nullcontext(None) as env:
+        train_processes(args, env)
+
+
+def train_processes(args: argparse.Namespace, env: dict[str, str] | None) -> None:
+    """``train_parallel``'s queue: one ``train`` process per unfinished run, ``--parallel`` at a time."""
     started = time.perf_counter()
     queue = [(v, s) for v in args.variants for s in args.seeds
              if not os.path.exists(os.path.join(args.out, f"{v}-seed{s}", "model.safetensors"))]
@@ -110,7 +119,7 @@ def train_parallel(args: argparse.Namespace) -> None:
                        args.out, "--variants", variant, "--seeds", str(seed), *overrides]
             if left is not None:
                 command += ["--max-minutes", f"{left:.3f}"]
-            running.append((f"{variant} seed {seed}", subprocess.Popen(command)))
+            running.append((f"{variant} seed {seed}", subprocess.Popen(command, env=env)))
         if not running:
             break
         time.sleep(1)
@@ -338,6 +347,8 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, help="train: stop after this long in all (continue later)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="train: runs trained at once, each in its own process (one GPU fits several)")
+    parser.add_argument("--mps", action="store_true",
+                        help="train --parallel: run the CUDA MPS daemon meanwhile (the processes' kernels overlap)")
     parser.add_argument("--worlds", type=int, default=9, help="held-out worlds scored")
     parser.add_argument("--frames", type=int, nargs="+", default=[1000],
                         help="frames per held-out world; several (e.g. 1000 5000 10000) show how far the memory "

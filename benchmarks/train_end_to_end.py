@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,21 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-@contextlib.contextmanager
-def mps_daemon(folder: Path):
-    """The CUDA MPS control daemon, its pipes and logs in ``folder``, for the length of the block: yields the
-    environment that makes CUDA processes its clients."""
-    if shutil.which("nvidia-cuda-mps-control") is None:
-        sys.exit("--mps: nvidia-cuda-mps-control is not on PATH; run without --mps or install the NVIDIA utilities")
-    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
-    for sub in ("pipe", "log"):
-        (folder / sub).mkdir(parents=True)
-    subprocess.run(["nvidia-cuda-mps-control", "-d"], env=env, check=True)
-    try:
-        yield env
-    finally:
-        subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", text=True, env=env)
+from gpu_sharing import mps_daemon
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -60,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
                    "--max-minutes", str(args.minutes), "--set", "train.log_every=1"]
         for assignment in args.set:
             command += ["--set", assignment]
-        with mps_daemon(Path(scratch) / "mps") if args.mps else contextlib.nullcontext(None) as env:
+        with mps_daemon() if args.mps else contextlib.nullcontext(None) as env:
             started = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True, env=env)
             wall = time.perf_counter() - started
