@@ -50,6 +50,7 @@ from loger3d.model.loger import LoGeR
 from loger3d.train.config import config_from_dict, load_train_config
 from loger3d.train.log import read_metrics
 from loger3d.train.trainer import Trainer, model_config
+from loger3d.util.atomic import atomic_open
 from loger3d.weights import read_state_dict
 
 VARIANTS = {
@@ -239,12 +240,10 @@ def join(args: argparse.Namespace) -> None:
 
 
 def write_report(path: str, report: dict) -> None:
-    """Write ``report`` to ``path`` whole (a temporary file renamed into place) and print its summary."""
+    """Write ``report`` to ``path`` whole (``atomic_open``) and print its summary."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = path + ".partial"
-    with open(partial, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(report, f, indent=1)
-    os.replace(partial, path)
     for key, value in report["summary"].items():
         print(f"{key:22s} mean ATE {value['mean']:.2f} % of path (seeds {value['lowest']:.2f}–{value['highest']:.2f}, "
               f"{value['seeds']} seeds × {value['worlds']} worlds)")
