@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,16 +48,31 @@ def run(args: argparse.Namespace) -> dict:
             command += ["--set", assignment]
         with mps_daemon() if args.mps else contextlib.nullcontext(None) as env:
             started = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            returncode, stderr = train(command, env)
             wall = time.perf_counter() - started
         if args.stderr:
-            Path(args.stderr).write_text(done.stderr)
-        if done.returncode != 0:
-            sys.exit(f"loger3d train failed ({done.returncode}):\n{done.stderr[-3000:]}")
+            Path(args.stderr).write_text(stderr)
+        if returncode != 0:
+            sys.exit(f"loger3d train failed ({returncode}):\n{stderr[-3000:]}")
         metrics = (out / "metrics.jsonl").read_text()
         if args.metrics:
             Path(args.metrics).write_text(metrics)
     return summarise(args, [json.loads(line) for line in metrics.splitlines() if line.strip()], wall)
+
+
+def train(command: list[str], env: dict[str, str] | None) -> tuple[int, str]:
+    """Run the training command in its own process group: ``(return code, standard error)``. If this script is
+    stopped (Ctrl-C, or SIGTERM from a ``timeout``), the whole group is stopped with it, torchrun's workers and
+    the world builders included, so that no orphan keeps the GPU busy under the next run."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+    try:
+        _, stderr = child.communicate()
+    except BaseException:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait()
+        raise
+    return child.returncode, stderr
 
 
 def summarise(args: argparse.Namespace, records: list[dict], wall: float | None) -> dict:
@@ -97,6 +113,7 @@ def main() -> None:
     parser.add_argument("--mps", action="store_true", help="run the CUDA MPS daemon for the run (shared GPUs)")
     parser.add_argument("--summarise", metavar="METRICS", help="do not train: summarise this kept metrics.jsonl")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that train() stops the run it started
     if args.summarise:
         records = [json.loads(line) for line in Path(args.summarise).read_text().splitlines() if line.strip()]
         row = {**summarise(args, records, None), "summarised_from": args.summarise}

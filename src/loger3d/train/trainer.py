@@ -192,6 +192,9 @@ class Trainer:
             self.balance.load_state_dict(state["loss_balance"])
         self._plain_objective = objective  # for the balance's extra passes (outside DDP)
         if self.world > 1:
+            # DDP wants every parameter on one device; the fast path parks the frozen to_qkv_stack on the host.
+            for layer in model.ttt_layers:
+                layer.to_qkv_stack.to(self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
         self.objective = objective
