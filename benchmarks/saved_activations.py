@@ -1,0 +1,89 @@
+"""Activation memory of a training sequence, per curriculum stage, with and without activation checkpointing.
+
+What bounds the micro-batch, and so how many micro-steps a step of the launch-bound stages issues, is the memory
+autograd keeps for the backward pass. This measures it for one sequence of each stage of a training config: the
+bytes of the distinct storages the forward pass saves for backward (``torch.autograd.graph.saved_tensors_hooks``),
+the sequence's clip rendered at the config's size, on the CPU in fp32 (a GPU step in bf16 autocast keeps fewer
+bytes; compare the two settings, and scale by a measured GPU peak). No weights or data are downloaded.
+
+    python benchmarks/saved_activations.py tiny_synthetic --json saved.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+
+import torch
+
+from loger3d.train.clip import Clip, stack_clips
+from loger3d.train.config import load_train_config
+from loger3d.train.curriculum import window_for_chunks
+from loger3d.train.recurrent import SequenceObjective
+from loger3d.train.trainer import build_training_model
+from loger3d.train.worlds import SyntheticWorld, WorldConfig
+
+
+def saved_bytes(objective: SequenceObjective, clip: Clip, window: int, overlap: int) -> int:
+    """Bytes of the distinct storages that the objective's forward pass on ``clip`` saves for its backward."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        objective(clip.images, clip.local_points, clip.poses, clip.valid, window, overlap)
+    return sum(storages.values())
+
+
+def measure_stage(config_name: str, number: int) -> dict:
+    """The row of curriculum stage ``number`` (from 1): saved GiB a sequence without and with checkpointing."""
+    torch.manual_seed(0)
+    config = load_train_config(config_name)
+    stage = config.curriculum[number - 1]
+    model = build_training_model(config).train()
+    objective = SequenceObjective(model, config.loss, config.train.recurrent)
+    window = stage.window or window_for_chunks(stage.frames, stage.chunk_range[1], stage.overlap)
+    world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=stage.frames,
+                                       height=config.data.height, width=config.data.width))
+    seq = world.sample(0, stage.frames)
+    clip = stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+    row = {"stage": number, "frames": stage.frames, "window": window, "overlap": stage.overlap}
+    for checkpointing in (True, False):
+        model.set_activation_checkpointing(checkpointing)
+        key = "checkpointing_gib" if checkpointing else "plain_gib"
+        row[key] = saved_bytes(objective, clip, window, stage.overlap) / 2**30
+    row["ratio"] = row["plain_gib"] / row["checkpointing_gib"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", default="tiny_synthetic", help="a training config (YAML or shipped name)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    config = load_train_config(args.config)
+    rows = []
+    for number in range(1, len(config.curriculum) + 1):
+        # A fresh process a stage: the host allocator keeps what an earlier, smaller stage freed.
+        with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+            row = pool.submit(measure_stage, args.config, number).result()
+        rows.append(row)
+        print(f"stage {number}: {row['frames']} frames, window {row['window']}: {row['plain_gib']:.3f} GiB a "
+              f"sequence, {row['checkpointing_gib']:.3f} with checkpointing ({row['ratio']:.1f}x less)", flush=True)
+    if args.json:
+        result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                  "torch": torch.__version__, "config": args.config, "size": [config.data.width, config.data.height],
+                  "dtype": "float32", "device": "cpu", "stages": rows}
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
