@@ -43,7 +43,7 @@ def test_compiled_chunks_match_eager_given_the_same_memory(chunks):
     model, images, memories, outputs = chunks
     counters = torch._dynamo.utils.counters["stats"]
     try:
-        model.set_fast_path(attention="flash")
+        model.set_fast_path(attention="flash", sync_free=False)  # the camera head's rotations: test_camera_rotation
         with torch.no_grad():
             for x, memory, ref in zip(images[:2], memories, outputs):
                 pred, _ = model.forward_chunk(x, memory)

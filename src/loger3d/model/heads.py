@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Block
+from .compiled import compiled
 from .rope import RoPE2D, RotaryTable
 
-__all__ = ["HeadDecoder", "PixelHead", "CameraHead", "rotation_from_9d"]
+__all__ = ["HeadDecoder", "PixelHead", "CameraHead", "rotation_from_9d", "rotation_from_9d_eigen"]
 
 
 class HeadDecoder(nn.Module):
@@ -67,6 +68,43 @@ def rotation_from_9d(m: torch.Tensor, legacy_svd: bool = False) -> torch.Tensor:
     return (u @ d @ vh).transpose(-1, -2)
 
 
+EIGEN_SQUARINGS = 16
+"""Squarings of the shifted quaternion matrix in :func:`rotation_from_9d_eigen`: the other eigenvalues' share
+falls as (λ2 / λ1) to the power 2^16, which puts the result within fp32 rounding of the SVD's."""
+
+
+def rotation_from_9d_eigen(m: torch.Tensor) -> torch.Tensor:
+    """:func:`rotation_from_9d` without a host wait: the same nearest proper rotation ``[n, 3, 3]``, found as an
+    eigenvector by matrix products instead of an SVD (which checks its convergence on the host, a GPU sync per
+    chunk).
+
+    The rotation ``R(q)`` nearest to the row-normalised ``A`` maximises ``tr(R(q)ᵀ A) = qᵀ K q`` over unit
+    quaternions ``q = (w, x, y, z)``, with ``K`` the symmetric 4×4 matrix below (Horn's formulation), so ``q`` is
+    ``K``'s top eigenvector. ``tr(RᵀA) ≤ 3`` for unit rows, so ``K + 3I`` is positive semi-definite and repeated
+    squaring (normalised by the trace) converges to ``q qᵀ``; ``q`` is its largest column, rescaled. Within fp32
+    rounding of the SVD (benchmarks/results/eigen_rotation), with gradients that stay accurate for
+    near-orthogonal inputs, where the SVD's degrade and, at exact repeats, become NaN.
+    """
+    a = F.normalize(m, p=2, dim=-1)
+    (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = (row.unbind(-1) for row in a.unbind(-2))
+    k = torch.stack([
+        a00 + a11 + a22 + 3, a21 - a12, a02 - a20, a10 - a01,
+        a21 - a12, a00 - a11 - a22 + 3, a01 + a10, a02 + a20,
+        a02 - a20, a01 + a10, a11 - a00 - a22 + 3, a12 + a21,
+        a10 - a01, a02 + a20, a12 + a21, a22 - a00 - a11 + 3,
+    ], dim=-1).view(-1, 4, 4)
+    for _ in range(EIGEN_SQUARINGS):
+        k = k @ k
+        k = k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
+    largest = k.diagonal(dim1=-2, dim2=-1).argmax(-1)
+    w, x, y, z = F.normalize(torch.gather(k, 2, largest[:, None, None].expand(-1, 4, 1))[..., 0], dim=-1).unbind(-1)
+    return torch.stack([
+        w * w + x * x - y * y - z * z, 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), w * w - x * x + y * y - z * z, 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), w * w - x * x - y * y + z * z,
+    ], dim=-1).view(-1, 3, 3)
+
+
 class _ResidualMlp(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -85,6 +123,7 @@ class CameraHead(nn.Module):
     def __init__(self, dim: int, legacy_svd: bool = False) -> None:
         super().__init__()
         self.legacy_svd = legacy_svd
+        self.sync_free = False  # rotations by rotation_from_9d_eigen, compiled (LoGeR.set_fast_path)
         self.res_conv = nn.ModuleList(_ResidualMlp(dim) for _ in range(2))
         self.more_mlps = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
         self.fc_t = nn.Linear(dim, 3)
@@ -98,7 +137,11 @@ class CameraHead(nn.Module):
         feat = F.adaptive_avg_pool2d(feat, 1).view(BN, -1)
         feat = self.more_mlps(feat)
         t = self.fc_t(feat.float())
-        rot = rotation_from_9d(self.fc_rot(feat.float()).reshape(-1, 3, 3), self.legacy_svd)
+        m = self.fc_rot(feat.float()).reshape(-1, 3, 3)
+        if self.sync_free:
+            rot = compiled(rotation_from_9d_eigen, dynamic=True)(m)
+        else:
+            rot = rotation_from_9d(m, self.legacy_svd)
         pose = torch.zeros(BN, 4, 4, device=tokens.device)
         pose[:, :3, :3] = rot
         pose[:, :3, 3] = t

@@ -192,7 +192,7 @@ class LoGeR(nn.Module):
         return self
 
     def set_fast_path(self, enabled: bool = True, *, attention: str = "cudnn", compile: bool = True,
-                      cuda_graphs: bool = False) -> LoGeR:
+                      cuda_graphs: bool = False, sync_free: bool = True) -> LoGeR:
         """Faster inference kernels, within a measured tolerance of the eager path (docs/performance.md).
 
         ``attention="cudnn"`` puts cuDNN's fused attention first (flash, memory-efficient and
@@ -204,6 +204,8 @@ class LoGeR(nn.Module):
         ``cuda_graphs`` (with ``compile``; for training steps of fixed shapes, not measured yet): the compiled
         layers replay as CUDA graphs, a launch per layer instead of one per kernel, where many small chunks
         make a step launch-bound; the caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``.
+        ``sync_free`` (with ``compile``): the camera head finds its rotations by ``rotation_from_9d_eigen``, compiled,
+        instead of an SVD that waits for the GPU once a chunk; the same rotations within fp32 rounding.
         """
         if attention not in ("cudnn", "flash"):
             raise InputError(f"attention must be 'cudnn' or 'flash', not {attention!r}")
@@ -217,6 +219,7 @@ class LoGeR(nn.Module):
             if hasattr(module, "compiled"):
                 module.compiled = enabled and compile
                 module.cuda_graphs = enabled and compile and cuda_graphs
+        self.camera_head.sync_free = enabled and compile and sync_free
         if enabled:
             # The official checkpoints carry a projection the forward pass never reads: keep it off the GPU.
             for layer in self.ttt_layers:
