@@ -201,9 +201,10 @@ class LoGeR(nn.Module):
         casts, RoPE and the elementwise tails (the first chunk of each shape pays the compilation).
         The TTT layers' unused ``to_qkv_stack`` weights move to host memory (they stay in the
         state dict). ``enabled=False`` restores the eager path with the official kernels: the oracle.
-        ``cuda_graphs`` (with ``compile``; for training steps of fixed shapes, not measured yet): the compiled
-        layers replay as CUDA graphs, a launch per layer instead of one per kernel, where many small chunks
-        make a step launch-bound; the caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``.
+        ``cuda_graphs`` (with ``compile``): the compiled layers replay as CUDA graphs, a launch per layer instead
+        of one per kernel; the caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``. Not for
+        training over several chunks: a layer that runs again before its backward makes inductor record new
+        graphs instead of replaying (benchmarks/results/train_end_to_end, the CUDA-graphs attempt).
         ``sync_free`` (with ``compile``): the camera head finds its rotations by ``rotation_from_9d_eigen``, compiled,
         instead of an SVD that waits for the GPU once a chunk; the same rotations within fp32 rounding.
         """
