@@ -14,8 +14,10 @@ processes sharing a GPU run their kernels side by side. The frames/s are the who
     python benchmarks/train_end_to_end.py tiny_synthetic --label shipped --minutes 2 --out e2e.json
     python benchmarks/train_end_to_end.py tiny_synthetic --label mb64 --set train.batch_size=64 \\
         --set train.micro_batch=64 --set train.fast_path=true --minutes 5 --skip 40 --out e2e.json
-    python benchmarks/train_end_to_end.py tiny_synthetic --label "4 processes, MPS" --processes 4 --mps \
+    python benchmarks/train_end_to_end.py tiny_synthetic --label "4 processes, MPS" --processes 4 --mps \\
         --minutes 3 --out e2e.json
+    python benchmarks/train_end_to_end.py tiny_synthetic --label "stage 2, checkpointing" --stage 2 \
+        --set train.activation_checkpointing=true --set train.micro_batch=8 --minutes 3 --out e2e.json
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> dict:
             "-m", "loger3d"]
         command = [*launcher, "train", args.config, "-o", str(out), "--quiet",
                    "--max-minutes", str(args.minutes), "--set", "train.log_every=1"]
-        for assignment in args.set:
+        for assignment in stage_override(args) + args.set:
             command += ["--set", assignment]
         with mps_daemon() if args.mps else contextlib.nullcontext(None) as env:
             started = time.perf_counter()
@@ -58,6 +60,20 @@ def run(args: argparse.Namespace) -> dict:
         if args.metrics:
             Path(args.metrics).write_text(metrics)
     return summarise(args, [json.loads(line) for line in metrics.splitlines() if line.strip()], wall)
+
+
+def stage_override(args: argparse.Namespace) -> list[str]:
+    """``--stage N``: the ``--set`` that makes the config's curriculum stage N the whole run (long enough for
+    any ``--minutes``), so that its shape is timed without training through the stages before it."""
+    if args.stage is None:
+        return []
+    from loger3d.train.config import load_train_config
+
+    curriculum = load_train_config(args.config).to_dict()["curriculum"]
+    if not 1 <= args.stage <= len(curriculum):
+        sys.exit(f"--stage {args.stage}: {args.config} has stages 1 to {len(curriculum)}")
+    stage = {**curriculum[args.stage - 1], "steps": 1_000_000}
+    return [f"curriculum=[{json.dumps(stage)}]"]
 
 
 def train(command: list[str], env: dict[str, str] | None) -> tuple[int, str]:
@@ -86,7 +102,7 @@ def summarise(args: argparse.Namespace, records: list[dict], wall: float | None)
         sys.exit("these metrics have no interval_s (written before 2026-12-02); the figures would be the host's")
     seconds = sum(r["interval_s"] for r in steady)
     return {
-        "label": args.label, "config": args.config, "overrides": args.set, "minutes": args.minutes,
+        "label": args.label, "config": args.config, "stage": args.stage, "overrides": args.set, "minutes": args.minutes,
         "processes": args.processes, "mps": args.mps,
         "steps": len(records), "skipped": args.skip, "wall_s": wall,
         "frames_per_s_median": statistics.median(r["frames_per_s"] for r in steady),
@@ -103,6 +119,8 @@ def main() -> None:
     parser.add_argument("config", help="a training config (YAML path or shipped name)")
     parser.add_argument("--label", required=True, help="the row's name in the results")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--stage", type=int,
+                        help="time only this curriculum stage's shape (1 = the first; a micro_batch of its own stays)")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--skip", type=int, default=10, help="first steps left out of the figures")
     parser.add_argument("--out", required=True, help="JSON file the row is appended to")
