@@ -498,6 +498,26 @@ def test_a_stage_can_take_its_own_micro_batch(tmp_path):
                 progress=False)
 
 
+def test_a_stage_can_turn_activation_checkpointing_on(tmp_path):
+    """Checkpointing in the second stage only: the layers recompute from there on, and the run is the same bit
+    for bit as one without it."""
+    first = {"steps": 2, "frames": 8, "chunks": 2, "overlap": 1}
+    runs = {}
+    for name, second in (("staged", {**first, "activation_checkpointing": True}), ("plain", first)):
+        trainer = Trainer(config_from_dict(small_config(curriculum=[first, second])), tmp_path / name, progress=False)
+        flags = []
+        for _ in range(4):
+            trainer.train_step()
+            flags.append({m.activation_checkpointing for m in trainer.model.modules()
+                          if hasattr(m, "activation_checkpointing")})
+        trainer.loader.close()
+        runs[name] = (trainer, flags)
+    assert runs["staged"][1] == [{False}, {False}, {True}, {True}]
+    assert runs["plain"][1] == [{False}] * 4
+    params = [list(runs[name][0].model.parameters()) for name in ("staged", "plain")]
+    assert all(torch.equal(a, b) for a, b in zip(*params, strict=True))
+
+
 def test_a_stage_can_change_loss_weights(tmp_path):
     """A pose-only warm-up stage: its logged total is the pose term alone, the next stage's has the points again;
     bad stage loss fields are refused with the valid names."""

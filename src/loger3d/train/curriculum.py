@@ -35,6 +35,9 @@ class Stage:
     Give ``window`` (frames per chunk) or ``chunks`` (an int, or ``(min, max)`` drawn per step); not both.
     ``micro_batch``: sequences a process computes at once in this stage (default: ``train.micro_batch``), so
     that long sequences can take smaller micro-batches than short ones; the clips and the batch are the same.
+    ``activation_checkpointing``: recompute the blocks in this stage's backward pass (default:
+    ``train.activation_checkpointing``), so that a stage of many chunks fits a larger micro-batch in fewer
+    micro-steps while the others skip the recomputation; it recomputes exactly, so the run is the same.
     ``loss``: fields of the ``loss`` section that take other values during this stage (``{local_weight: 0}``);
     the rest keep the section's values.
     """
@@ -45,6 +48,7 @@ class Stage:
     window: int | None = None
     chunks: int | tuple[int, int] | None = None
     micro_batch: int | None = None
+    activation_checkpointing: bool | None = None
     loss: dict[str, float] | None = None
 
     def __post_init__(self) -> None:

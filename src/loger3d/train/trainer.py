@@ -176,7 +176,8 @@ class Trainer:
         if state is not None:
             model.load_state_dict(state["model"])
         model.to(self.device).train()
-        model.set_activation_checkpointing(tcfg.activation_checkpointing)
+        self.checkpointing = tcfg.activation_checkpointing  # each stage may set its own (train_step)
+        model.set_activation_checkpointing(self.checkpointing)
         if tcfg.fast_path and self.device.type == "cuda":
             model.set_fast_path()
         self.model = model
@@ -250,6 +251,11 @@ class Trainer:
         """Sequences per micro-step in ``stage``: its own ``micro_batch``, else ``train.micro_batch``."""
         return stage.micro_batch or self.config.train.micro_batch
 
+    def _checkpointing(self, stage: Stage) -> bool:
+        """Whether ``stage`` recomputes activations: its own setting, else ``train.activation_checkpointing``."""
+        own = stage.activation_checkpointing
+        return self.config.train.activation_checkpointing if own is None else own
+
     def micro_batches(self, step: int) -> list[list[int]]:
         """This process's global-batch slots at ``step``, one list per micro-step (the stage's micro-batch)."""
         micro = self._micro_batch(self.curriculum.at(step)[0])
@@ -281,6 +287,9 @@ class Trainer:
         the GPU, so the host queues the next step's work while the GPU runs this one's."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
+        if self._checkpointing(stage) != self.checkpointing:
+            self.checkpointing = self._checkpointing(stage)
+            self.model.set_activation_checkpointing(self.checkpointing)
         loss_cfg = stage.loss_config(cfg.loss)
         balancing = loss_cfg.balance_every > 0
         self.chunk_loss.cfg = self.balance.apply(loss_cfg) if balancing else loss_cfg
