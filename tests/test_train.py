@@ -516,6 +516,13 @@ def test_a_stage_can_turn_activation_checkpointing_on(tmp_path):
     assert runs["plain"][1] == [{False}] * 4
     params = [list(runs[name][0].model.parameters()) for name in ("staged", "plain")]
     assert all(torch.equal(a, b) for a, b in zip(*params, strict=True))
+    # like train.activation_checkpointing, a stage's may change when a run resumes
+    cut = small_config(curriculum=[first, first], train={"max_minutes": 0})
+    Trainer(config_from_dict(cut), tmp_path / "cut", progress=False).run()
+    cut["curriculum"][1] = {**first, "activation_checkpointing": True}
+    resumed = Trainer(config_from_dict(cut), tmp_path / "cut", resume=True, progress=False)
+    resumed.loader.close()
+    assert resumed.step == 1
 
 
 def test_a_stage_can_change_loss_weights(tmp_path):

@@ -123,8 +123,12 @@ def _distributed(requested: str) -> tuple[int, int, torch.device]:
 
 
 def _comparable(config: dict) -> dict:
-    return {s: {k: v for k, v in sec.items() if (s, k) not in _RUN_ONLY} if isinstance(sec, dict) else sec
-            for s, sec in config.items()}
+    """``config`` without what a resumed run may change (``_RUN_ONLY``, and each stage's checkpointing)."""
+    out = {s: {k: v for k, v in sec.items() if (s, k) not in _RUN_ONLY} if isinstance(sec, dict) else sec
+           for s, sec in config.items()}
+    out["curriculum"] = [{k: v for k, v in stage.items() if k != "activation_checkpointing"}
+                         for stage in config.get("curriculum", [])]
+    return out
 
 
 class Trainer:
