@@ -63,12 +63,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="activation checkpointing on (the backward then recomputes each block's forward)")
     parser.add_argument("--top", type=int, default=15, help="source lines listed")
     parser.add_argument("--json", help="write the counts here")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = load_train_config(args.config)
-    model = build_training_model(config).train()
+    model = build_training_model(config).train().set_activation_checkpointing(args.checkpointing)
     objective = SequenceObjective(model, config.loss, config.train.recurrent)
     world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=args.frames,
                                        height=config.data.height, width=config.data.width))
@@ -82,7 +84,8 @@ def main() -> None:
         loss.backward()
     chunks = int(stats["chunks"])
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              "torch": torch.__version__, "config": args.config, "frames": args.frames, "chunks": chunks,
+              "torch": torch.__version__, "config": args.config, "checkpointing": args.checkpointing,
+              "frames": args.frames, "chunks": chunks,
               "window": window, "forward_ops": sum(forward.by_op.values()),
               "backward_ops": sum(backward.by_op.values())}
     result["ops_per_chunk"] = (result["forward_ops"] + result["backward_ops"]) / chunks
