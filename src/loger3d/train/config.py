@@ -78,7 +78,7 @@ class TrainSection:
     so that long trainings proceed in resumable pieces. ``fast_path``: on CUDA, train through the model's fast
     path (cuDNN attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then
     fewer, larger kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in
-    the backward pass (through the compiled layers when ``fast_path`` is on)."""
+    the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own."""
 
     batch_size: int = 8
     micro_batch: int = 1
