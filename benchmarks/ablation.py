@@ -39,11 +39,12 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from gpu_sharing import mps_daemon
+from gpu_sharing import child_processes, mps_daemon
 from heldout_worlds import ate, held_out_sequence, rotation_drift, straight_line, test_worlds
 
 from loger3d.model.loger import LoGeR
@@ -100,12 +101,14 @@ def train_parallel(args: argparse.Namespace) -> None:
     several processes fill those gaps. Each run is the one a sequential ``train`` makes (same config, same
     clips); a run started late gets what is left of ``--max-minutes``. ``--mps`` runs the CUDA MPS daemon
     meanwhile, so that the processes' kernels run side by side."""
-    with mps_daemon() if args.mps else contextlib.nullcontext(None) as env:
-        train_processes(args, env)
+    with mps_daemon() if args.mps else contextlib.nullcontext(None) as env, child_processes() as start:
+        train_processes(args, env, start)
 
 
-def train_processes(args: argparse.Namespace, env: dict[str, str] | None) -> None:
-    """``train_parallel``'s queue: one ``train`` process per unfinished run, ``--parallel`` at a time."""
+def train_processes(args: argparse.Namespace, env: dict[str, str] | None,
+                    start: Callable[..., subprocess.Popen]) -> None:
+    """``train_parallel``'s queue: one ``train`` process per unfinished run, ``--parallel`` at a time, started by
+    ``start`` (``gpu_sharing.child_processes``: they stop if this process is stopped)."""
     started = time.perf_counter()
     queue = [(v, s) for v in args.variants for s in args.seeds
              if not os.path.exists(os.path.join(args.out, f"{v}-seed{s}", "model.safetensors"))]
@@ -120,7 +123,7 @@ def train_processes(args: argparse.Namespace, env: dict[str, str] | None) -> Non
                        args.out, "--variants", variant, "--seeds", str(seed), *overrides]
             if left is not None:
                 command += ["--max-minutes", f"{left:.3f}"]
-            running.append((f"{variant} seed {seed}", subprocess.Popen(command, env=env)))
+            running.append((f"{variant} seed {seed}", start(command, env=env)))
         if not running:
             break
         time.sleep(1)

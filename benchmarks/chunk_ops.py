@@ -24,7 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from loger3d.train.clip import Clip, stack_clips
-from loger3d.train.config import load_train_config
+from loger3d.train.config import TrainConfig, load_train_config
 from loger3d.train.curriculum import window_for_chunks
 from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.trainer import build_training_model
@@ -57,6 +57,14 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def street_clip(config: TrainConfig, frames: int) -> Clip:
+    """One training clip of ``frames`` frames at the config's size (a street drive, world seed 0), batch of one."""
+    world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=frames,
+                                       height=config.data.height, width=config.data.width))
+    seq = world.sample(0, frames)
+    return stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny_synthetic", help="training config (its model and loss)")
@@ -72,10 +80,7 @@ def main() -> None:
     config = load_train_config(args.config)
     model = build_training_model(config).train().set_activation_checkpointing(args.checkpointing)
     objective = SequenceObjective(model, config.loss, config.train.recurrent)
-    world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=args.frames,
-                                       height=config.data.height, width=config.data.width))
-    seq = world.sample(0, args.frames)
-    clip = stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+    clip = street_clip(config, args.frames)
     window = window_for_chunks(args.frames, args.chunks, args.overlap)
     forward, backward = OpCounter(), OpCounter()
     with forward:

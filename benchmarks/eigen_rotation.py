@@ -4,7 +4,7 @@ Both are measured against the SVD in fp64 (the reference), on raw 9-D head outpu
 (standard normal entries, about half with a negative determinant) and near a rotation (a random rotation plus
 0.05 or 0.001 of noise, where the SVD's gradient degrades). Values: the largest entry error of each 3×3 result;
 gradients: the relative error of the gradient of a random linear loss. ``--squarings`` also times the number of
-squarings the eigen method takes (``heads.EIGEN_SQUARINGS``) against fewer and more.
+squarings the eigen method takes (``EIGEN_SQUARINGS``) against fewer and more.
 
     python benchmarks/eigen_rotation.py --json eigen_rotation.json
 """
@@ -12,14 +12,14 @@ squarings the eigen method takes (``heads.EIGEN_SQUARINGS``) against fewer and m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from datetime import datetime, timezone
 
 import torch
 
-from loger3d.model import heads
-from loger3d.model.heads import rotation_from_9d, rotation_from_9d_eigen
+from loger3d.model.heads import EIGEN_SQUARINGS, rotation_from_9d, rotation_from_9d_eigen
 
 
 def spread(err: torch.Tensor) -> dict:
@@ -60,7 +60,7 @@ def main() -> None:
         ref, ref_grad = ref.detach(), m64.grad
         methods = {"svd fp32": rotation_from_9d}
         for k in args.squarings:
-            methods[f"eigen fp32, {k} squarings"] = lambda x, k=k: _with_squarings(x, k)
+            methods[f"eigen fp32, {k} squarings"] = functools.partial(rotation_from_9d_eigen, squarings=k)
         for label, fn in methods.items():
             row = {"inputs": name, "method": label, "value_error": value_error(fn, m, ref),
                    "gradient_error": gradient_error(fn, m, ref_grad, weights)}
@@ -70,19 +70,10 @@ def main() -> None:
                   f"{row['gradient_error']['max']:.1e}", flush=True)
     if args.json:
         result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-                  "torch": torch.__version__, "samples": args.samples, "default_squarings": heads.EIGEN_SQUARINGS,
+                  "torch": torch.__version__, "samples": args.samples, "default_squarings": EIGEN_SQUARINGS,
                   "rows": rows}
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-
-
-def _with_squarings(m: torch.Tensor, squarings: int) -> torch.Tensor:
-    default = heads.EIGEN_SQUARINGS
-    heads.EIGEN_SQUARINGS = squarings
-    try:
-        return rotation_from_9d_eigen(m)
-    finally:
-        heads.EIGEN_SQUARINGS = default
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 
 import torch
+from chunk_ops import street_clip
 
-from loger3d.train.clip import Clip, stack_clips
+from loger3d.train.clip import Clip
 from loger3d.train.config import load_train_config
 from loger3d.train.curriculum import window_for_chunks
 from loger3d.train.recurrent import SequenceObjective
 from loger3d.train.trainer import build_training_model
-from loger3d.train.worlds import SyntheticWorld, WorldConfig
 
 
 def saved_bytes(objective: SequenceObjective, clip: Clip, window: int, overlap: int) -> int:
@@ -50,10 +50,7 @@ def measure_stage(config_name: str, number: int) -> dict:
     model = build_training_model(config).train()
     objective = SequenceObjective(model, config.loss, config.train.recurrent)
     window = stage.window or window_for_chunks(stage.frames, stage.chunk_range[1], stage.overlap)
-    world = SyntheticWorld(WorldConfig(family="street", trajectory="drive", seed=0, length=stage.frames,
-                                       height=config.data.height, width=config.data.width))
-    seq = world.sample(0, stage.frames)
-    clip = stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+    clip = street_clip(config, stage.frames)
     row = {"stage": number, "frames": stage.frames, "window": window, "overlap": stage.overlap}
     for checkpointing in (True, False):
         model.set_activation_checkpointing(checkpointing)

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gpu_sharing import mps_daemon
+from gpu_sharing import child_processes, mps_daemon
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -77,17 +76,10 @@ def stage_override(args: argparse.Namespace) -> list[str]:
 
 
 def train(command: list[str], env: dict[str, str] | None) -> tuple[int, str]:
-    """Run the training command in its own process group: ``(return code, standard error)``. If this script is
-    stopped (Ctrl-C, or SIGTERM from a ``timeout``), the whole group is stopped with it, torchrun's workers and
-    the world builders included, so that no orphan keeps the GPU busy under the next run."""
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)
-    try:
+    """Run the training command, stopped with this script (``child_processes``): ``(return code, standard error)``."""
+    with child_processes() as start:
+        child = start(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         _, stderr = child.communicate()
-    except BaseException:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait()
-        raise
     return child.returncode, stderr
 
 
@@ -131,7 +123,6 @@ def main() -> None:
     parser.add_argument("--mps", action="store_true", help="run the CUDA MPS daemon for the run (shared GPUs)")
     parser.add_argument("--summarise", metavar="METRICS", help="do not train: summarise this kept metrics.jsonl")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that train() stops the run it started
     if args.summarise:
         records = [json.loads(line) for line in Path(args.summarise).read_text().splitlines() if line.strip()]
         row = {**summarise(args, records, None), "summarised_from": args.summarise}

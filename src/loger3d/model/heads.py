@@ -73,7 +73,7 @@ EIGEN_SQUARINGS = 16
 falls as (λ2 / λ1) to the power 2^16, which puts the result within fp32 rounding of the SVD's."""
 
 
-def rotation_from_9d_eigen(m: torch.Tensor) -> torch.Tensor:
+def rotation_from_9d_eigen(m: torch.Tensor, squarings: int = EIGEN_SQUARINGS) -> torch.Tensor:
     """:func:`rotation_from_9d` without a host wait: the same nearest proper rotation ``[n, 3, 3]``, found as an
     eigenvector by matrix products instead of an SVD (which checks its convergence on the host, a GPU sync per
     chunk).
@@ -93,7 +93,7 @@ def rotation_from_9d_eigen(m: torch.Tensor) -> torch.Tensor:
         a02 - a20, a01 + a10, a11 - a00 - a22 + 3, a12 + a21,
         a10 - a01, a02 + a20, a12 + a21, a22 - a00 - a11 + 3,
     ], dim=-1).view(-1, 4, 4)
-    for _ in range(EIGEN_SQUARINGS):
+    for _ in range(squarings):
         k = k @ k
         k = k / k.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
     largest = k.diagonal(dim1=-2, dim2=-1).argmax(-1)

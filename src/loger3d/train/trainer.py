@@ -291,9 +291,9 @@ class Trainer:
         the GPU, so the host queues the next step's work while the GPU runs this one's."""
         cfg = self.config
         stage, window = self.curriculum.at(self.step)
-        if self._checkpointing(stage) != self.checkpointing:
-            self.checkpointing = self._checkpointing(stage)
-            self.model.set_activation_checkpointing(self.checkpointing)
+        if (checkpointing := self._checkpointing(stage)) != self.checkpointing:
+            self.checkpointing = checkpointing
+            self.model.set_activation_checkpointing(checkpointing)
         loss_cfg = stage.loss_config(cfg.loss)
         balancing = loss_cfg.balance_every > 0
         self.chunk_loss.cfg = self.balance.apply(loss_cfg) if balancing else loss_cfg
