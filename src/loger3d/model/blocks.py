@@ -186,7 +186,8 @@ class Block(nn.Module):
             run = functools.partial(compiled(Block._forward, cuda_graphs=self.cuda_graphs), self)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             # Keep only the block's input; recompute its activations (compiled or not) during the backward pass.
-            return checkpoint(run, x, pos, prefix, return_kv, use_reentrant=False)
+            return checkpoint(run, x, pos, prefix, return_kv, use_reentrant=False,
+                              preserve_rng_state=False)  # draws no random numbers; a CUDA graph may record it
         return run(x, pos, prefix, return_kv)
 
     def _forward(self, x, pos, prefix, return_kv):

@@ -123,7 +123,8 @@ class CameraHead(nn.Module):
     def __init__(self, dim: int, legacy_svd: bool = False) -> None:
         super().__init__()
         self.legacy_svd = legacy_svd
-        self.sync_free = False  # rotations by rotation_from_9d_eigen, compiled (LoGeR.set_fast_path)
+        self.sync_free = False  # rotations by rotation_from_9d_eigen (LoGeR.set_fast_path; CUDA-graph training)
+        self.compiled = False  # ... compiled (LoGeR.set_fast_path)
         self.res_conv = nn.ModuleList(_ResidualMlp(dim) for _ in range(2))
         self.more_mlps = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU())
         self.fc_t = nn.Linear(dim, 3)
@@ -139,7 +140,7 @@ class CameraHead(nn.Module):
         t = self.fc_t(feat.float())
         m = self.fc_rot(feat.float()).reshape(-1, 3, 3)
         if self.sync_free:
-            rot = compiled(rotation_from_9d_eigen, dynamic=True)(m)
+            rot = (compiled(rotation_from_9d_eigen, dynamic=True) if self.compiled else rotation_from_9d_eigen)(m)
         else:
             rot = rotation_from_9d(m, self.legacy_svd)
         pose = torch.zeros(BN, 4, 4, device=tokens.device)

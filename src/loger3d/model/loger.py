@@ -56,6 +56,24 @@ def _compiled_gated_residual(proj: nn.Linear, gate_input: torch.Tensor, out: tor
     return compiled(gated_residual, cuda_graphs=cuda_graphs)(proj, gate_input, out, x_in)
 
 
+def _roles_on(roles: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A chunk's frame roles ``[N]`` (a host tensor) on ``device``, made there: each run of equal roles is a fill.
+
+    No copy from the host, so the host never waits for the GPU's queue and a CUDA graph can record the chunk
+    (a recorded copy would read its host buffer again at every replay, long after it was freed).
+    """
+    if device.type != "cuda":
+        return roles.to(device)
+    values = roles.tolist()
+    out = torch.empty(len(values), dtype=torch.long, device=device)
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or values[end] != values[start]:
+            out[start:end].fill_(values[start])
+            start = end
+    return out
+
+
 class _RotaryCache:
     """One chunk's RoPE tables, made once per device on first use (a stage's units share them)."""
 
@@ -204,7 +222,8 @@ class LoGeR(nn.Module):
         ``cuda_graphs`` (with ``compile``): the compiled layers replay as CUDA graphs, a launch per layer instead
         of one per kernel; the caller marks each step with ``torch.compiler.cudagraph_mark_step_begin()``. Not for
         training over several chunks: a layer that runs again before its backward makes inductor record new
-        graphs instead of replaying (benchmarks/results/train_end_to_end, the CUDA-graphs attempt).
+        graphs instead of replaying (benchmarks/results/train_end_to_end, the CUDA-graphs attempt); training records
+        whole micro-steps instead (``train.cuda_graphs``, train/graphed.py).
         ``sync_free`` (with ``compile``): the camera head finds its rotations by ``rotation_from_9d_eigen``, compiled,
         instead of an SVD that waits for the GPU once a chunk; the same rotations within fp32 rounding.
         """
@@ -355,8 +374,7 @@ class LoGeR(nn.Module):
     def _encode(self, acts: ChunkActivations) -> ChunkActivations:
         device = self.image_mean.device
         images, B, N, H, W = acts.images, acts.batch, acts.frames, acts.height, acts.width
-        # From pinned memory without waiting: a plain copy would make the host wait for the GPU's queue.
-        roles = acts.roles.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else acts.roles
+        roles = _roles_on(acts.roles, device)
         if images.dtype == torch.uint8:  # a quarter of the bytes to move; scaled on the device
             images = images.to(device, non_blocking=True).float().div_(255)
         # Contiguous whatever the caller's layout: a channels-last input (frames stacked HxWx3 and permuted) picks

@@ -145,7 +145,8 @@ class FastWeightMemory(nn.Module):
             mark_dynamic(x, 1, 2)  # frames per chunk and tokens per frame: a shorter last chunk reuses the graph
             run = functools.partial(compiled(FastWeightMemory._forward, cuda_graphs=self.cuda_graphs), self)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(run, x, state, use_reentrant=False)
+            return checkpoint(run, x, state, use_reentrant=False,
+                              preserve_rng_state=False)  # draws no random numbers; a CUDA graph may record it
         return run(x, state)
 
     def _forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:

@@ -78,13 +78,18 @@ class TrainSection:
     so that long trainings proceed in resumable pieces. ``fast_path``: on CUDA, train through the model's fast
     path (cuDNN attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then
     fewer, larger kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in
-    the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own."""
+    the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own.
+    ``cuda_graphs``: on one CUDA GPU, record each micro-step's forward and backward once per shape and replay it
+    as one CUDA graph (``train/graphed.py``), for stages of many chunks, where launching kernels bounds the step;
+    it keeps a micro-step's activations beside an eager pass's, so pair it with activation checkpointing;
+    ignored on a CPU; a curriculum stage may set its own."""
 
     batch_size: int = 8
     micro_batch: int = 1
     precision: str = "auto"
     activation_checkpointing: bool = False
     fast_path: bool = False
+    cuda_graphs: bool = False
     truncate_every: int = 0
     detach_swa_history: bool = False
     align: str = "none"

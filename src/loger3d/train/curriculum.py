@@ -38,6 +38,7 @@ class Stage:
     ``activation_checkpointing``: recompute the blocks in this stage's backward pass (default:
     ``train.activation_checkpointing``), so that a stage of many chunks fits a larger micro-batch in fewer
     micro-steps while the others skip the recomputation; it recomputes exactly, so the run is the same.
+    ``cuda_graphs``: replay this stage's micro-steps as CUDA graphs (default: ``train.cuda_graphs``).
     ``loss``: fields of the ``loss`` section that take other values during this stage (``{local_weight: 0}``);
     the rest keep the section's values.
     """
@@ -49,6 +50,7 @@ class Stage:
     chunks: int | tuple[int, int] | None = None
     micro_batch: int | None = None
     activation_checkpointing: bool | None = None
+    cuda_graphs: bool | None = None
     loss: dict[str, float] | None = None
 
     def __post_init__(self) -> None:

@@ -34,6 +34,7 @@ from .balance import LossBalance, shared_parameters, term_gradient_norms
 from .clip import Clip
 from .config import TrainConfig
 from .curriculum import Curriculum, Stage, window_for_chunks
+from .graphed import GraphedMicroSteps
 from .init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
 from .loader import BatchLoader
 from .log import MetricsLog
@@ -45,9 +46,11 @@ from .recurrent import SequenceObjective
 __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "model_config"]
 
 _RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device", "fast_path",
-                                    "activation_checkpointing")}
+                                    "activation_checkpointing", "cuda_graphs")}
 """Settings that may differ between a run and its resumption: where, how fast and in how much memory it runs,
-not what it trains (the device and the fast path round differently; checkpointing recomputes exactly)."""
+not what it trains (the device and the fast path round differently; checkpointing recomputes exactly; a CUDA
+graph replays the same kernels)."""
+_STAGE_RUN_ONLY = ("activation_checkpointing", "cuda_graphs")
 
 
 class TrainingError(LogerError, ValueError):
@@ -123,10 +126,10 @@ def _distributed(requested: str) -> tuple[int, int, torch.device]:
 
 
 def _comparable(config: dict) -> dict:
-    """``config`` without what a resumed run may change (``_RUN_ONLY``, and each stage's checkpointing)."""
+    """``config`` without what a resumed run may change (``_RUN_ONLY``, and each stage's ``_STAGE_RUN_ONLY``)."""
     out = {s: {k: v for k, v in sec.items() if (s, k) not in _RUN_ONLY} if isinstance(sec, dict) else sec
            for s, sec in config.items()}
-    out["curriculum"] = [{k: v for k, v in stage.items() if k != "activation_checkpointing"}
+    out["curriculum"] = [{k: v for k, v in stage.items() if k not in _STAGE_RUN_ONLY}
                          for stage in config.get("curriculum", [])]
     return out
 
@@ -185,7 +188,15 @@ class Trainer:
         if tcfg.fast_path and self.device.type == "cuda":
             model.set_fast_path()
         self.model = model
+        if any(self._graphs(s) for s in config.curriculum):
+            # The SVD checks its convergence on the host, which a CUDA graph cannot record: the whole run finds
+            # its rotations by products instead (the same rotations within fp32 rounding).
+            model.camera_head.sync_free = True
         self.optimizer = build_optimizer(model, config.optim)
+        if self.device.type == "cuda" and self.world > 1 and any(self._graphs(s) for s in config.curriculum):
+            raise TrainingError("train.cuda_graphs records one process's micro-steps; with several processes "
+                                "run without it (--set train.cuda_graphs=false and no stage's cuda_graphs)")
+        self.graphed: GraphedMicroSteps | None = None  # made at the first step that replays graphs
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"]) if state is not None else 0
@@ -260,6 +271,19 @@ class Trainer:
         own = stage.activation_checkpointing
         return self.config.train.activation_checkpointing if own is None else own
 
+    def _graphs(self, stage: Stage) -> bool:
+        """Whether ``stage`` replays its micro-steps as CUDA graphs (on a GPU): its own setting, else
+        ``train.cuda_graphs``."""
+        own = stage.cuda_graphs
+        return self.device.type == "cuda" and (self.config.train.cuda_graphs if own is None else own)
+
+    def _graphed(self) -> GraphedMicroSteps:
+        if self.graphed is None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self.graphed = GraphedMicroSteps(self._plain_objective, self.chunk_loss, params, self._autocast,
+                                             self.device)
+        return self.graphed
+
     def micro_batches(self, step: int) -> list[list[int]]:
         """This process's global-batch slots at ``step``, one list per micro-step (the stage's micro-batch)."""
         micro = self._micro_batch(self.curriculum.at(step)[0])
@@ -305,6 +329,9 @@ class Trainer:
         data_time = 0.0
         sums: dict[str, torch.Tensor | float] = {}
         accumulation = len(self.micro_batches(self.step))
+        graphed = self._graphed() if self._graphs(stage) else None
+        if graphed is not None:
+            graphed.begin_step()
         for m in range(accumulation):
             t0 = time.perf_counter()
             batch = self.loader.get(self.step, m)
@@ -312,16 +339,14 @@ class Trainer:
             if m == 0 and balancing and self.step % loss_cfg.balance_every == 0:
                 self._rebalance(batch, loss_cfg, window, stage.overlap)
                 self.chunk_loss.cfg = self.balance.apply(loss_cfg)
-            sync = contextlib.nullcontext()
-            if self.world > 1 and m < accumulation - 1:
-                sync = self.objective.no_sync()
-            with sync:
-                with self._autocast():
-                    loss, stats = self.objective(batch.images, batch.local_points, batch.poses, batch.valid, window,
-                                                 stage.overlap)
-                (loss / accumulation).backward()
+            if graphed is not None:
+                stats = graphed.run(batch, window, stage.overlap, accumulation, self.chunk_loss.cfg)
+            else:
+                stats = self._eager_micro_step(batch, window, stage.overlap, accumulation, m)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v / accumulation
+        if graphed is not None:
+            graphed.end_step()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 \
             else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
@@ -346,6 +371,31 @@ class Trainer:
         return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
                 "window": window, **sums, "grad_norm": grad_norm.detach(), "lr": cfg.optim.lr * factor,
                 "step_time": elapsed, "data_time": data_time, **extra}
+
+    def _eager_micro_step(self, batch: Clip, window: int, overlap: int, accumulation: int, m: int) -> dict:
+        """Micro-step ``m``: forward and backward, gradients added into ``.grad`` (DDP reduces at the last)."""
+        sync = contextlib.nullcontext()
+        if self.world > 1 and m < accumulation - 1:
+            sync = self.objective.no_sync()
+        with sync:
+            with self._autocast():
+                loss, stats = self.objective(batch.images, batch.local_points, batch.poses, batch.valid, window,
+                                             overlap)
+            (loss / accumulation).backward()
+        return stats
+
+    def _out_of_memory(self, saved_at: int) -> str:
+        """What to change when step ``self.step`` ran out of GPU memory, and where the run can continue."""
+        stage, window = self.curriculum.at(self.step)
+        fixes = ["lower its micro_batch"]
+        if not self._checkpointing(stage):
+            fixes.append("turn on its activation_checkpointing")
+        if self._graphs(stage):
+            fixes.append("turn off its cuda_graphs (a graph keeps its activations beside an eager pass's)")
+        advice = f"{', '.join(fixes[:-1])} or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
+        return (f"out of GPU memory at step {self.step}, curriculum stage {self.curriculum.stage_index(self.step) + 1}"
+                f" ({stage.frames}-frame sequences in chunks of {window}, micro-batch {self._micro_batch(stage)}): "
+                f"{advice}; then continue with --resume (checkpoint at step {saved_at})")
 
     def _should_stop(self, started: float) -> bool:
         limit = self.config.train.max_minutes
@@ -397,6 +447,12 @@ class Trainer:
             if self.step != saved_at and not self._updating:
                 self.save_checkpoint()
             raise
+        except torch.OutOfMemoryError:
+            bar.close()
+            if self.step != saved_at and not self._updating:
+                self.save_checkpoint()
+                saved_at = self.step
+            raise TrainingError(self._out_of_memory(saved_at)) from None
         finally:
             bar.close()
             self.loader.close()
