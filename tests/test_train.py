@@ -548,3 +548,53 @@ def test_a_stage_can_change_loss_weights(tmp_path):
             config_from_dict(small_config(curriculum=[{**stages[1], "loss": bad}]))
     with pytest.raises(ConfigError, match="loss: rot_weight must be a number >= 0"):  # the section checks alike
         load_train_config("tiny_synthetic", ["loss.rot_weight=-1"])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_with_a_non_finite_gradient_leaves_the_weights_alone(tmp_path, fused, capsys):
+    """Step 1's loss is made NaN: its update is skipped (the weights and AdamW's moments and step counts stay as
+    step 0 left them), the log counts it, and training goes on. Fused AdamW (the GPU's) skips on the device."""
+    from loger3d.train.optim import build_optimizer
+
+    cfg = config_from_dict(small_config(steps=3, train={"log_every": 1}))
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.optimizer = build_optimizer(trainer.model, cfg.optim, fused=fused)
+    forward = trainer.objective.forward
+
+    def poisoned(*args, **kwargs):
+        loss, stats = forward(*args, **kwargs)
+        return (loss * float("nan"), stats) if trainer.step == 1 else (loss, stats)
+
+    trainer.objective.forward = poisoned
+    snapshots = []
+    for _ in range(3):
+        trainer.train_step()
+        snapshots.append(([p.detach().clone() for p in trainer.model.parameters()],
+                          {k: v.clone() if isinstance(v, torch.Tensor) else v
+                           for k, v in trainer.optimizer.state[next(iter(trainer.model.parameters()))].items()}))
+    trainer.loader.close()
+    (after_0, state_0), (after_1, state_1), (after_2, _) = snapshots
+    assert all(torch.equal(a, b) for a, b in zip(after_0, after_1))  # step 1 changed nothing
+    assert all(torch.equal(state_0[k], state_1[k]) for k in state_0)
+    assert not all(torch.equal(a, b) for a, b in zip(after_1, after_2))  # step 2 trained again
+    assert all(torch.isfinite(p).all() for p in after_2)
+    assert int(trainer.skipped_steps) == 1
+
+
+def test_skipped_steps_are_logged_warned_and_kept_across_resume(tmp_path, capsys):
+    raw = small_config(steps=3, train={"log_every": 1, "max_minutes": None})
+    trainer = Trainer(config_from_dict(raw), tmp_path / "run", progress=False)
+    forward = trainer.objective.forward
+
+    def poisoned(*args, **kwargs):
+        loss, stats = forward(*args, **kwargs)
+        return (loss * float("nan"), stats) if trainer.step == 1 else (loss, stats)
+
+    trainer.objective.forward = poisoned
+    trainer.run()
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["skipped_steps"] for r in records] == [0, 1, 1]
+    assert "by step 2, 1 step(s) had a gradient that was not finite" in capsys.readouterr().err
+    resumed = Trainer(config_from_dict(raw), tmp_path / "run", resume=True, progress=False)
+    resumed.loader.close()
+    assert int(resumed.skipped_steps) == 1

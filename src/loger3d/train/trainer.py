@@ -8,7 +8,10 @@ micro-step ``m`` (``micro_batch`` is the stage's, or ``train.micro_batch``).
 The data is therefore a function of the step, so a run resumed from ``checkpoint.pt`` continues exactly (bit
 for bit on a CPU) and R processes see the clips one process would.
 
-Out folder: ``checkpoint.pt`` (model, optimiser, step, balanced loss weights; read with
+A step whose gradient is not finite (NaN or inf) leaves the weights and the optimiser's state alone and is
+counted (``skipped_steps``), without the host waiting for the GPU to find out.
+
+Out folder: ``checkpoint.pt`` (model, optimiser, step, balanced loss weights, skipped steps; read with
 ``weights_only=True``), ``config.yaml``, ``metrics.jsonl``, ``tensorboard/``, ``loss.png`` and, at the end,
 ``model.safetensors`` (the weights alone, loadable with ``loger3d.load_model``).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -200,6 +204,9 @@ class Trainer:
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"]) if state is not None else 0
+        # Steps whose gradient was not finite and so left the weights alone (a device counter: no host wait).
+        self.skipped_steps = torch.tensor(int(state.get("skipped_steps", 0)) if state is not None else 0,
+                                          device=self.device)
         self._updating = False
         objective = SequenceObjective(model, config.loss, tcfg.recurrent)
         self.chunk_loss = objective.loss  # its settings follow the curriculum stage (Stage.loss) and the balance
@@ -230,7 +237,8 @@ class Trainer:
             with atomic_open(os.path.join(self.out, "checkpoint.pt")) as f:
                 torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                             "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
-                            "world_size": self.world, "loss_balance": self.balance.state_dict()}, f)
+                            "world_size": self.world, "loss_balance": self.balance.state_dict(),
+                            "skipped_steps": int(self.skipped_steps)}, f)
             self.log.flush()
         if self.world > 1:
             dist.barrier()
@@ -350,8 +358,16 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 \
             else torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        finite = torch.isfinite(grad_norm)
+        self.skipped_steps = self.skipped_steps + (~finite).to(torch.int64)
         self._updating = True  # parameters are mid-update until the step counter moves
-        self.optimizer.step()
+        if self.optimizer.defaults.get("fused"):
+            # A NaN or infinite gradient skips the update on the device (moments, step counts and weights left
+            # as they were), without the host waiting to look.
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        elif bool(finite):  # unfused (the CPU's): looked at on the host
+            self.optimizer.step()
         self.step += 1
         self._updating = False
         if self.world > 1:  # log the mean over processes
@@ -369,7 +385,8 @@ class Trainer:
             extra.update(trans_weight=applied.pose_weight * applied.trans_weight,
                          rot_weight=applied.pose_weight * applied.rot_weight)
         return {"step": self.step, "stage": self.curriculum.stage_index(self.step - 1), "frames": stage.frames,
-                "window": window, **sums, "grad_norm": grad_norm.detach(), "lr": cfg.optim.lr * factor,
+                "window": window, **sums, "grad_norm": grad_norm.detach(), "skipped_steps": self.skipped_steps,
+                "lr": cfg.optim.lr * factor,
                 "step_time": elapsed, "data_time": data_time, **extra}
 
     def _eager_micro_step(self, batch: Clip, window: int, overlap: int, accumulation: int, m: int) -> dict:
@@ -422,6 +439,7 @@ class Trainer:
         last: dict = {}
         saved_at = self.step
         since, frames = time.perf_counter(), 0  # the frames trained since the last logged step
+        warned = int(self.skipped_steps)  # skipped steps already reported
         try:
             while self.step < self.total_steps:
                 last = self.train_step()
@@ -434,6 +452,10 @@ class Trainer:
                     last["interval_s"], last["frames_per_s"] = now - since, frames / (now - since)
                     since, frames = now, 0
                     self.log.log(last)
+                    if last["skipped_steps"] > warned and self.main:
+                        warned = int(last["skipped_steps"])
+                        tqdm.write(f"warning: by step {self.step}, {warned} step(s) had a gradient that was not finite "
+                                   "(NaN or inf) and left the weights unchanged", file=sys.stderr)
                     bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
