@@ -6,13 +6,17 @@ the setting is ignored, and a resumed run may switch it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from loger3d.model.loger import _roles_on
+from loger3d.train.clip import Clip
 from loger3d.train.config import config_from_dict
-from loger3d.train.losses import read_stats
+from loger3d.train.graphed import micro_step_key
+from loger3d.train.losses import LossConfig, read_stats
 from loger3d.train.trainer import Trainer, TrainingError
 from tests.test_train import small_config
 
@@ -101,3 +105,15 @@ def test_running_out_of_gpu_memory_saves_and_says_what_to_change(tmp_path, monke
                       resume=True, progress=False)
     resumed.loader.close()
     assert resumed.step == 1
+
+
+def test_a_recorded_micro_step_is_reused_across_rebalances_but_not_other_changes():
+    clip = Clip(torch.zeros(2, 8, 3, 42, 56), torch.zeros(2, 8, 42, 56), torch.zeros(2, 8, 42, 56, dtype=torch.bool),
+                torch.zeros(2, 8, 3, 3), torch.zeros(2, 8, 4, 4))
+    cfg = LossConfig(trans_weight=3000.0, rot_weight=100.0)
+    key = micro_step_key(clip, 5, 1, 2, cfg)
+    assert micro_step_key(clip, 5, 1, 2, replace(cfg, trans_weight=12.5, rot_weight=0.7)) == key  # graph inputs
+    for other in (micro_step_key(clip, 4, 1, 2, cfg), micro_step_key(clip, 5, 2, 2, cfg),
+                  micro_step_key(clip, 5, 1, 1, cfg), micro_step_key(clip, 5, 1, 2, replace(cfg, global_weight=0.5)),
+                  micro_step_key(replace(clip, images=torch.zeros(1, 8, 3, 42, 56)), 5, 1, 2, cfg)):
+        assert other != key
