@@ -17,7 +17,8 @@ never run at once); each keeps the activations of one micro-step beside the memo
 the balance's gradient measurements), hence the advice to pair graphs with activation checkpointing.
 
 The graph replays the eager step's kernels on the same inputs, so its losses and gradients are the eager
-step's (bit for bit where the kernels are deterministic; benchmarks/train_end_to_end.py compares them).
+step's, up to the rounding of the GPU's atomic additions, which already differs between two eager runs
+(tests/test_graphed.py, benchmarks/graphed_parity.py).
 """
 
 from __future__ import annotations
