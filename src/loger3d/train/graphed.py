@@ -168,10 +168,7 @@ class GraphedMicroSteps:
             with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
                 stats = self._forward_backward(inputs, window, overlap, accumulation, graph_cfg, key)
         except torch.OutOfMemoryError:
-            raise GraphCaptureError(
-                f"out of GPU memory recording a micro-step of {batch.images.shape[0]} sequences × "
-                f"{batch.images.shape[1]} frames as a CUDA graph (it keeps its activations beside an eager pass's); "
-                "turn on activation_checkpointing, lower the stage's micro_batch or set cuda_graphs false") from None
+            raise  # the trainer saves a checkpoint and says what to lower
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise GraphCaptureError(f"a micro-step could not be recorded as a CUDA graph ({first}); "
