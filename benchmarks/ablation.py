@@ -137,8 +137,17 @@ def train_processes(args: argparse.Namespace, env: dict[str, str] | None,
         sys.exit("failed: " + ", ".join(failed))
 
 
+PROTOCOL = ("frames", "worlds", "window", "overlap", "size")
+"""The scoring settings an eval report records and ``join`` requires to agree."""
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_run(folder: str, device: str) -> tuple[LoGeR, dict]:
-    meta = json.load(open(os.path.join(folder, "variant.json")))
+    meta = read_json(os.path.join(folder, "variant.json"))
     model = LoGeR(model_config(config_from_dict(meta["config"])))
     model.load_state_dict({k: v.float() for k, v in read_state_dict(os.path.join(folder, "model.safetensors")).items()})
     return model.to(device).eval(), meta
@@ -171,8 +180,8 @@ def evaluate(args: argparse.Namespace) -> None:
                  "run train first")
     models = [load_run(os.path.join(args.out, d), device) for d in runs]
     data = load_train_config(args.config, args.set).data
-    protocol = {"frames": args.frames, "worlds": args.worlds, "window": args.window, "overlap": args.overlap,
-                "size": f"{data.width}x{data.height}"}
+    protocol = dict(zip(PROTOCOL, (args.frames, args.worlds, args.window, args.overlap, f"{data.width}x{data.height}"),
+                        strict=True))
     rows, lines = [], []
     for frames in args.frames:
         for family, kind, seed in test_worlds(args.worlds):
@@ -201,9 +210,6 @@ def evaluate(args: argparse.Namespace) -> None:
     })
 
 
-PROTOCOL = ("frames", "worlds", "window", "overlap", "size")
-
-
 def join(args: argparse.Namespace) -> None:
     """One report from several ``eval`` reports (``args.reports``) scored with the same protocol: their runs,
     configs, training summaries and rows (each row keeps the device that scored it). A run in a later report
@@ -214,7 +220,7 @@ def join(args: argparse.Namespace) -> None:
     for path in args.reports:
         if not os.path.isfile(path):
             sys.exit(f"join: no report {path}; give the JSON files that eval wrote")
-        reports.append((path, json.load(open(path))))
+        reports.append((path, read_json(path)))
     first_path, first = reports[0]
     for path, report in reports[1:]:
         differs = [k for k in PROTOCOL if report.get(k) != first.get(k)]
@@ -287,7 +293,7 @@ def plot(args: argparse.Namespace) -> None:
     """Bars of the mean ATE (% of path) per variant and chaining, with the lowest and highest seed as whiskers."""
     from matplotlib.figure import Figure
 
-    report = json.load(open(args.json))
+    report = read_json(args.json)
     summary = summarise(report["rows"], report["straight_line"])
     keys = list(summary)
     means = np.array([summary[k]["mean"] for k in keys])
@@ -312,7 +318,7 @@ def plot(args: argparse.Namespace) -> None:
 def table(args: argparse.Namespace) -> None:
     """Markdown tables of an ``eval`` JSON: per variant and chaining, each seed's mean over worlds and the mean
     over seeds; then per world (the mean over seeds)."""
-    report = json.load(open(args.json))
+    report = read_json(args.json)
     rows = report["rows"]
     summary = summarise(rows, report["straight_line"])
     seeds = sorted({s for v in summary.values() for s in v["per_seed"] if s != "-1"}, key=int)
