@@ -1,0 +1,33 @@
+#!/bin/bash
+# The next lease's training of next_run.yaml, in calls of at most 10 minutes on one machine held warm between them
+# (it keeps /tmp while the next call comes within its idle time). Run from the repository root on the device:
+#   bash benchmarks/results/train_graphs/next_lease.sh piece [MINUTES]   train on (resuming), MINUTES default 8.3
+#   bash benchmarks/results/train_graphs/next_lease.sh finish           score the finished run on the GPU
+# Each call leaves in $OUT what the next session needs, at most eight files of at most 16 MiB: the metrics, the
+# loss plot, and with `finish` the held-out scores and the weights in fp16 (about 10 MB; the fp32 export is 20).
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
+RUN=${RUN:-/tmp/graphs_run}
+CONFIG=${CONFIG:-benchmarks/results/train_graphs/next_run.yaml}
+case "$1" in
+  piece)
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    python -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "${2:-8.3}" --quiet 2>&1 \
+      | grep -v "UserWarning\|rms_norm" | tail -20
+    python - "$RUN/metrics.jsonl" <<'PY'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+last = records[-1]
+print(f"at step {last['step']}: stage {last['stage'] + 1}, loss {last['total']:.4f}, "
+      f"{last['frames_per_s']:.0f} frames/s, skipped steps {last.get('skipped_steps', 0):.0f}")
+PY
+    cp "$RUN/metrics.jsonl" "$RUN/loss.png" "$OUT/" ;;
+  finish)
+    test -f "$RUN/model.safetensors" || { echo "the run has not finished: run 'piece' again"; exit 1; }
+    python -m loger3d convert "$RUN/model.safetensors" "$OUT/model_fp16.safetensors" --dtype fp16 --force
+    python benchmarks/heldout_ate.py --model "$RUN/model.safetensors" --first 700 --aligns se3 none \
+      --json "$OUT/heldout_step_final.json" 2>&1 | grep -v "UserWarning\|rms_norm" | tail -14
+    cp "$RUN/metrics.jsonl" "$RUN/loss.png" "$RUN/config.yaml" "$OUT/" ;;
+  *)
+    echo "usage: $0 piece [MINUTES] | finish"; exit 2 ;;
+esac
