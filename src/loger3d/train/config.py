@@ -81,7 +81,8 @@ class TrainSection:
     the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own.
     ``cuda_graphs``: on one CUDA GPU, record each micro-step's forward and backward once per shape and replay it
     as one CUDA graph (``train/graphed.py``), for stages of many chunks, where launching kernels bounds the step;
-    it keeps a micro-step's activations beside an eager pass's, so pair it with activation checkpointing;
+    it keeps a micro-step's activations beside an eager pass's (where memory is short: activation checkpointing
+    or a smaller micro-batch);
     ignored on a CPU; a curriculum stage may set its own."""
 
     batch_size: int = 8
