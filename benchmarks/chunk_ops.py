@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -63,6 +64,37 @@ def street_clip(config: TrainConfig, frames: int) -> Clip:
                                        height=config.data.height, width=config.data.width))
     seq = world.sample(0, frames)
     return stack_clips([Clip(seq.images, seq.depth, seq.valid, seq.intrinsics, seq.poses)])
+
+
+@dataclass
+class StageSequence:
+    """One sequence of a curriculum stage, ready to run: the config's model (scratch weights, seeded, in training
+    mode), its objective, the stage's largest-chunk-count window, and a street clip of the stage's length."""
+
+    objective: SequenceObjective
+    clip: Clip
+    window: int
+    overlap: int
+    frames: int
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.objective.model
+
+    def __call__(self):
+        c = self.clip
+        return self.objective(c.images, c.local_points, c.poses, c.valid, self.window, self.overlap)
+
+
+def stage_sequence(config_name: str, number: int) -> StageSequence:
+    """Curriculum stage ``number`` (from 1) of the training config ``config_name``, as a ``StageSequence``."""
+    torch.manual_seed(0)
+    config = load_train_config(config_name)
+    stage = config.curriculum[number - 1]
+    model = build_training_model(config).train()
+    window = stage.window or window_for_chunks(stage.frames, stage.chunk_range[1], stage.overlap)
+    return StageSequence(SequenceObjective(model, config.loss, config.train.recurrent),
+                         street_clip(config, stage.frames), window, stage.overlap, stage.frames)
 
 
 def main() -> None:

@@ -19,17 +19,13 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 
 import torch
-from chunk_ops import street_clip
+from chunk_ops import StageSequence, stage_sequence
 
-from loger3d.train.clip import Clip
 from loger3d.train.config import load_train_config
-from loger3d.train.curriculum import window_for_chunks
-from loger3d.train.recurrent import SequenceObjective
-from loger3d.train.trainer import build_training_model
 
 
-def saved_bytes(objective: SequenceObjective, clip: Clip, window: int, overlap: int) -> int:
-    """Bytes of the distinct storages that the objective's forward pass on ``clip`` saves for its backward."""
+def saved_bytes(sequence: StageSequence) -> int:
+    """Bytes of the distinct storages that the sequence's forward pass saves for its backward."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -38,24 +34,18 @@ def saved_bytes(objective: SequenceObjective, clip: Clip, window: int, overlap: 
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        objective(clip.images, clip.local_points, clip.poses, clip.valid, window, overlap)
+        sequence()
     return sum(storages.values())
 
 
 def measure_stage(config_name: str, number: int) -> dict:
     """The row of curriculum stage ``number`` (from 1): saved GiB a sequence without and with checkpointing."""
-    torch.manual_seed(0)
-    config = load_train_config(config_name)
-    stage = config.curriculum[number - 1]
-    model = build_training_model(config).train()
-    objective = SequenceObjective(model, config.loss, config.train.recurrent)
-    window = stage.window or window_for_chunks(stage.frames, stage.chunk_range[1], stage.overlap)
-    clip = street_clip(config, stage.frames)
-    row = {"stage": number, "frames": stage.frames, "window": window, "overlap": stage.overlap}
+    sequence = stage_sequence(config_name, number)
+    row = {"stage": number, "frames": sequence.frames, "window": sequence.window, "overlap": sequence.overlap}
     for checkpointing in (True, False):
-        model.set_activation_checkpointing(checkpointing)
+        sequence.model.set_activation_checkpointing(checkpointing)
         key = "checkpointing_gib" if checkpointing else "plain_gib"
-        row[key] = saved_bytes(objective, clip, window, stage.overlap) / 2**30
+        row[key] = saved_bytes(sequence) / 2**30
     row["ratio"] = row["plain_gib"] / row["checkpointing_gib"]
     return row
 

@@ -17,13 +17,10 @@ import sys
 from datetime import datetime, timezone
 
 import torch
-from chunk_ops import street_clip
+from chunk_ops import stage_sequence
 from torch.utils.flop_counter import FlopCounterMode
 
 from loger3d.train.config import load_train_config
-from loger3d.train.curriculum import window_for_chunks
-from loger3d.train.recurrent import SequenceObjective
-from loger3d.train.trainer import build_training_model
 
 PARTS = {"encoder": ("encoder",), "decoder blocks": ("decoder",), "TTT layers": ("ttt_layers", "ttt_gate_projs"),
          "SWA layers": ("swa_layers", "swa_gate_projs"),
@@ -31,16 +28,10 @@ PARTS = {"encoder": ("encoder",), "decoder blocks": ("decoder",), "TTT layers": 
 
 
 def measure_stage(config_name: str, number: int) -> dict:
-    torch.manual_seed(0)
-    config = load_train_config(config_name)
-    stage = config.curriculum[number - 1]
-    model = build_training_model(config).train()
-    objective = SequenceObjective(model, config.loss, config.train.recurrent)
-    window = stage.window or window_for_chunks(stage.frames, stage.chunk_range[1], stage.overlap)
-    clip = street_clip(config, stage.frames)
+    sequence = stage_sequence(config_name, number)
     forward = FlopCounterMode(display=False, depth=4)
     with forward:
-        loss, _ = objective(clip.images, clip.local_points, clip.poses, clip.valid, window, stage.overlap)
+        loss, _ = sequence()
     counts = {k: sum(v.values()) for k, v in forward.get_flop_counts().items()}
 
     def child(name: str) -> float:
@@ -53,9 +44,9 @@ def measure_stage(config_name: str, number: int) -> dict:
     backward = FlopCounterMode(display=False)
     with backward:
         loss.backward()
-    return {"stage": number, "frames": stage.frames, "window": window,
+    return {"stage": number, "frames": sequence.frames, "window": sequence.window,
             "forward_gflop": total_forward / 1e9, "backward_gflop": backward.get_total_flops() / 1e9,
-            "forward_gflop_a_frame": total_forward / 1e9 / stage.frames,
+            "forward_gflop_a_frame": total_forward / 1e9 / sequence.frames,
             "forward_share": {name: value / total_forward for name, value in parts.items()}}
 
 
