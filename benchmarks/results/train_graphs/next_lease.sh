@@ -3,6 +3,7 @@
 # (it keeps /tmp while the next call comes within its idle time). Run from the repository root on the device:
 #   bash benchmarks/results/train_graphs/next_lease.sh piece [MINUTES]   train on (resuming), MINUTES default 8.3
 #   bash benchmarks/results/train_graphs/next_lease.sh finish           score the finished run on the GPU
+# The first piece runs tests/test_graphed.py on the GPU first and stops if it fails.
 # Each call leaves in $OUT what the next session needs, at most eight files of at most 16 MiB: the metrics, the
 # loss plot, and with `finish` the held-out scores and the weights in fp16 (about 10 MB; the fp32 export is 20).
 set -o pipefail
@@ -12,6 +13,12 @@ CONFIG=${CONFIG:-benchmarks/results/train_graphs/next_run.yaml}
 case "$1" in
   piece)
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    if [ ! -f "$RUN/checkpoint.pt" ]; then  # first piece: the graphed steps must record, se3 chaining included
+      python -m pytest -q -p no:cacheprovider tests/test_graphed.py > "$OUT/pytest_graphed.log" 2>&1
+      status=$?
+      tail -3 "$OUT/pytest_graphed.log"
+      [ $status = 0 ] || { echo "tests/test_graphed.py failed on this GPU: not training"; exit 1; }
+    fi
     python -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "${2:-8.3}" --quiet 2>&1 \
       | grep -v "UserWarning\|rms_norm" | tail -20
     python - "$RUN/metrics.jsonl" <<'PY'
