@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from loger3d.cli import main
+from loger3d.cli.report import signals_held
 
 from .conftest import one_line_error, write_video
 
@@ -271,6 +272,19 @@ def test_a_file_size_limit_from_the_system_is_one_line_without_traceback(video, 
 
 
 # --- signals ----------------------------------------------------------------------------------------------------
+
+def test_signals_held_during_a_block_take_effect_as_it_ends():
+    """What the command line wraps PyTorch's import in: a Ctrl-C inside the block (where PyTorch may be running
+    Python from C++, which cannot pass an exception on) is raised when the block ends, not inside it."""
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a Python handler would have run by now
+            reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler in force is back
+
 
 def test_ctrl_c_during_start_up_prints_no_traceback(video, tmp_path):
     """Ctrl-C while the command starts (imports, parser, input checks, model loading) or runs. A signal that

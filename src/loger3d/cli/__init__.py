@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LogerError
-from .report import StopSignals, error, stop_status, stop_word
+from .report import StopSignals, error, signals_held, stop_status, stop_word
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -82,6 +82,8 @@ def _run(argv: Sequence[str] | None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        with signals_held():  # every command needs PyTorch; its import must not be interrupted midway
+            import torch  # noqa: F401
         return args.func(args)
     except LogerError as e:  # the message names the problem and the fix; the class gives the exit status
         error(e)
