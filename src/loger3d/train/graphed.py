@@ -14,7 +14,8 @@ A parameter that no micro-step of a step reached keeps ``grad = None``, as in th
 skips it alike. The balanced translation and rotation weights enter the graph as device scalars, refilled
 before each replay: a rebalance changes their values, not the graph. All graphs share one memory pool (they
 never run at once); each keeps the activations of one micro-step beside the memory of eager passes (warm-ups,
-the balance's gradient measurements), hence the advice to pair graphs with activation checkpointing.
+the balance's gradient measurements), so where memory is short, pair graphs with activation checkpointing or a
+smaller micro-batch.
 
 The graph replays the eager step's kernels on the same inputs, so its losses and gradients are the eager
 step's, up to the rounding of the GPU's atomic additions, which already differs between two eager runs
@@ -82,8 +83,8 @@ class GraphedMicroSteps:
         self.stream = torch.cuda.Stream(device)
         self.pool = torch.cuda.graph_pool_handle()
         self.recorded: dict[tuple, _Recorded] = {}
-        self.warmed: set[tuple] = set()
-        self.reached: dict[tuple, list[int]] = {}  # indices of the parameters a shape's backward reaches
+        # Indices of the parameters a shape's backward reaches, learnt by its eager warm-up (so: the warmed shapes)
+        self.reached: dict[tuple, list[int]] = {}
         self.grads: dict[int, torch.Tensor] = {}  # the persistent .grad of every parameter ever reached
         self._used: set[int] = set()
 
@@ -100,10 +101,8 @@ class GraphedMicroSteps:
     def run(self, batch: Clip, window: int, overlap: int, accumulation: int,
             loss_cfg: LossConfig) -> dict[str, torch.Tensor | float]:
         key = micro_step_key(batch, window, overlap, accumulation, loss_cfg)
-        if key not in self.warmed:
-            stats = self._eager(batch, window, overlap, accumulation, loss_cfg, key)
-            self.warmed.add(key)
-            return stats
+        if key not in self.reached:
+            return self._eager(batch, window, overlap, accumulation, loss_cfg, key)
         recorded = self.recorded.get(key)
         if recorded is None:
             recorded = self.recorded[key] = self._record(batch, window, overlap, accumulation, loss_cfg, key)
@@ -127,17 +126,15 @@ class GraphedMicroSteps:
                                              overlap)
         finally:
             self.chunk_loss.cfg = kept
-        reached = self.reached.get(key)
-        if reached is None:
-            reached = [i for i, p in enumerate(self.params) if p.requires_grad]
-        grads = torch.autograd.grad(loss / accumulation, [self.params[i] for i in reached], allow_unused=True)
-        if key not in self.reached:  # the eager warm-up learns which parameters the backward reaches
-            self.reached[key] = reached = [i for i, g in zip(reached, grads) if g is not None]
-            grads = [g for g in grads if g is not None]
-            for i in reached:
-                if i not in self.grads:
-                    self.grads[i] = torch.zeros_like(self.params[i])
-        torch._foreach_add_([self.grads[i] for i in reached], list(grads))
+        warm_up = key not in self.reached
+        asked = [i for i, p in enumerate(self.params) if p.requires_grad] if warm_up else self.reached[key]
+        grads = torch.autograd.grad(loss / accumulation, [self.params[i] for i in asked], allow_unused=True)
+        if warm_up:  # learn which parameters the backward reaches; they get persistent .grad tensors
+            self.reached[key] = [i for i, g in zip(asked, grads) if g is not None]
+            for i in self.reached[key]:
+                self.grads.setdefault(i, torch.zeros_like(self.params[i]))
+        reached = self.reached[key]
+        torch._foreach_add_([self.grads[i] for i in reached], [g for g in grads if g is not None])
         return stats
 
     def _eager(self, batch: Clip, window: int, overlap: int, accumulation: int, loss_cfg: LossConfig,

@@ -52,8 +52,8 @@ __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "m
 _RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device", "fast_path",
                                     "activation_checkpointing", "cuda_graphs")}
 """Settings that may differ between a run and its resumption: where, how fast and in how much memory it runs,
-not what it trains (the device and the fast path round differently; checkpointing recomputes exactly; a CUDA
-graph replays the same kernels)."""
+not what it trains (the device and the fast path round differently; checkpointing recomputes exactly; CUDA
+graphs replay the same kernels, with the camera head's SVD-free rotation, equal within fp32 rounding)."""
 _STAGE_RUN_ONLY = ("activation_checkpointing", "cuda_graphs")
 
 
@@ -192,12 +192,13 @@ class Trainer:
         if tcfg.fast_path and self.device.type == "cuda":
             model.set_fast_path()
         self.model = model
-        if any(self._graphs(s) for s in config.curriculum):
+        graphed_stages = any(self._graphs(s) for s in config.curriculum)
+        if graphed_stages:
             # The SVD checks its convergence on the host, which a CUDA graph cannot record: the whole run finds
             # its rotations by products instead (the same rotations within fp32 rounding).
             model.camera_head.sync_free = True
         self.optimizer = build_optimizer(model, config.optim)
-        if self.device.type == "cuda" and self.world > 1 and any(self._graphs(s) for s in config.curriculum):
+        if graphed_stages and self.world > 1:
             raise TrainingError("train.cuda_graphs records one process's micro-steps; with several processes "
                                 "run without it (--set train.cuda_graphs=false and no stage's cuda_graphs)")
         self.graphed: GraphedMicroSteps | None = None  # made at the first step that replays graphs
@@ -274,16 +275,19 @@ class Trainer:
         """Sequences per micro-step in ``stage``: its own ``micro_batch``, else ``train.micro_batch``."""
         return stage.micro_batch or self.config.train.micro_batch
 
+    def _stage_setting(self, stage: Stage, name: str) -> bool:
+        """A setting a stage may override (``activation_checkpointing``, ``cuda_graphs``): the stage's own value,
+        else the ``train`` section's."""
+        own = getattr(stage, name)
+        return getattr(self.config.train, name) if own is None else own
+
     def _checkpointing(self, stage: Stage) -> bool:
-        """Whether ``stage`` recomputes activations: its own setting, else ``train.activation_checkpointing``."""
-        own = stage.activation_checkpointing
-        return self.config.train.activation_checkpointing if own is None else own
+        """Whether ``stage`` recomputes activations."""
+        return self._stage_setting(stage, "activation_checkpointing")
 
     def _graphs(self, stage: Stage) -> bool:
-        """Whether ``stage`` replays its micro-steps as CUDA graphs (on a GPU): its own setting, else
-        ``train.cuda_graphs``."""
-        own = stage.cuda_graphs
-        return self.device.type == "cuda" and (self.config.train.cuda_graphs if own is None else own)
+        """Whether ``stage`` replays its micro-steps as CUDA graphs (on a GPU only)."""
+        return self.device.type == "cuda" and self._stage_setting(stage, "cuda_graphs")
 
     def _graphed(self) -> GraphedMicroSteps:
         if self.graphed is None:
@@ -401,6 +405,15 @@ class Trainer:
             (loss / accumulation).backward()
         return stats
 
+    def _save_completed(self, saved_at: int) -> int:
+        """On the way out of an interrupted or failed step: checkpoint the last completed step unless it is saved
+        already or the failure hit ``optimizer.step`` itself (the parameters are then half updated and the previous
+        checkpoint stands). Returns the step the checkpoint holds."""
+        if self.step != saved_at and not self._updating:
+            self.save_checkpoint()
+            return self.step
+        return saved_at
+
     def _out_of_memory(self, saved_at: int) -> str:
         """What to change when step ``self.step`` ran out of GPU memory, and where the run can continue."""
         stage, window = self.curriculum.at(self.step)
@@ -463,18 +476,12 @@ class Trainer:
                 if self._should_stop(started):
                     break
         except KeyboardInterrupt:
-            # Model and optimiser hold the last completed step, unless the interrupt hit optimizer.step itself:
-            # then the parameters are half updated and the previous checkpoint stands.
             bar.close()
-            if self.step != saved_at and not self._updating:
-                self.save_checkpoint()
+            self._save_completed(saved_at)
             raise
         except torch.OutOfMemoryError:
             bar.close()
-            if self.step != saved_at and not self._updating:
-                self.save_checkpoint()
-                saved_at = self.step
-            raise TrainingError(self._out_of_memory(saved_at)) from None
+            raise TrainingError(self._out_of_memory(self._save_completed(saved_at))) from None
         finally:
             bar.close()
             self.loader.close()
