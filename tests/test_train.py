@@ -59,8 +59,10 @@ def test_shipped_configs_parse():
         cfg = load_train_config(name)
         assert cfg.curriculum and cfg.train.batch_size > 0
     tiny = load_train_config("tiny_synthetic")
-    assert [s.frames for s in tiny.curriculum] == [48, 48, 128]  # the paper's schedule, scaled down
-    assert [s.chunk_range for s in tiny.curriculum] == [(4, 4), (12, 12), (16, 20)]
+    # one chunk first (rotation and translation), then the paper's schedule scaled down
+    assert [s.frames for s in tiny.curriculum] == [8, 48, 48, 128]
+    assert [s.chunk_range for s in tiny.curriculum] == [(1, 1), (4, 4), (12, 12), (16, 20)]
+    assert tiny.train.align == "se3"  # trained as it is evaluated, through LoGeR*'s chaining
 
 
 @pytest.mark.parametrize("raw, message", [
