@@ -16,9 +16,9 @@ processes sharing a GPU run their kernels side by side. The frames/s are the who
         --set train.micro_batch=64 --set train.fast_path=true --minutes 5 --skip 40 --out e2e.json
     python benchmarks/train_end_to_end.py tiny_synthetic --label "4 processes, MPS" --processes 4 --mps \\
         --minutes 3 --out e2e.json
-    python benchmarks/train_end_to_end.py tiny_synthetic --label "stage 2, checkpointing" --stage 2 \
+    python benchmarks/train_end_to_end.py tiny_synthetic --label "12 chunks, checkpointing" --stage 3 \
         --set train.activation_checkpointing=true --set train.micro_batch=8 --minutes 3 --out e2e.json
-    python benchmarks/train_end_to_end.py tiny_synthetic --label "stage 2, CUDA graphs" --stage 2 \
+    python benchmarks/train_end_to_end.py tiny_synthetic --label "12 chunks, CUDA graphs" --stage 3 \
         --set train.batch_size=64 --set train.micro_batch=64 --set train.activation_checkpointing=true \
         --set train.cuda_graphs=true --set train.fast_path=true --minutes 3.6 --skip 3 --out e2e.json
 """
