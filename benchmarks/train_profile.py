@@ -2,14 +2,17 @@
 
 The trainer's own log gives host times only (``step_time``, ``data_time``): when a step waits for data it does not
 tell whether the renderer's thread is held up by its own launches and host syncs or by the GPU it shares with the
-model. This runs ``loger3d train``'s steps in-process (``Trainer.train_step``) for one curriculum stage of CONFIG,
-``--warmup`` steps first (compiling, recording graphs, the first worlds), then ``--steps`` steps under
-``torch.profiler``, and reports per CUDA stream: kernels, kernel time and busy time (the union of its kernels'
-intervals), the GPU's busy time over all streams and how much of it the streams overlap, the wall time and the
-host's wait for data, with the ten costliest kernels of each stream. The loader renders on its own stream; the
-model's micro-steps (graph replays included) run on the default one.
+model. This runs ``loger3d train``'s steps in-process (``Trainer.train_step``) for one curriculum stage of CONFIG:
+``--warmup`` steps first (compiling, recording graphs, the first worlds), ``--timed`` steps timed plainly, then
+``--steps`` steps under ``torch.profiler``. It reports per CUDA stream: kernels, kernel time and busy time (the
+union of its kernels' intervals), the GPU's busy time over all streams and how much of it the streams overlap, the
+wall time and the host's wait for data, with the ten costliest kernels of each stream; and per host thread (the
+trainer's, the loader's) its operators' busy time, its time in each of ``PHASES``, its costliest outermost
+operators and its CUDA runtime calls (launches, synchronisations, copies), which tell a thread held up by its own
+launches and syncs from one waiting for the GPU. The loader renders on its own stream; the model's micro-steps
+(graph replays included) run on the default one.
 
-    python benchmarks/train_profile.py tiny_synthetic --stage 1 --json profile_stage1.json --trace stage1.json.gz
+    python benchmarks/train_profile.py tiny_synthetic --stage 1 --timed 30 --json stage1.json --trace stage1.json.gz
     python benchmarks/train_profile.py tiny_synthetic --stage 4 --steps 3 --set train.log_every=1 --json p4.json
 """
 
@@ -57,17 +60,108 @@ def summarise_trace(trace: dict, top: int = 10) -> dict:
             "busy_ms": busy_time([(e["ts"], e["ts"] + e["dur"]) for e in events]) / 1e3,
             "top_kernels_ms": {k[:120]: v / 1e3 for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:top]},
         }
+    threads = {}
+    for tid, events in _by_thread(trace).items():
+        ops = [e for e in events if e.get("cat") == "cpu_op"]
+        runtime = [e for e in events if e.get("cat") == "cuda_runtime"]
+        if not ops and not runtime:
+            continue
+        phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"].startswith("phase:")]
+        threads[tid] = {"cpu_op_busy_ms": busy_time([(e["ts"], e["ts"] + e["dur"]) for e in ops]) / 1e3,
+                        "phases_ms": _top(phases, len(PHASES)), "phase_calls": _counts(phases),
+                        "top_level_ops_ms": _top(_outermost(ops), top),
+                        "cuda_runtime_ms": _top(runtime, top),
+                        "cuda_runtime_calls": {k: v for k, v in sorted(_counts(runtime).items(),
+                                                                       key=lambda kv: -kv[1])[:top]}}
     every = [(e["ts"], e["ts"] + e["dur"]) for e in kernels]
     gpu_busy = busy_time(every) / 1e3
     span = (max(e for _, e in every) - min(s for s, _ in every)) / 1e3 if every else 0.0
     return {"streams": streams, "gpu_busy_ms": gpu_busy, "kernel_span_ms": span,
-            "overlap_ms": sum(s["busy_ms"] for s in streams.values()) - gpu_busy}
+            "overlap_ms": sum(s["busy_ms"] for s in streams.values()) - gpu_busy, "host_threads": threads}
+
+
+def _by_thread(trace: dict) -> dict[int, list[dict]]:
+    threads: dict[int, list[dict]] = defaultdict(list)
+    for e in trace.get("traceEvents", []):
+        if e.get("ph") == "X" and "dur" in e and isinstance(e.get("tid"), int):
+            threads[e["tid"]].append(e)
+    return threads
+
+
+def _outermost(events: list[dict]) -> list[dict]:
+    """The events of one thread not nested in another (what the thread's Python code called)."""
+    kept, reach = [], float("-inf")
+    for e in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+        if e["ts"] >= reach:
+            kept.append(e)
+            reach = e["ts"] + e["dur"]
+    return kept
+
+
+def _top(events: list[dict], top: int) -> dict[str, float]:
+    total: dict[str, float] = defaultdict(float)
+    for e in events:
+        total[e["name"][:120]] += e["dur"] / 1e3
+    return dict(sorted(total.items(), key=lambda kv: -kv[1])[:top])
+
+
+def _counts(events: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for e in events:
+        counts[e["name"][:120]] += 1
+    return counts
+
+
+PHASES = [("loger3d.train.loader", "stack_clips"), ("loger3d.train.synthetic", "render_worlds"),
+          ("loger3d.train.synthetic", "SyntheticSource._draw"), ("loger3d.train.synthetic", "SyntheticSource.world"),
+          ("loger3d.train.depth_filter", "DepthFilter.__call__"), ("loger3d.train.worlds.render", "SceneStack.of"),
+          ("loger3d.train.worlds.render", "trace"), ("loger3d.train.worlds.render", "shade_compiled"),
+          ("loger3d.train.worlds.render", "_cull")]
+"""Functions labelled in the trace (``record_function``), so a host thread's time shows by phase, Python's own
+work (planning clips, unpickling built worlds, assembling scene tables) included."""
+
+
+def label_phases() -> None:
+    """Wrap each of ``PHASES`` in a ``record_function`` named ``phase:NAME`` (in this process only)."""
+    import functools
+    import importlib
+    import inspect
+
+    for module_name, qualified in PHASES:
+        *owners, name = qualified.split(".")
+        target = importlib.import_module(module_name)
+        for owner in owners:
+            target = getattr(target, owner)
+        raw = inspect.getattr_static(target, name)
+        function = raw.__func__ if isinstance(raw, classmethod) else raw
+
+        def wrapped(*a, _function=function, _label=f"phase:{qualified}", **k):
+            with torch.profiler.record_function(_label):
+                return _function(*a, **k)
+
+        wrapped = functools.wraps(function)(wrapped)
+        setattr(target, name, classmethod(wrapped) if isinstance(raw, classmethod) else wrapped)
+
+
+def time_steps(trainer, steps: int, sync) -> dict:
+    """``steps`` training steps timed without the profiler (whose own overhead slows a launch-bound thread)."""
+    waits, frames = [], 0
+    started = time.perf_counter()
+    for _ in range(steps):
+        record = trainer.train_step()
+        waits.append(record["data_time"])
+        frames += trainer.config.train.batch_size * record["frames"]
+    sync()
+    wall = time.perf_counter() - started
+    return {"steps": steps, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall,
+            "data_wait_s": sum(waits), "step_s": wall / steps}
 
 
 def profile(args: argparse.Namespace) -> dict:
     from loger3d.train.config import load_train_config
     from loger3d.train.trainer import Trainer
 
+    label_phases()
     overrides = stage_override(args) + args.set
     config = load_train_config(args.config, overrides)
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,6 +171,7 @@ def profile(args: argparse.Namespace) -> dict:
                 trainer.train_step()
             sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
             sync()
+            timed = time_steps(trainer, args.timed, sync) if args.timed else None
             activities = [torch.profiler.ProfilerActivity.CPU]
             if trainer.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -101,7 +196,7 @@ def profile(args: argparse.Namespace) -> dict:
         "benchmark": "train_profile", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
         "command": " ".join(sys.argv), "config": args.config, "stage": args.stage, "overrides": args.set,
-        "warmup_steps": args.warmup, "steps": args.steps, "wall_s": wall, "frames": frames,
+        "warmup_steps": args.warmup, "timed_unprofiled": timed, "steps": args.steps, "wall_s": wall, "frames": frames,
         "frames_per_s": frames / wall, "data_wait_s": sum(waits), **summarise_trace(trace),
     }
 
@@ -112,18 +207,28 @@ def main() -> None:
     parser.add_argument("--stage", type=int, help="profile this curriculum stage (1-based) as the whole run")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--warmup", type=int, default=20, help="steps run before profiling")
+    parser.add_argument("--timed", type=int, default=0, help="steps timed without the profiler, after the warm-up")
     parser.add_argument("--steps", type=int, default=10, help="steps profiled")
     parser.add_argument("--json", required=True, help="write the summary here")
     parser.add_argument("--trace", help="also keep the whole trace here (gzipped Chrome JSON)")
     args = parser.parse_args()
     result = profile(args)
     Path(args.json).write_text(json.dumps(result, indent=1))
+    if result["timed_unprofiled"]:
+        t = result["timed_unprofiled"]
+        print(f"unprofiled: {t['frames_per_s']:.0f} frames/s over {t['steps']} steps ({t['step_s']:.3f} s a step, "
+              f"waiting for data {t['data_wait_s']:.2f} s of {t['wall_s']:.2f} s)")
     print(f"{result['frames_per_s']:.0f} frames/s over {args.steps} steps ({result['wall_s']:.2f} s, waiting for "
           f"data {result['data_wait_s']:.2f} s); GPU busy {result['gpu_busy_ms']:.0f} ms, streams overlapping "
           f"{result['overlap_ms']:.0f} ms")
     for stream, s in result["streams"].items():
         print(f"  stream {stream}: {s['kernels']} kernels, {s['kernel_ms']:.0f} ms of kernels, "
               f"busy {s['busy_ms']:.0f} ms")
+    for tid, t in result["host_threads"].items():
+        print(f"  host thread {tid}: operators busy {t['cpu_op_busy_ms']:.0f} ms; runtime "
+              + ", ".join(f"{k} {v:.0f} ms" for k, v in list(t["cuda_runtime_ms"].items())[:4]))
+        if t["phases_ms"]:
+            print("    " + ", ".join(f"{k[6:]} {v:.0f} ms" for k, v in t["phases_ms"].items()))
 
 
 if __name__ == "__main__":

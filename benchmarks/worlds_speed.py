@@ -88,8 +88,11 @@ def measure_step(args: argparse.Namespace, device: torch.device) -> dict:
     if args.compiled:  # the eager path is the oracle: how far the compiled shading's colours are from it
         eager, fused = render_worlds(requests, device), render_worlds(requests, device, compiled=True)
         diff = torch.cat([(a.images - b.images).abs().flatten() for a, b in zip(eager, fused)])
+        rel = torch.cat([((a.depth - b.depth).abs() / a.depth)[a.valid] for a, b in zip(eager, fused)])
         row["compiled_vs_eager"] = {"rgb_max_abs": float(diff.max()), "rgb_mean_abs": float(diff.mean()),
-                                    "depth_equal": all(torch.equal(a.depth, b.depth) for a, b in zip(eager, fused))}
+                                    "depth_equal": all(torch.equal(a.depth, b.depth) for a, b in zip(eager, fused)),
+                                    "depth_max_rel": float(rel.max()) if rel.numel() else 0.0,
+                                    "valid_equal": all(torch.equal(a.valid, b.valid) for a, b in zip(eager, fused))}
     if args.profile and device.type == "cuda":
         row["profile_one_batch"] = profile(lambda: render_worlds(requests, device, compiled=args.compiled), device)
     return row

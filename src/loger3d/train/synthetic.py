@@ -94,8 +94,8 @@ class SyntheticSource:
     ``revisit``: the share of clips that come back to where they were (``revisit_frames``: the second half
     ``revisit_gap`` frames or more after the first, its middle camera within ``revisit_distance`` metres of the
     first half's), so that the model learns to relate two visits of a place (what loop closure asks of it); a
-    world that never comes back gives a plain clip. ``compiled_shading``: on a GPU, shade through
-    ``torch.compile`` (``worlds.render.shade_compiled``: the same images up to float rounding, in fused
+    world that never comes back gives a plain clip. ``compiled_shading``: on a GPU, intersect and shade through
+    ``torch.compile`` (``worlds.render.render_many``: the same images up to float rounding, in fused
     kernels; the first step compiles).
     """
 

@@ -131,7 +131,7 @@ def render_worlds(requests: Sequence[tuple[SyntheticWorld, torch.Tensor]], devic
     image size; returns a ``WorldSequence`` per request. One batch of kernels covers many worlds, which is what a
     GPU needs to render a training step's clips quickly; each frame is what ``world.sample_frames`` gives.
     ``frames_per_batch``: frames (of any worlds) rendered at once; default ``render.RAYS_PER_BATCH`` rays' worth.
-    ``compiled``: shade through ``torch.compile`` (``render.shade_compiled``; for GPUs)."""
+    ``compiled``: intersect and shade through ``torch.compile`` (``render.render_many``; for GPUs)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     sizes = {(w.config.height, w.config.width) for w, _ in requests}
     if len(sizes) != 1:
