@@ -116,48 +116,46 @@ def test_the_batch_loader_gives_the_trainers_micro_batches_in_order():
     loader.close()
 
 
-def test_dense_shading_equals_the_sparse_shading():
-    """``shade(dense=True)`` (what ``shade_compiled`` compiles) computes every term for every ray and picks; in eager
-    mode it gives exactly the sparse path's colours."""
+def _shading_inputs(cases, groups: int = 1):
     worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=28, width=42))
-              for f, t, s in [("indoor", "walk", 1), ("street", "drive", 2), ("terrain", "orbit", 3)]]
-    stack = render_module.SceneStack.of([w.scene for w in worlds], [2, 2, 2], torch.device("cpu"))
+              for f, t, s in cases]
+    stack = render_module.SceneStack.of([w.scene for w in worlds], [2] * len(worlds), torch.device("cpu"))
     poses = torch.cat([w.poses[[10, 50]] for w in worlds])
     k = torch.cat([w.intrinsics.expand(2, 3, 3) for w in worlds])
     cam = render_module.camera_rays(k, 28, 42)
-    dirs = torch.einsum("fij,fhwj->fhwi", poses[:, :3, :3], cam).reshape(6, 1, 28 * 42, 3)
+    dirs = torch.einsum("fij,fhwj->fhwi", poses[:, :3, :3], cam).reshape(len(poses), groups, -1, 3)
     t, index = render_module.trace(stack, poses[:, :3, 3], dirs)
-    args = (stack, poses[:, :3, 3], dirs, t, index, 1.0 / k[:, 0, 0])
-    sparse, dense = render_module.shade(*args), render_module.shade(*args, dense=True)
+    return stack, poses[:, :3, 3], dirs, t, index, 1.0 / k[:, 0, 0]
+
+
+def test_split_shading_equals_the_sparse_shading():
+    """``shade_split`` (what ``shade_compiled`` compiles) shades misses and hits apart, each with every term for
+    every ray; in eager mode it gives exactly ``shade``'s colours."""
+    args = _shading_inputs([("indoor", "walk", 1), ("street", "drive", 2), ("terrain", "orbit", 3)])
+    index = args[4]
     assert (index >= 0).float().mean() > 0.3 and (index < 0).any()  # surfaces and sky both shaded
-    assert torch.equal(sparse, dense)
+    assert torch.equal(render_module.shade(*args), render_module.shade_split(*args))
 
 
-def test_dense_shading_traces_as_one_graph():
+def test_split_shading_traces_as_one_graph_a_part():
     """What ``shade_compiled`` compiles must trace whole: a graph break would silently run parts in eager mode."""
-    worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=28, width=42))
-              for f, t, s in [("street", "drive", 2), ("terrain", "orbit", 3)]]
-    stack = render_module.SceneStack.of([w.scene for w in worlds], [2, 2], torch.device("cpu"))
-    poses = torch.cat([w.poses[[10, 50]] for w in worlds])
-    k = torch.cat([w.intrinsics.expand(2, 3, 3) for w in worlds])
-    dirs = torch.einsum("fij,fhwj->fhwi", poses[:, :3, :3], render_module.camera_rays(k, 28, 42)).reshape(4, 1, -1, 3)
-    t, index = render_module.trace(stack, poses[:, :3, 3], dirs)
+    stack, origins, dirs, t, index, pixel_angle = _shading_inputs([("street", "drive", 2), ("terrain", "orbit", 3)])
+    flat = index.reshape(-1)
+    miss, hit = (flat < 0).nonzero().squeeze(-1), (flat >= 0).nonzero().squeeze(-1)
+    per_frame = dirs.shape[1] * dirs.shape[2]
     render_module.noise_table(torch.device("cpu"))
-    explained = torch._dynamo.explain(render_module._shade_dense)(stack, poses[:, :3, 3], dirs, t, index,
-                                                                  1.0 / k[:, 0, 0])
-    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    for explained in (torch._dynamo.explain(render_module._sky_of_rays)(stack.light, dirs, miss, per_frame),
+                      torch._dynamo.explain(render_module._surface_of_rays)(stack, origins, dirs, t, index, hit,
+                                                                            per_frame, pixel_angle)):
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_compiled_pair_intersections_find_the_eager_hits():
     """``trace(compile_pairs=True)`` intersects the culled pairs through ``torch.compile``, one graph a shape kind:
     the same surfaces as the eager path, depths within float rounding (fused kernels may contract to FMAs)."""
-    worlds = [SyntheticWorld(WorldConfig(family=f, trajectory=t, seed=s, length=120, height=28, width=42))
-              for f, t, s in [("street", "drive", 2), ("terrain", "orbit", 3), ("indoor", "walk", 1)]]
-    stack = render_module.SceneStack.of([w.scene for w in worlds], [2, 2, 2], torch.device("cpu"))
-    poses = torch.cat([w.poses[[10, 50]] for w in worlds])
-    k = torch.cat([w.intrinsics.expand(2, 3, 3) for w in worlds])
-    dirs = torch.einsum("fij,fhwj->fhwi", poses[:, :3, :3], render_module.camera_rays(k, 28, 42)).reshape(6, 6, -1, 3)
-    origins, shapes = poses[:, :3, 3], stack.shapes
+    stack, origins, dirs, *_ = _shading_inputs([("street", "drive", 2), ("terrain", "orbit", 3), ("indoor", "walk", 1)],
+                                               groups=6)
+    shapes = stack.shapes
     fi, gi, pi = render_module._cull(stack, origins, dirs)
     for kind in render_module.Kind:
         picked = shapes.kind[pi] == kind

@@ -38,7 +38,7 @@ from .scene import Kind, Materials, Planes, Scene, Shapes, moved_to
 from .textures import albedo, fbm, noise_table
 
 __all__ = ["NEAR", "PAIR_RAYS", "RAYS_PER_BATCH", "FrameLight", "RenderOutput", "SceneStack", "cast", "render",
-           "render_many", "shade", "shade_compiled", "trace"]
+           "render_many", "shade", "shade_compiled", "shade_split", "trace"]
 
 NEAR = 1e-3
 """Hits closer than this (metres of depth) are ignored."""
@@ -291,48 +291,70 @@ def _in_pyramid(shapes: Shapes, origins: torch.Tensor, normals: torch.Tensor, fi
 
 
 def shade(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
-          pixel_angle: torch.Tensor, dense: bool = False) -> torch.Tensor:
+          pixel_angle: torch.Tensor) -> torch.Tensor:
     """Colours ``[F, G, M, 3]`` in [0, 1] of traced rays (``trace``'s inputs and outputs); ``pixel_angle`` ``[F]``
-    is the angle one pixel spans (1 / fx), which sets texture filtering.
-
-    ``dense=False`` shades each surface term only where it applies (the hits, each texture's pixels, the
-    cloudy frames' rays): least arithmetic, many small kernels. ``dense=True`` computes every term for every
-    ray and picks per ray: more arithmetic, but no data-dependent shapes, so ``torch.compile`` can fuse it into
-    a few kernels (``shade_compiled``). Both give the same colours in eager mode (tested bit for bit)."""
+    is the angle one pixel spans (1 / fx), which sets texture filtering. Each surface term is computed only where
+    it applies (the hits, each texture's pixels, the cloudy frames' rays): least arithmetic, many small kernels."""
     f, g, m, _ = dirs.shape
     flat_dirs = dirs.reshape(-1, 3)
     length = flat_dirs.norm(dim=-1)
     unit = flat_dirs / length[:, None]
-    light = stack.light
     ray_frame = torch.arange(f, device=dirs.device).repeat_interleave(g * m)
-    rgb = _sky(light, unit, ray_frame, dense)
+    rgb = _sky(stack.light, unit, ray_frame)
     flat_index = index.reshape(-1)
-    if dense:
-        hit = flat_index >= 0
-        dist = torch.where(hit, t.reshape(-1), 0.0) * length
-        colour = _surface(stack, origins, unit, dist, ray_frame, flat_index.clamp(min=0), pixel_angle, dense)
-        return torch.where(hit[:, None], colour, rgb).view(f, g, m, 3)
     hit = (flat_index >= 0).nonzero().squeeze(-1)
     if hit.numel() == 0:
         return rgb.view(f, g, m, 3)
     rgb[hit] = _surface(stack, origins, unit[hit], t.reshape(-1)[hit] * length[hit], hit // (g * m), flat_index[hit],
-                        pixel_angle, dense)
+                        pixel_angle, dense=False)
+    return rgb.view(f, g, m, 3)
+
+
+def shade_split(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+                pixel_angle: torch.Tensor, compile: bool = False) -> torch.Tensor:
+    """``shade``'s colours, with the sky computed for the rays that miss and the surfaces for those that hit (one
+    host synchronisation to split them), and within each every term for every ray, picked per ray: no
+    data-dependent shapes inside either part, so ``torch.compile`` fuses each into a few kernels (``compile``;
+    dynamic shapes: one compilation serves every batch). Eager, the colours are ``shade``'s bit for bit (tested);
+    compiled, up to float rounding."""
+    f, g, m, _ = dirs.shape
+    flat_index = index.reshape(-1)
+    miss, hit = (flat_index < 0).nonzero().squeeze(-1), (flat_index >= 0).nonzero().squeeze(-1)
+    sky, surface = _sky_of_rays, _surface_of_rays
+    if compile:
+        noise_table(dirs.device)  # made eagerly: drawn from a seeded generator, which a compiled graph cannot hold
+        sky, surface = compiled_fn(sky, dynamic=True), compiled_fn(surface, dynamic=True)
+    rgb = torch.empty((f * g * m, 3), dtype=dirs.dtype, device=dirs.device)
+    if miss.numel():
+        rgb[miss] = sky(stack.light, dirs, miss, g * m)
+    if hit.numel():
+        rgb[hit] = surface(stack, origins, dirs, t, index, hit, g * m, pixel_angle)
     return rgb.view(f, g, m, 3)
 
 
 def shade_compiled(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
                    pixel_angle: torch.Tensor) -> torch.Tensor:
-    """``shade(..., dense=True)`` through ``torch.compile`` (dynamic shapes: one compilation serves every batch):
-    the same colours up to float rounding, in a few fused kernels instead of thousands of small ones. It goes
-    through ``model.compiled`` like the model's layers, so that the loader's thread and the training step never
-    trace and run compiled code at once."""
-    noise_table(dirs.device)  # made eagerly: it is drawn from a seeded generator, which a compiled graph cannot hold
-    return compiled_fn(_shade_dense, dynamic=True)(stack, origins, dirs, t, index, pixel_angle)
+    """``shade_split`` through ``torch.compile``: the same colours up to float rounding, in a few fused kernels
+    instead of thousands of small ones. It goes through ``model.compiled`` like the model's layers, so that the
+    loader's thread and the training step never trace and run compiled code at once."""
+    return shade_split(stack, origins, dirs, t, index, pixel_angle, compile=True)
 
 
-def _shade_dense(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
-                 pixel_angle: torch.Tensor) -> torch.Tensor:
-    return shade(stack, origins, dirs, t, index, pixel_angle, dense=True)
+def _sky_of_rays(light: FrameLight, dirs: torch.Tensor, rays: torch.Tensor, per_frame: int) -> torch.Tensor:
+    """Sky colours ``[R, 3]`` of rays ``rays`` ``[R]`` (flat indices into ``dirs`` ``[F, G, M, 3]``, ``per_frame``
+    = G·M rays a frame), every term for every ray."""
+    d = dirs.reshape(-1, 3)[rays]
+    return _sky(light, d / d.norm(dim=-1)[:, None], rays // per_frame, dense=True)
+
+
+def _surface_of_rays(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+                     rays: torch.Tensor, per_frame: int, pixel_angle: torch.Tensor) -> torch.Tensor:
+    """Surface colours ``[R, 3]`` of the hits of rays ``rays`` ``[R]`` (as ``_sky_of_rays``), every texture for
+    every ray."""
+    d = dirs.reshape(-1, 3)[rays]
+    length = d.norm(dim=-1)
+    return _surface(stack, origins, d / length[:, None], t.reshape(-1)[rays] * length, rays // per_frame,
+                    index.reshape(-1)[rays], pixel_angle, dense=True)
 
 
 def _surface(stack: SceneStack, origins: torch.Tensor, d: torch.Tensor, dist: torch.Tensor, frame: torch.Tensor,
