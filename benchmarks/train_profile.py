@@ -7,7 +7,8 @@ model. This runs ``loger3d train``'s steps in-process (``Trainer.train_step``) f
 ``--steps`` steps under ``torch.profiler``. It reports per CUDA stream: kernels, kernel time and busy time (the
 union of its kernels' intervals), the GPU's busy time over all streams and how much of it the streams overlap, the
 wall time and the host's wait for data, with the ten costliest kernels of each stream; and per host thread (the
-trainer's, the loader's) its operators' busy time, its time in each of ``PHASES``, its costliest outermost
+trainer's, the loader's) its operators' busy time (the trainer's only: the profiler records no other thread's),
+its host time in each of ``PHASES`` (clocked during the timed steps), its costliest outermost
 operators and its CUDA runtime calls (launches, synchronisations, copies), which tell a thread held up by its own
 launches and syncs from one waiting for the GPU. The loader renders on its own stream; the model's micro-steps
 (graph replays included) run on the default one.
@@ -23,6 +24,7 @@ import gzip
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -66,9 +68,7 @@ def summarise_trace(trace: dict, top: int = 10) -> dict:
         runtime = [e for e in events if e.get("cat") == "cuda_runtime"]
         if not ops and not runtime:
             continue
-        phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"].startswith("phase:")]
         threads[tid] = {"cpu_op_busy_ms": busy_time([(e["ts"], e["ts"] + e["dur"]) for e in ops]) / 1e3,
-                        "phases_ms": _top(phases, len(PHASES)), "phase_calls": _counts(phases),
                         "top_level_ops_ms": _top(_outermost(ops), top),
                         "cuda_runtime_ms": _top(runtime, top),
                         "cuda_runtime_calls": {k: v for k, v in sorted(_counts(runtime).items(),
@@ -117,34 +117,61 @@ PHASES = [("loger3d.train.loader", "stack_clips"), ("loger3d.train.synthetic", "
           ("loger3d.train.depth_filter", "DepthFilter.__call__"), ("loger3d.train.worlds.render", "SceneStack.of"),
           ("loger3d.train.worlds.render", "trace"), ("loger3d.train.worlds.render", "shade_compiled"),
           ("loger3d.train.worlds.render", "_cull")]
-"""Functions labelled in the trace (``record_function``), so a host thread's time shows by phase, Python's own
-work (planning clips, unpickling built worlds, assembling scene tables) included."""
+"""Functions whose host time is clocked per thread during the timed steps (``PhaseClock``): the profiler records
+operators on the thread that started it only, so the loader's own Python work (planning clips, unpickling
+built worlds, assembling scene tables, launching the renderer's kernels) is timed this way."""
 
 
-def label_phases() -> None:
-    """Wrap each of ``PHASES`` in a ``record_function`` named ``phase:NAME`` (in this process only)."""
-    import functools
-    import importlib
-    import inspect
+class PhaseClock:
+    """Wraps each of ``PHASES`` (in this process only) to add its wall time to ``seconds[(thread, phase)]``;
+    nested phases count in their callers too."""
 
-    for module_name, qualified in PHASES:
-        *owners, name = qualified.split(".")
-        target = importlib.import_module(module_name)
-        for owner in owners:
-            target = getattr(target, owner)
-        raw = inspect.getattr_static(target, name)
-        function = raw.__func__ if isinstance(raw, classmethod) else raw
+    def __init__(self) -> None:
+        import functools
+        import importlib
+        import inspect
 
-        def wrapped(*a, _function=function, _label=f"phase:{qualified}", **k):
-            with torch.profiler.record_function(_label):
-                return _function(*a, **k)
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.calls: dict[tuple[str, str], int] = defaultdict(int)
+        for module_name, qualified in PHASES:
+            *owners, name = qualified.split(".")
+            target = importlib.import_module(module_name)
+            for owner in owners:
+                target = getattr(target, owner)
+            raw = inspect.getattr_static(target, name)
+            function = raw.__func__ if isinstance(raw, classmethod) else raw
 
-        wrapped = functools.wraps(function)(wrapped)
-        setattr(target, name, classmethod(wrapped) if isinstance(raw, classmethod) else wrapped)
+            def clocked(*a, _function=function, _phase=qualified, **k):
+                return self._clocked(_function, _phase, *a, **k)
+
+            clocked = functools.wraps(function)(clocked)
+            setattr(target, name, classmethod(clocked) if isinstance(raw, classmethod) else clocked)
+
+    def _clocked(self, function, phase: str, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            key = (threading.current_thread().name, phase)
+            self.seconds[key] += time.perf_counter() - start
+            self.calls[key] += 1
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """``{thread: {phase: seconds}}``, costliest first."""
+        threads: dict[str, dict[str, float]] = defaultdict(dict)
+        for (thread, phase), seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
+            threads[thread][phase] = seconds
+        return dict(threads)
 
 
-def time_steps(trainer, steps: int, sync) -> dict:
-    """``steps`` training steps timed without the profiler (whose own overhead slows a launch-bound thread)."""
+def time_steps(trainer, steps: int, sync, clock: PhaseClock) -> dict:
+    """``steps`` training steps timed without the profiler (whose own overhead slows a launch-bound thread), with
+    the host time of each of ``PHASES`` per thread."""
+    clock.reset()
     waits, frames = [], 0
     started = time.perf_counter()
     for _ in range(steps):
@@ -154,14 +181,14 @@ def time_steps(trainer, steps: int, sync) -> dict:
     sync()
     wall = time.perf_counter() - started
     return {"steps": steps, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall,
-            "data_wait_s": sum(waits), "step_s": wall / steps}
+            "data_wait_s": sum(waits), "step_s": wall / steps, "host_phases_s": clock.report()}
 
 
 def profile(args: argparse.Namespace) -> dict:
     from loger3d.train.config import load_train_config
     from loger3d.train.trainer import Trainer
 
-    label_phases()
+    clock = PhaseClock()
     overrides = stage_override(args) + args.set
     config = load_train_config(args.config, overrides)
     with tempfile.TemporaryDirectory() as scratch:
@@ -171,7 +198,7 @@ def profile(args: argparse.Namespace) -> dict:
                 trainer.train_step()
             sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
             sync()
-            timed = time_steps(trainer, args.timed, sync) if args.timed else None
+            timed = time_steps(trainer, args.timed, sync, clock) if args.timed else None
             activities = [torch.profiler.ProfilerActivity.CPU]
             if trainer.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -218,6 +245,8 @@ def main() -> None:
         t = result["timed_unprofiled"]
         print(f"unprofiled: {t['frames_per_s']:.0f} frames/s over {t['steps']} steps ({t['step_s']:.3f} s a step, "
               f"waiting for data {t['data_wait_s']:.2f} s of {t['wall_s']:.2f} s)")
+        for thread, phases in t["host_phases_s"].items():
+            print(f"  {thread}: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
     print(f"{result['frames_per_s']:.0f} frames/s over {args.steps} steps ({result['wall_s']:.2f} s, waiting for "
           f"data {result['data_wait_s']:.2f} s); GPU busy {result['gpu_busy_ms']:.0f} ms, streams overlapping "
           f"{result['overlap_ms']:.0f} ms")
@@ -227,8 +256,6 @@ def main() -> None:
     for tid, t in result["host_threads"].items():
         print(f"  host thread {tid}: operators busy {t['cpu_op_busy_ms']:.0f} ms; runtime "
               + ", ".join(f"{k} {v:.0f} ms" for k, v in list(t["cuda_runtime_ms"].items())[:4]))
-        if t["phases_ms"]:
-            print("    " + ", ".join(f"{k[6:]} {v:.0f} ms" for k, v in t["phases_ms"].items()))
 
 
 if __name__ == "__main__":
