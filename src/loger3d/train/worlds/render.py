@@ -159,14 +159,18 @@ def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: fl
     if len(shapes):
         fc, gc, pc = _cull(stack, origins, dirs)
         inside = _in_pyramid(shapes, origins, _pyramid(dirs), fc, gc, pc)
-        fc, gc, pc = fc[inside], gc[inside], pc[inside]
-        kinds = shapes.kind[pc]
-        for kind in Kind:
-            picked = kinds == kind
-            fi, gi, pi = fc[picked], gc[picked], pc[picked]
-            step = max(1, PAIR_RAYS.get(dirs.device.type, PAIR_RAYS["cpu"]) // m)
-            for lo in range(0, fi.numel(), step):
-                ff, gg, pp = fi[lo:lo + step], gi[lo:lo + step], pi[lo:lo + step]
+        # The surviving pairs grouped by shape kind, in their order within a kind (a stable sort; the pairs
+        # outside the pyramid last): one host synchronisation for the group sizes, where selecting each kind's
+        # pairs by mask took one per tensor and kind.
+        group = torch.where(inside, shapes.kind[pc], len(Kind))
+        order = torch.argsort(group, stable=True)
+        fc, gc, pc = fc[order], gc[order], pc[order]
+        sizes = torch.bincount(group, minlength=len(Kind) + 1).tolist()
+        step = max(1, PAIR_RAYS.get(dirs.device.type, PAIR_RAYS["cpu"]) // m)
+        for kind, first, size in zip(Kind, _starts(sizes), sizes):
+            for lo in range(first, first + size, step):
+                hi = min(lo + step, first + size)
+                ff, gg, pp = fc[lo:hi], gc[lo:hi], pc[lo:hi]
                 keys = pair_keys[kind](origins, dirs, shapes.centre, shapes.rotation, shapes.size, ff, gg, pp, near)
                 key.scatter_reduce_(0, (ff * g + gg)[:, None].expand(-1, m), keys, "amin")
     if stack.plane_rows.shape[1]:
@@ -319,7 +323,10 @@ def shade_split(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t:
     compiled, up to float rounding."""
     f, g, m, _ = dirs.shape
     flat_index = index.reshape(-1)
-    miss, hit = (flat_index < 0).nonzero().squeeze(-1), (flat_index >= 0).nonzero().squeeze(-1)
+    hits = flat_index >= 0
+    rays = torch.argsort(hits.to(torch.uint8), stable=True)  # the misses, then the hits, each in ray order
+    misses = int((~hits).sum())  # the one host synchronisation
+    miss, hit = rays[:misses], rays[misses:]
     sky, surface = _sky_of_rays, _surface_of_rays
     if compile:
         noise_table(dirs.device)  # made eagerly: drawn from a seeded generator, which a compiled graph cannot hold
