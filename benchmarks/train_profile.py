@@ -132,7 +132,6 @@ class PhaseClock:
         import inspect
 
         self.seconds: dict[tuple[str, str], float] = defaultdict(float)
-        self.calls: dict[tuple[str, str], int] = defaultdict(int)
         for module_name, qualified in PHASES:
             *owners, name = qualified.split(".")
             target = importlib.import_module(module_name)
@@ -152,13 +151,10 @@ class PhaseClock:
         try:
             return function(*args, **kwargs)
         finally:
-            key = (threading.current_thread().name, phase)
-            self.seconds[key] += time.perf_counter() - start
-            self.calls[key] += 1
+            self.seconds[threading.current_thread().name, phase] += time.perf_counter() - start
 
     def reset(self) -> None:
         self.seconds.clear()
-        self.calls.clear()
 
     def report(self) -> dict[str, dict[str, float]]:
         """``{thread: {phase: seconds}}``, costliest first."""
@@ -168,20 +164,26 @@ class PhaseClock:
         return dict(threads)
 
 
-def time_steps(trainer, steps: int, sync, clock: PhaseClock) -> dict:
-    """``steps`` training steps timed without the profiler (whose own overhead slows a launch-bound thread), with
-    the host time of each of ``PHASES`` per thread."""
-    clock.reset()
-    waits, frames = [], 0
+def run_steps(trainer, steps: int, sync) -> dict:
+    """``steps`` training steps, timed to the GPU's end: ``{"steps", "wall_s", "frames", "frames_per_s",
+    "data_wait_s", "step_s"}``."""
+    wait, frames = 0.0, 0
     started = time.perf_counter()
     for _ in range(steps):
         record = trainer.train_step()
-        waits.append(record["data_time"])
+        wait += record["data_time"]
         frames += trainer.config.train.batch_size * record["frames"]
     sync()
     wall = time.perf_counter() - started
-    return {"steps": steps, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall,
-            "data_wait_s": sum(waits), "step_s": wall / steps, "host_phases_s": clock.report()}
+    return {"steps": steps, "wall_s": wall, "frames": frames, "frames_per_s": frames / wall, "data_wait_s": wait,
+            "step_s": wall / steps}
+
+
+def time_steps(trainer, steps: int, sync, clock: PhaseClock) -> dict:
+    """``run_steps`` without the profiler (whose own overhead slows a launch-bound thread), with the host time of
+    each of ``PHASES`` per thread."""
+    clock.reset()
+    return {**run_steps(trainer, steps, sync), "host_phases_s": clock.report()}
 
 
 def profile(args: argparse.Namespace) -> dict:
@@ -202,15 +204,8 @@ def profile(args: argparse.Namespace) -> dict:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if trainer.device.type == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
-            waits, frames = [], 0
             with torch.profiler.profile(activities=activities) as prof:
-                started = time.perf_counter()
-                for _ in range(args.steps):
-                    record = trainer.train_step()
-                    waits.append(record["data_time"])
-                    frames += config.train.batch_size * record["frames"]
-                sync()
-                wall = time.perf_counter() - started
+                profiled = run_steps(trainer, args.steps, sync)
         finally:
             trainer.loader.close()
         trace_path = Path(scratch) / "trace.json"
@@ -223,8 +218,7 @@ def profile(args: argparse.Namespace) -> dict:
         "benchmark": "train_profile", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
         "command": " ".join(sys.argv), "config": args.config, "stage": args.stage, "overrides": args.set,
-        "warmup_steps": args.warmup, "timed_unprofiled": timed, "steps": args.steps, "wall_s": wall, "frames": frames,
-        "frames_per_s": frames / wall, "data_wait_s": sum(waits), **summarise_trace(trace),
+        "warmup_steps": args.warmup, "timed_unprofiled": timed, **profiled, **summarise_trace(trace),
     }
 
 

@@ -153,24 +153,22 @@ def trace(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, near: fl
     """
     f, g, m, _ = dirs.shape
     shapes = stack.shapes
-    pair_keys = {kind: compiled_fn(_PAIR_KEYS[kind], dynamic=True) if compile_pairs else _PAIR_KEYS[kind]
-                 for kind in Kind}
+    pair_keys = {kind: compiled_fn(fn, dynamic=True) for kind, fn in _PAIR_KEYS.items()} if compile_pairs \
+        else _PAIR_KEYS
     key = torch.full((f * g, m), _MISS, dtype=torch.int64, device=dirs.device)
     if len(shapes):
         fc, gc, pc = _cull(stack, origins, dirs)
         inside = _in_pyramid(shapes, origins, _pyramid(dirs), fc, gc, pc)
-        # The surviving pairs grouped by shape kind, in their order within a kind (a stable sort; the pairs
-        # outside the pyramid last): one host synchronisation for the group sizes, where selecting each kind's
-        # pairs by mask took one per tensor and kind.
+        # Each kind's surviving pairs, in order: one host synchronisation for the counts of all kinds, then
+        # selections of known size (selecting by mask waited on the device once per tensor and kind).
         group = torch.where(inside, shapes.kind[pc], len(Kind))
-        order = torch.argsort(group, stable=True)
-        fc, gc, pc = fc[order], gc[order], pc[order]
         sizes = torch.bincount(group, minlength=len(Kind) + 1).tolist()
         step = max(1, PAIR_RAYS.get(dirs.device.type, PAIR_RAYS["cpu"]) // m)
-        for kind, first, size in zip(Kind, _starts(sizes), sizes):
-            for lo in range(first, first + size, step):
-                hi = min(lo + step, first + size)
-                ff, gg, pp = fc[lo:hi], gc[lo:hi], pc[lo:hi]
+        for kind in Kind:
+            picked = torch.nonzero_static(group == kind, size=sizes[kind]).squeeze(1)
+            for lo in range(0, sizes[kind], step):
+                chosen = picked[lo:lo + step]
+                ff, gg, pp = fc[chosen], gc[chosen], pc[chosen]
                 keys = pair_keys[kind](origins, dirs, shapes.centre, shapes.rotation, shapes.size, ff, gg, pp, near)
                 key.scatter_reduce_(0, (ff * g + gg)[:, None].expand(-1, m), keys, "amin")
     if stack.plane_rows.shape[1]:
@@ -206,11 +204,6 @@ def _rotate_rows(v: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     Written out rather than as ``bmm``: a GPU runs millions of 3×3 products as slow batched matrix–vector
     kernels, while these products fuse (and give the same values as ``bmm`` on the CPU)."""
     return v[..., 0, None] * rot[..., 0, :] + v[..., 1, None] * rot[..., 1, :] + v[..., 2, None] * rot[..., 2, :]
-
-
-def _rotate_columns(rot: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Matrices ``rot`` ``[..., 3, 3]`` times column vectors ``v`` ``[..., 3]`` (a shape's frame to the world)."""
-    return rot[..., :, 0] * v[..., 0, None] + rot[..., :, 1] * v[..., 1, None] + rot[..., :, 2] * v[..., 2, None]
 
 
 def _pack(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -324,9 +317,8 @@ def shade_split(stack: SceneStack, origins: torch.Tensor, dirs: torch.Tensor, t:
     f, g, m, _ = dirs.shape
     flat_index = index.reshape(-1)
     hits = flat_index >= 0
-    rays = torch.argsort(hits.to(torch.uint8), stable=True)  # the misses, then the hits, each in ray order
-    misses = int((~hits).sum())  # the one host synchronisation
-    miss, hit = rays[:misses], rays[misses:]
+    hit = hits.nonzero().squeeze(-1)  # the one host synchronisation
+    miss = torch.nonzero_static(~hits, size=flat_index.numel() - hit.numel()).squeeze(-1)
     sky, surface = _sky_of_rays, _surface_of_rays
     if compile:
         noise_table(dirs.device)  # made eagerly: drawn from a seeded generator, which a compiled graph cannot hold
@@ -378,7 +370,7 @@ def _surface(stack: SceneStack, origins: torch.Tensor, d: torch.Tensor, dist: to
         rot = shapes.rotation[srow]
         local = _rotate_rows(point - shapes.centre[srow], rot)
         s_normal, s_u, s_v, s_vertical = shape_surface(shapes.kind[srow], local, shapes.size[srow])
-        s_normal = _rotate_columns(rot, s_normal)
+        s_normal = _rotate_rows(s_normal, rot.mT)  # back to the world: rot times the column vector
     else:
         local = s_normal = point
         s_u = s_v = dist
