@@ -323,13 +323,15 @@ def test_resume_continues_bit_identically(tmp_path):
     balanced = {"balance_every": 2}
     straight = Trainer(config_from_dict(small_config(steps=4, loss=balanced)), tmp_path / "a", progress=False)
     straight.run()
-    # the same run in four pieces: max_minutes 0 stops after every step, --resume picks up; a piece may switch
-    # activation checkpointing (it recomputes exactly)
-    for piece in range(4):
+    # the same run in three pieces: to step 2 (stop_at), then max_minutes 0 stops after every step; --resume picks
+    # up; a piece may switch activation checkpointing (it recomputes exactly)
+    steps = []
+    for piece, stop in enumerate(({"stop_at": 2}, {"max_minutes": 0}, {"max_minutes": 0, "stop_at": 9})):
         pieces = config_from_dict(small_config(steps=4, loss=balanced, train={
-            "max_minutes": 0, "activation_checkpointing": piece % 2 == 1}))
+            **stop, "activation_checkpointing": piece % 2 == 1}))
         result = Trainer(pieces, tmp_path / "b", resume=True, progress=False).run()
-    assert result.finished and result.step == 4
+        steps.append(result.step)
+    assert steps == [2, 3, 4] and result.finished
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = [[json.loads(x) for x in open(tmp_path / d / "metrics.jsonl")] for d in "ab"]
@@ -550,6 +552,8 @@ def test_a_stage_can_change_loss_weights(tmp_path):
             config_from_dict(small_config(curriculum=[{**stages[1], "loss": bad}]))
     with pytest.raises(ConfigError, match="loss: rot_weight must be a number >= 0"):  # the section checks alike
         load_train_config("tiny_synthetic", ["loss.rot_weight=-1"])
+    with pytest.raises(ConfigError, match="stop_at must be a step >= 1"):
+        load_train_config("tiny_synthetic", ["train.stop_at=0"])
 
 
 @pytest.mark.parametrize("fused", [False, True])

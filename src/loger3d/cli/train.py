@@ -18,7 +18,7 @@ CONFIG is a YAML file or the name of a shipped example (--list shows them):
 
 OUT receives checkpoint.pt, config.yaml, metrics.jsonl, tensorboard/, loss.png and, when the
 curriculum is done, model.safetensors (use it with 'loger3d reconstruct --model OUT/model.safetensors').
-Stop any time (Ctrl-C, or --max-minutes) and continue with the same command plus --resume.
+Stop any time (Ctrl-C, --max-minutes or --stop-at) and continue with the same command plus --resume.
 Several GPUs: torchrun --nproc_per_node=N -m loger3d train CONFIG -o OUT (DDP, one process per GPU)."""
 
 _EPILOG = """\
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    if args.stop_at is not None:
+        overrides.append(f"train.stop_at={args.stop_at}")
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
     config = load_train_config(args.config, overrides)
@@ -82,6 +84,9 @@ def add_parser(commands) -> None:
                    help="override one config value (YAML syntax; repeatable)")
     p.add_argument("--max-minutes", type=float, metavar="M",
                    help="stop after M minutes of training with a checkpoint (continue with --resume)")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="stop at step STEP with a checkpoint (continue with --resume); the learning-rate schedule "
+                        "stays the whole curriculum's")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the config's, auto)")
     p.add_argument("--list", action="store_true", help="list the shipped example configs and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

@@ -75,7 +75,8 @@ class TrainSection:
     rest is gradient accumulation); ``precision``: ``bf16`` (autocast, CUDA only), ``fp32`` or ``auto`` (bf16 on
     CUDA); recurrence: ``truncate_every``, ``detach_swa_history``, ``align``, ``loss_scope``; logging and
     checkpoints every so many steps; ``max_minutes`` ends a run (with a checkpoint) after that much wall time,
-    so that long trainings proceed in resumable pieces. ``fast_path``: on CUDA, train through the model's fast
+    so that long trainings proceed in resumable pieces; ``stop_at`` ends it at that step (the weights of a
+    run's step, reproducibly: the schedule stays the whole curriculum's). ``fast_path``: on CUDA, train through the model's fast
     path (cuDNN attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then
     fewer, larger kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in
     the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own.
@@ -98,6 +99,7 @@ class TrainSection:
     log_every: int = 10
     checkpoint_every: int = 500
     max_minutes: float | None = None
+    stop_at: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -108,6 +110,8 @@ class TrainSection:
                               f"({self.micro_batch})")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log_every and checkpoint_every must be >= 1")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise ConfigError(f"stop_at must be a step >= 1, got {self.stop_at}")
         self.recurrent  # noqa: B018 -- validates align, loss_scope and truncate_every
 
     @property

@@ -49,7 +49,7 @@ from .recurrent import SequenceObjective
 
 __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "model_config"]
 
-_RUN_ONLY = {("train", k) for k in ("max_minutes", "log_every", "checkpoint_every", "device", "fast_path",
+_RUN_ONLY = {("train", k) for k in ("max_minutes", "stop_at", "log_every", "checkpoint_every", "device", "fast_path",
                                     "activation_checkpointing", "cuda_graphs")}
 """Settings that may differ between a run and its resumption: where, how fast and in how much memory it runs,
 not what it trains (the device and the fast path round differently; checkpointing recomputes exactly; CUDA
@@ -428,7 +428,9 @@ class Trainer:
                 f"{advice}; then continue with --resume (checkpoint at step {saved_at})")
 
     def _should_stop(self, started: float) -> bool:
-        limit = self.config.train.max_minutes
+        stop_at, limit = self.config.train.stop_at, self.config.train.max_minutes
+        if stop_at is not None and self.step >= stop_at:
+            return True
         if limit is None:
             return False
         stop = time.perf_counter() - started > 60 * limit
@@ -442,7 +444,8 @@ class Trainer:
         return stop
 
     def run(self) -> TrainResult:
-        """Train to the end of the curriculum or until ``train.max_minutes``; checkpoint on the way out."""
+        """Train to the end of the curriculum, ``train.stop_at`` or ``train.max_minutes``; checkpoint on the way
+        out."""
         from tqdm import tqdm
 
         cfg = self.config.train

@@ -15,10 +15,12 @@ from .scene import Kind, Scene
 __all__ = ["clearance"]
 
 
-def clearance(scene: Scene, points: np.ndarray | torch.Tensor, cap: float = 2.0, batch: int = 256) -> np.ndarray:
+def clearance(scene: Scene, points: np.ndarray | torch.Tensor, cap: float = 2.0, batch: int = 32) -> np.ndarray:
     """Distance ``[M]`` (float64, at most ``cap``) from each point ``[M, 3]`` to the nearest surface.
 
-    Batches of consecutive points are bounded by one sphere, so points along a trajectory go fast.
+    Batches of consecutive points are bounded by one sphere, so points along a trajectory go fast; short batches
+    keep the sphere tight: 32 points took a fifth of the time of 256 on training worlds (0.008 against 0.038 s a
+    world of 600 frames, about a tenth of building it), with the same distances.
     """
     pts = torch.as_tensor(np.asarray(points, dtype=np.float64)).reshape(-1, 3)
     shapes, planes = scene.shapes, scene.planes

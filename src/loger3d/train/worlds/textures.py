@@ -22,6 +22,8 @@ _PERIOD = 64  # lattice cells before the noise repeats (per axis); shifts per ma
 _SIDE = _PERIOD + 1  # the table repeats its first layer at the end of each axis: corners never wrap
 _CORNERS = torch.tensor([dx * _SIDE**2 + dy * _SIDE + dz for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])
 _TABLES: dict[torch.device, torch.Tensor] = {}
+_MARKED = tuple(kind for kind in Pattern if kind != Pattern.PLAIN)
+"""The patterns that mark a surface, as a tuple: torch.compile (2.11) cannot iterate over the enum class itself."""
 
 
 def noise_table(device: torch.device) -> torch.Tensor:
@@ -126,9 +128,7 @@ def albedo(materials: Materials, rows: torch.Tensor, u: torch.Tensor, v: torch.T
     pattern = materials.pattern[rows]
     weight = torch.zeros_like(u)
     tint = torch.ones_like(u)
-    for kind in Pattern:
-        if kind == Pattern.PLAIN:
-            continue
+    for kind in _MARKED:
         if dense:
             w, t = _pattern(kind, u, v, p, scale, footprint, vertical)
             here = pattern == int(kind)  # a plain int: torch.compile traces it
