@@ -71,20 +71,19 @@ class OptimSection:
 
 @dataclass
 class TrainSection:
-    """``batch_size`` sequences per optimiser step over all processes, drawn ``micro_batch`` at a time (the
-    rest is gradient accumulation); ``precision``: ``bf16`` (autocast, CUDA only), ``fp32`` or ``auto`` (bf16 on
-    CUDA); recurrence: ``truncate_every``, ``detach_swa_history``, ``align``, ``loss_scope``; logging and
-    checkpoints every so many steps; ``max_minutes`` ends a run (with a checkpoint) after that much wall time,
-    so that long trainings proceed in resumable pieces; ``stop_at`` ends it at that step (the weights of a
-    run's step, reproducibly: the schedule stays the whole curriculum's). ``fast_path``: on CUDA, train through the model's fast
-    path (cuDNN attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then
-    fewer, larger kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in
-    the backward pass (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own.
-    ``cuda_graphs``: on one CUDA GPU, record each micro-step's forward and backward once per shape and replay it
-    as one CUDA graph (``train/graphed.py``), for stages of many chunks, where launching kernels bounds the step;
-    it keeps a micro-step's activations beside an eager pass's (where memory is short: activation checkpointing
-    or a smaller micro-batch);
-    ignored on a CPU; a curriculum stage may set its own."""
+    """``batch_size`` sequences per optimiser step over all processes, drawn ``micro_batch`` at a time (the rest is
+    gradient accumulation); ``precision``: ``bf16`` (autocast, CUDA only), ``fp32`` or ``auto`` (bf16 on CUDA);
+    recurrence: ``truncate_every``, ``detach_swa_history``, ``align``, ``loss_scope``; logging and checkpoints every
+    so many steps; ``max_minutes`` ends a run (with a checkpoint) after that much wall time, so that long trainings
+    proceed in resumable pieces; ``stop_at`` ends it at that step (the weights of a run's step, reproducibly: the
+    schedule stays the whole curriculum's). ``fast_path``: on CUDA, train through the model's fast path (cuDNN
+    attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then fewer, larger
+    kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in the backward pass
+    (through the compiled layers when ``fast_path`` is on); a curriculum stage may set its own. ``cuda_graphs``: on
+    one CUDA GPU, record each micro-step's forward and backward once per shape and replay it as one CUDA graph
+    (``train/graphed.py``), for stages of many chunks, where launching kernels bounds the step; it keeps a
+    micro-step's activations beside an eager pass's (where memory is short: activation checkpointing or a smaller
+    micro-batch); ignored on a CPU; a curriculum stage may set its own."""
 
     batch_size: int = 8
     micro_batch: int = 1
