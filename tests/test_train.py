@@ -326,7 +326,9 @@ def test_resume_continues_bit_identically(tmp_path):
     # the same run in three pieces: to step 2 (stop_at), then max_minutes 0 stops after every step; --resume picks
     # up; a piece may switch activation checkpointing (it recomputes exactly)
     steps = []
-    for piece, stop in enumerate(({"stop_at": 2}, {"max_minutes": 0}, {"max_minutes": 0, "stop_at": 9})):
+    # (checkpoints every step in the first piece: written by a thread beside the steps)
+    for piece, stop in enumerate(({"stop_at": 2, "checkpoint_every": 1}, {"max_minutes": 0},
+                                  {"max_minutes": 0, "stop_at": 9})):
         pieces = config_from_dict(small_config(steps=4, loss=balanced, train={
             **stop, "activation_checkpointing": piece % 2 == 1}))
         result = Trainer(pieces, tmp_path / "b", resume=True, progress=False).run()

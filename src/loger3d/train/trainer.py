@@ -35,6 +35,7 @@ from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
 from ..weights.registry import ModelCard
 from .balance import LossBalance, shared_parameters, term_gradient_norms
+from .checkpoint_writer import CheckpointWriter
 from .clip import Clip
 from .config import TrainConfig
 from .curriculum import Curriculum, Stage, window_for_chunks
@@ -209,6 +210,7 @@ class Trainer:
         self.skipped_steps = torch.tensor(int(state.get("skipped_steps", 0)) if state is not None else 0,
                                           device=self.device)
         self._updating = False
+        self._writer = CheckpointWriter()
         objective = SequenceObjective(model, config.loss, tcfg.recurrent)
         self.chunk_loss = objective.loss  # its settings follow the curriculum stage (Stage.loss) and the balance
         self.balance = LossBalance()
@@ -233,13 +235,16 @@ class Trainer:
     def total_steps(self) -> int:
         return self.curriculum.total_steps
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, background: bool = False) -> None:
+        """``checkpoint.pt`` of this step, written atomically; with ``background`` by a thread while training goes
+        on (``CheckpointWriter``), else before returning."""
         if self.main:
-            with atomic_open(os.path.join(self.out, "checkpoint.pt")) as f:
-                torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                            "step": self.step, "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False),
-                            "world_size": self.world, "loss_balance": self.balance.state_dict(),
-                            "skipped_steps": int(self.skipped_steps)}, f)
+            self._writer.save(os.path.join(self.out, "checkpoint.pt"), {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "config": yaml.safe_dump(self.config.to_dict(), sort_keys=False), "world_size": self.world,
+                "loss_balance": self.balance.state_dict(), "skipped_steps": int(self.skipped_steps)})
+            if not background:
+                self._writer.wait()
             self.log.flush()
         if self.world > 1:
             dist.barrier()
@@ -412,6 +417,7 @@ class Trainer:
         if self.step != saved_at and not self._updating:
             self.save_checkpoint()
             return self.step
+        self._writer.wait()
         return saved_at
 
     def _out_of_memory(self, saved_at: int) -> str:
@@ -474,7 +480,7 @@ class Trainer:
                                    "(NaN or inf) and left the weights unchanged", file=sys.stderr)
                     bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
                 if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    self.save_checkpoint(background=True)
                     saved_at = self.step
                 if self._should_stop(started):
                     break
@@ -488,6 +494,8 @@ class Trainer:
         finally:
             bar.close()
             self.loader.close()
+            self._writer.join()  # a checkpoint being written is finished on every way out
+        self._writer.wait()
         last = read_stats(last)
         if self.step != saved_at or self.step == self.total_steps:
             self.save_checkpoint()
