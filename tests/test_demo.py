@@ -17,9 +17,10 @@ from loger3d.sinks.trajectory import read_tum
 
 from .conftest import one_line_error
 
-#: Measured 0.966 m (3.4 % of the 28 m path) on CPU (the model shipped until 2026-12-03: 0.983 m); a regression
-#: guard, not an accuracy claim.
-ATE_LIMIT_M = 1.1
+#: Measured 1.228 m (4.4 % of the 28 m path) on CPU with the model shipped since 2026-12-03 (train_long run; the one
+#: before it: 0.966 m, though it scores twice the error on held-out 1,000-frame worlds); a regression guard, not
+#: an accuracy claim.
+ATE_LIMIT_M = 1.35
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def test_demo_writes_the_outputs_and_a_true_score(demo_run):
 
 
 def test_the_demo_cloud_keeps_most_confident_pixels(demo_run):
-    """The shipped model's edge filter (0.1) keeps 97 % of the pixels above the confidence threshold on the
-    demo (the official demo's 0.03 kept 3 %: 1,341 points)."""
+    """The shipped model's edge filter (0.1) keeps most pixels above the confidence threshold on the demo: 86 %
+    with the model shipped since 2026-12-03, 97 % with the one before (the official demo's 0.03 kept 3 %)."""
     from loger3d.sinks.cloud import filter_mask
     from loger3d.sinks.store import FrameStore
 
@@ -69,7 +70,7 @@ def test_the_demo_cloud_keeps_most_confident_pixels(demo_run):
         kept += int(filter_mask(chunk["depth"], chunk["conf"], run["settings"]["conf_threshold"],
                                 run["settings"]["edge_rtol"]).sum())
     assert run["settings"]["edge_rtol"] == 0.1 and confident > 0
-    assert kept / confident > 0.9, kept / confident
+    assert kept / confident > 0.8, kept / confident
     assert run["cloud_points"] > 100_000
 
 
