@@ -323,17 +323,17 @@ def test_resume_continues_bit_identically(tmp_path):
     balanced = {"balance_every": 2}
     straight = Trainer(config_from_dict(small_config(steps=4, loss=balanced)), tmp_path / "a", progress=False)
     straight.run()
-    # the same run in three pieces: to step 2 (stop_at), then max_minutes 0 stops after every step; --resume picks
-    # up; a piece may switch activation checkpointing (it recomputes exactly)
+    # the same run in pieces: to step 2 (stop_at, with a checkpoint every step, written by a thread beside the
+    # steps), again to step 2 (nothing to train), then max_minutes 0 stops after every step; --resume picks up; a
+    # piece may switch activation checkpointing (it recomputes exactly)
     steps = []
-    # (checkpoints every step in the first piece: written by a thread beside the steps)
-    for piece, stop in enumerate(({"stop_at": 2, "checkpoint_every": 1}, {"max_minutes": 0},
+    for piece, stop in enumerate(({"stop_at": 2, "checkpoint_every": 1}, {"stop_at": 2}, {"max_minutes": 0},
                                   {"max_minutes": 0, "stop_at": 9})):
         pieces = config_from_dict(small_config(steps=4, loss=balanced, train={
             **stop, "activation_checkpointing": piece % 2 == 1}))
         result = Trainer(pieces, tmp_path / "b", resume=True, progress=False).run()
         steps.append(result.step)
-    assert steps == [2, 3, 4] and result.finished
+    assert steps == [2, 2, 3, 4] and result.finished
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = [[json.loads(x) for x in open(tmp_path / d / "metrics.jsonl")] for d in "ab"]

@@ -434,9 +434,7 @@ class Trainer:
                 f"{advice}; then continue with --resume (checkpoint at step {saved_at})")
 
     def _should_stop(self, started: float) -> bool:
-        stop_at, limit = self.config.train.stop_at, self.config.train.max_minutes
-        if stop_at is not None and self.step >= stop_at:
-            return True
+        limit = self.config.train.max_minutes
         if limit is None:
             return False
         stop = time.perf_counter() - started > 60 * limit
@@ -462,8 +460,9 @@ class Trainer:
         saved_at = self.step
         since, frames = time.perf_counter(), 0  # the frames trained since the last logged step
         warned = int(self.skipped_steps)  # skipped steps already reported
+        end = min(self.total_steps, cfg.stop_at or self.total_steps)  # a run resumed at its stop_at trains nothing
         try:
-            while self.step < self.total_steps:
+            while self.step < end:
                 last = self.train_step()
                 frames += cfg.batch_size * last["frames"]
                 bar.update(1)
