@@ -51,10 +51,14 @@ def save(path: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cache", help="the artifacts file: read when it exists, written when the target ends")
-    parser.add_argument("-m", dest="module", help="run this module as python -m does")
-    parser.add_argument("target", nargs=argparse.REMAINDER, help="a script and its arguments, or the module's")
+    parser.add_argument("target", nargs=argparse.REMAINDER,
+                        help="a script and its arguments, or -m, a module and its arguments (as python takes them)")
     args = parser.parse_args()
-    if not args.module and not args.target:
+    # The remainder swallows everything after the cache, "-m" included, so the module is picked out of it here.
+    args.module = args.target[1] if len(args.target) >= 2 and args.target[0] == "-m" else None
+    if args.module:
+        args.target = args.target[2:]
+    elif not args.target or args.target[0].startswith("-"):
         parser.error("give a script, or -m and a module")
     loaded = load(args.cache)
     print(f"compile cache: {'loaded ' + args.cache if loaded else 'none yet at ' + args.cache}", file=sys.stderr)

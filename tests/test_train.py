@@ -24,7 +24,7 @@ from loger3d.train.clip import stack_clips
 from loger3d.train.config import ConfigError, builtin_configs, config_from_dict, load_train_config
 from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
 from loger3d.train.init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
-from loger3d.train.log import camera_learning
+from loger3d.train.log import MetricsLog, camera_learning
 from loger3d.train.losses import read_stats
 from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
@@ -384,6 +384,27 @@ def test_camera_learning_compares_the_final_stage_with_its_baselines():
     assert camera_learning([{"step": 1, "stage": 0, "rot": 0.0, "rot_identity": 0.0}]) == {}
     assert camera_learning([]) == {}
 
+
+
+def test_metrics_log_redraws_the_plot_at_most_every_interval_and_always_at_close(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    drawn = []
+    monkeypatch.setattr("loger3d.train.log.plot_metrics", lambda records, path: drawn.append(len(records)))
+    log = MetricsLog(tmp_path, plot_every_s=3600.0)
+    log.writer = None  # TensorBoard is not what this is about
+    for step in (1, 2, 3):
+        log.log({"step": step, "total": 1.0 / step, "lr": 0.1})
+        log.flush()  # a periodic checkpoint's flush: only the first draws within the interval
+    log.flush(plot=True)  # a checkpoint on the way out draws whatever the interval
+    log.close()
+    assert drawn == [1, 3, 3]
+    (tmp_path / "again").mkdir()
+    log = MetricsLog(tmp_path / "again", plot_every_s=0.0)
+    log.writer = None
+    log.log({"step": 1, "total": 1.0, "lr": 0.1})
+    log.flush()
+    log.flush()
+    assert drawn[3:] == [1, 1]
 
 # --- several processes ----------------------------------------------------------------------------------------
 

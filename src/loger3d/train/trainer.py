@@ -245,7 +245,7 @@ class Trainer:
                 "loss_balance": self.balance.state_dict(), "skipped_steps": int(self.skipped_steps)})
             if not background:
                 self._writer.wait()
-            self.log.flush()
+            self.log.flush(plot=not background)  # periodic ones redraw loss.png at most once a minute
         if self.world > 1:
             dist.barrier()
 
