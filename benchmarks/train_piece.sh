@@ -1,6 +1,7 @@
 #!/bin/bash
 # One device call of a training run in pieces (issue 18), from the repository root:
-#   [TESTS="pytest node ids"] [RUN=/tmp/train_run] bash benchmarks/train_piece.sh CONFIG MINUTES
+#   [TESTS="pytest node ids"] [RUN=/tmp/train_run] bash benchmarks/train_piece.sh CONFIG MINUTES [TRAIN OPTIONS]
+# (TRAIN OPTIONS go to loger3d train as they are: --stop-at 4380, --set train.checkpoint_every=100, ...)
 # A machine held warm between calls keeps $RUN (checkpoint and compile caches) in /tmp. A run can also go on in a
 # later lease, on a fresh machine: each call returns the checkpoint in parts of 15 MB (a file coming back is at
 # most 16 MiB) with their SHA-256; put together at home,
@@ -12,9 +13,10 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
 CONFIG=$1 MINUTES=$2
+shift 2
 RUN=${RUN:-/tmp/train_run}
 CACHE=/tmp/compile_cache.bin
-[ -f "$CONFIG" ] && [ -n "$MINUTES" ] || { echo "usage: $0 CONFIG MINUTES"; exit 2; }
+[ -f "$CONFIG" ] && [ -n "$MINUTES" ] || { echo "usage: $0 CONFIG MINUTES [TRAIN OPTIONS]"; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 if [ ! -f "$RUN/checkpoint.pt" ] && [ -f .scratch/carry/checkpoint.pt ]; then
@@ -27,7 +29,7 @@ if [ -n "$TESTS" ]; then
   date -u
 fi
 python benchmarks/compile_cache.py "$CACHE" -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "$MINUTES" \
-  --quiet 2>&1 | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
+  --quiet "$@" 2>&1 | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 python - "$RUN/metrics.jsonl" <<'PY'
 import json, sys
 last = [json.loads(line) for line in open(sys.argv[1])][-1]
