@@ -11,6 +11,7 @@ camera motion scores about that.
 
     python benchmarks/heldout_ate.py --model tiny_synthetic --worlds 9 --first 700 --json val.json
     python benchmarks/heldout_ate.py --model runs/tiny/model.safetensors --windows 10 20 --aligns se3 none
+    python benchmarks/heldout_ate.py --only street-walk terrain-walk --frames 10000 --aligns none   # seeds 701, 702
 """
 
 from __future__ import annotations
@@ -45,13 +46,21 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[10])
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--aligns", nargs="+", default=["se3"], choices=["none", "se3", "sim3"])
+    parser.add_argument("--only", nargs="+", metavar="FAMILY-TRAJECTORY",
+                        help="score only these of the --worlds worlds (each keeps its seed), e.g. street-walk")
     parser.add_argument("--json", help="write the rows and means here")
     args = parser.parse_args()
+    worlds = test_worlds(args.worlds, HELD_OUT_SEED_OFFSET + args.first)
+    if args.only:
+        names = {f"{family}-{kind}" for family, kind, _ in worlds}
+        if unknown := sorted(set(args.only) - names):
+            parser.error(f"--only {' '.join(unknown)}: not among the {args.worlds} worlds ({', '.join(sorted(names))})")
+        worlds = [w for w in worlds if f"{w[0]}-{w[1]}" in args.only]
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(args.model).to(device).eval().float()
     rows = []
-    for family, kind, seed in test_worlds(args.worlds, HELD_OUT_SEED_OFFSET + args.first):
+    for family, kind, seed in worlds:
         images, gt, path = held_out_sequence(family, kind, seed, args.frames, args.height, args.width, device)
         straight = 100 * ate(straight_line(gt), gt) / path
         for window in args.windows:
@@ -75,7 +84,7 @@ def main() -> None:
     means = {k: float(np.mean(v)) for k, v in means.items()}
     means["a straight line"] = float(np.mean([r["straight_line_pct_path"] for r in rows]))
     for key, value in means.items():
-        print(f"{key}: mean ATE {value:.2f} % of the path over {args.worlds} worlds")
+        print(f"{key}: mean ATE {value:.2f} % of the path over {len(worlds)} worlds")
     if args.json:
         report = {"benchmark": "held-out ATE", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
