@@ -91,7 +91,7 @@ class MetricsLog:
 
     ``flush`` redraws ``loss.png`` at most once every ``plot_every_s`` seconds, ``close`` always: drawing takes
     the training thread 0.4-1.0 s for a log of 876 records (on a 2-core CPU), and the trainer flushes at every
-    checkpoint (on the H200, every 20 steps of 0.1 s cost 0.9 s more than the others:
+    checkpoint (on the H200 a checkpoint every 20 steps added 0.9 s to steps of 0.1 s, writer thread and all:
     ``benchmarks/results/train_4000_2026-12-03``)."""
 
     def __init__(self, out: str | os.PathLike, enabled: bool = True, resume_step: int = 0,
