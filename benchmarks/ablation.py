@@ -2,9 +2,14 @@ r"""Memory ablation: hybrid (TTT + SWA), TTT only, SWA only and no memory (Pi3-C
 trained from scratch with the same config and budget on several training seeds, scored on held-out long worlds.
 
 A run is the trainer on a base config (default: the shipped ``tiny_synthetic``'s, ``--set`` overrides it) with
-the variant's memory layers removed (``model.options``) and seed ``k`` as both ``model.seed`` and ``data.seed``.
-Runs live in ``OUT/<variant>-seed<k>``. ``train`` continues unfinished runs and stops after ``--max-minutes``
-in all, so an ablation too long for one sitting proceeds in pieces (each run resumes exactly).
+seed ``k`` as both ``model.seed`` and ``data.seed`` and what the variant lacks taken away through
+``model.options``: with ``--memory removed`` the memory layers themselves, with ``--memory cut`` only their path
+from one chunk to the next (the layers stay and work within each chunk). Cut variants are one function on
+one-chunk clips, so they can share a first stage trained once: ``--start`` begins every new run as a checkpoint
+taken within the one-chunk stages of a run of the same config and seed (``branch_run`` checks both; a branched
+run equals the variant trained from scratch, tests/test_train.py). Runs live in ``OUT/<variant>-seed<k>``.
+``train`` continues unfinished runs and stops after ``--max-minutes`` in all, so an ablation too long for one
+sitting proceeds in pieces (each run resumes exactly).
 
 ``eval`` scores every finished run (of ``--variants`` and ``--seeds``) on ``--worlds`` held-out worlds (family ×
 trajectory in turn, world seeds from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames``
@@ -17,6 +22,8 @@ separate machines), provided they were scored with the same protocol.
 
     python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
         --out runs/ablation --max-minutes 9 --parallel 4 [--mps]
+    python benchmarks/ablation.py train --config benchmarks/results/train_6000_2026-12-03/run.yaml --memory cut \
+        --start runs/stage1-seed{seed}/checkpoint.pt --seeds 0 --out runs/ablation_cut --max-minutes 9
     python benchmarks/ablation.py eval --config benchmarks/results/ablation_scratch/config.yaml --out runs/ablation \
         --json runs/ablation/seed1.json
     python benchmarks/ablation.py join benchmarks/results/ablation_scratch/ablation_scratch.json \
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -44,13 +52,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
+import yaml
 from gpu_sharing import child_processes, mps_daemon
 from heldout_worlds import ate, held_out_sequence, rotation_drift, straight_line, test_worlds
 
 from loger3d.model.loger import LoGeR
 from loger3d.train.config import config_from_dict, load_train_config
 from loger3d.train.log import read_metrics
-from loger3d.train.trainer import Trainer, model_config
+from loger3d.train.trainer import Trainer, comparable_config, model_config
 from loger3d.util.atomic import atomic_open
 from loger3d.weights import read_state_dict
 
@@ -60,17 +69,76 @@ VARIANTS = {
     "swa_only": {"ttt_insert_after": []},
     "no_memory": {"ttt_insert_after": [], "swa_insert_after": []},
 }
+"""``--memory removed`` (the protocol of benchmarks/results/ablation_scratch): the layers a variant lacks are gone."""
+
+CUT_VARIANTS = {
+    "hybrid": {},
+    "ttt_only": {"carry_kv_caches": False},
+    "swa_only": {"carry_fast_weights": False},
+    "no_memory": {"carry_fast_weights": False, "carry_kv_caches": False},
+}
+"""``--memory cut``: every variant keeps every layer; what a variant lacks is the path from one chunk to the next
+(``ModelConfig.carry_*``). On one-chunk clips the four are one function, so they can share a first stage."""
 
 
 def run_config(args: argparse.Namespace, variant: str, seed: int) -> dict:
     """The training config of one run, as a dict (what ``variant.json`` records)."""
     raw = load_train_config(args.config, args.set).to_dict()
-    raw["model"] = {**raw["model"], "init": "scratch", "seed": seed, "options": VARIANTS[variant]}
+    options = (CUT_VARIANTS if args.memory == "cut" else VARIANTS)[variant]
+    raw["model"] = {**raw["model"], "init": "scratch", "seed": seed, "options": options}
     raw["data"] = {**raw["data"], "seed": seed}
-    return raw
+    return config_from_dict(raw).to_dict()
+
+
+def one_chunk_steps(raw: dict) -> int:
+    """The steps at the head of curriculum ``raw["curriculum"]`` whose clips are one chunk each."""
+    steps = 0
+    for stage in raw["curriculum"]:
+        if stage["chunks"] != 1:
+            break
+        steps += stage["steps"]
+    return steps
+
+
+def branch_run(start: str, out: str, raw: dict) -> dict:
+    """Begin the run in ``out`` (config ``raw``) as checkpoint ``start``: a shared first stage. Allowed only where
+    the two can have trained the same: configs equal but for ``model.options`` (the memory cut) and the settings a
+    resumed run may change, and ``start``'s step within the one-chunk stages, where no memory reaches another
+    chunk (anywhere, if ``start``'s run is this variant: the same run, continued). The checkpoint is copied with
+    ``raw`` as its config, with its log (``metrics.jsonl`` beside it) up to its step; ``--resume`` continues it.
+    Returns what ``variant.json`` records of the start."""
+    state = torch.load(start, map_location="cpu", weights_only=True)
+    saved = yaml.safe_load(state["config"])
+
+    def shared(config: dict) -> dict:
+        config = yaml.safe_load(yaml.safe_dump(config))  # tuples read back as lists, as saved
+        return comparable_config({**config, "model": {**config["model"], "options": {}}})
+
+    if shared(saved) != shared(raw):
+        changed = sorted(k for k in shared(raw) if shared(saved).get(k) != shared(raw)[k])
+        sys.exit(f"--start {start}: its run's config differs from this run's in {', '.join(changed)} (only "
+                 "model.options may); train the shared stage with this --config and seed")
+    step, shared = int(state["step"]), one_chunk_steps(raw)
+    same_run = saved["model"].get("options", {}) == raw["model"]["options"]
+    if step > shared and not same_run:
+        sys.exit(f"--start {start} is at step {step}, past the one-chunk stages (steps 1-{shared}), where the "
+                 "variants' memory already differs; start from a checkpoint of those stages")
+    os.makedirs(out, exist_ok=True)
+    with open(start, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    state["config"] = yaml.safe_dump(raw, sort_keys=False)
+    with atomic_open(os.path.join(out, "checkpoint.pt")) as f:
+        torch.save(state, f)
+    log = os.path.join(os.path.dirname(os.path.abspath(start)), "metrics.jsonl")
+    if os.path.exists(log):
+        with open(log) as f, atomic_open(os.path.join(out, "metrics.jsonl"), "w") as g:
+            g.writelines(line for line in f if json.loads(line)["step"] <= step)
+    return {"checkpoint": os.path.abspath(start), "sha256": digest, "step": step}
 
 
 def train(args: argparse.Namespace) -> None:
+    if args.start and args.memory != "cut":
+        sys.exit("--start shares a first stage between variants of one architecture: add --memory cut")
     if args.parallel > 1:
         return train_parallel(args)
     started = time.perf_counter()
@@ -85,10 +153,15 @@ def train(args: argparse.Namespace) -> None:
                 print("out of time; run train again to continue", flush=True)
                 return
             raw = run_config(args, variant, seed)
-            raw["train"] = {**raw["train"], "max_minutes": left}
+            meta = {"variant": variant, "seed": seed, "memory": args.memory, "config": run_config(args, variant, seed)}
             os.makedirs(out, exist_ok=True)
-            with open(os.path.join(out, "variant.json"), "w") as f:
-                json.dump({"variant": variant, "seed": seed, "config": run_config(args, variant, seed)}, f, indent=1)
+            if args.start and not os.path.exists(os.path.join(out, "checkpoint.pt")):
+                meta["start"] = branch_run(args.start.format(seed=seed), out, raw)
+            elif os.path.exists(os.path.join(out, "variant.json")):
+                meta["start"] = read_json(os.path.join(out, "variant.json")).get("start")
+            raw["train"] = {**raw["train"], "max_minutes": left}
+            with atomic_open(os.path.join(out, "variant.json"), "w") as f:
+                json.dump(meta, f, indent=1)
             result = Trainer(config_from_dict(raw), out, resume=True, progress=False).run()
             state = "finished" if result.finished else "paused"
             print(f"{variant} seed {seed}: step {result.step}/{result.total_steps} {state}, last loss "
@@ -120,7 +193,9 @@ def train_processes(args: argparse.Namespace, env: dict[str, str] | None,
         while queue and len(running) < args.parallel and (left is None or left > 0):
             variant, seed = queue.pop(0)
             command = [sys.executable, os.path.abspath(__file__), "train", "--config", args.config, "--out",
-                       args.out, "--variants", variant, "--seeds", str(seed), *overrides]
+                       args.out, "--variants", variant, "--seeds", str(seed), "--memory", args.memory, *overrides]
+            if args.start:
+                command += ["--start", args.start]
             if left is not None:
                 command += ["--max-minutes", f"{left:.3f}"]
             running.append((f"{variant} seed {seed}", start(command, env=env)))
@@ -353,6 +428,14 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1], help="training seeds of each variant")
     parser.add_argument("--max-minutes", type=float, help="train: stop after this long in all (continue later)")
+    parser.add_argument("--memory", choices=("removed", "cut"), default="removed",
+                        help="train: what a variant lacks: the memory layers themselves (removed, the protocol of "
+                             "benchmarks/results/ablation_scratch) or their path between chunks (cut: the same "
+                             "layers, so the variants can share a first stage, --start)")
+    parser.add_argument("--start", metavar="CHECKPOINT",
+                        help="train --memory cut: begin every new run as this checkpoint.pt of a run of the same "
+                             "config and seed, taken within its one-chunk stages (a shared first stage); "
+                             "'{seed}' in it is replaced by each run's seed")
     parser.add_argument("--parallel", type=int, default=1,
                         help="train: runs trained at once, each in its own process (one GPU fits several)")
     parser.add_argument("--mps", action="store_true",

@@ -1,10 +1,13 @@
 """ChunkMemory and forward_chunk: streaming equals the whole-sequence forward; reset, detach,
 device moves, save/load; batch elements never interact; bad input is refused."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from loger3d.model.align import ChunkAligner
+from loger3d.model.loger import LoGeR
 from loger3d.model.memory import ChunkMemory
 from loger3d.model.windows import frame_roles, plan_windows
 
@@ -89,6 +92,39 @@ def test_reset_chunk_equals_fresh_weights_with_kept_cache(tiny_model):
     assert torch.equal(after_reset.points, same.points)
     assert not torch.allclose(after_reset.points, fresh.points)
     assert not torch.allclose(after_reset.points, carried.points)
+
+
+def cut_copy(model, **carry):
+    """``model`` with the same weights and some memory path cut (``carry_fast_weights``, ``carry_kv_caches``)."""
+    cut = LoGeR(replace(model.config, **carry)).eval()
+    cut.load_state_dict(model.state_dict())
+    return cut.set_newton_schulz_dtype(model.newton_schulz_dtype)
+
+
+def test_cut_memory_paths_equal_their_manual_resets(tiny_model):
+    """Ablations cut the memory between chunks: without fast weights carried a chunk runs as after a reset;
+    without SWA caches it runs as with none; with both cut it runs as a new sequence. One chunk alone, every
+    variant is the same function (so they can share a first stage trained on one-chunk clips)."""
+    a, b = random_images(4, batch=1, seed=1), random_images(4, batch=1, seed=2)
+    no_ttt = cut_copy(tiny_model, carry_fast_weights=False)
+    no_swa = cut_copy(tiny_model, carry_kv_caches=False)
+    neither = cut_copy(tiny_model, carry_fast_weights=False, carry_kv_caches=False)
+    with torch.no_grad():
+        first, memory = tiny_model.forward_chunk(a)
+        for cut in (no_ttt, no_swa, neither):
+            alone, _ = cut.forward_chunk(a)
+            assert torch.equal(alone.points, first.points) and torch.equal(alone.camera_poses, first.camera_poses)
+        carried, _ = tiny_model.forward_chunk(b, memory)
+        reset, _ = tiny_model.forward_chunk(b, memory.reset_fast_weights())
+        no_cache, _ = tiny_model.forward_chunk(b, ChunkMemory(list(memory.fast_weights), [None] * 2, 1))
+        fresh, _ = tiny_model.forward_chunk(b)
+        for cut, expected in ((no_ttt, reset), (no_swa, no_cache), (neither, fresh)):
+            _, cut_memory = cut.forward_chunk(a)
+            second, _ = cut.forward_chunk(b, cut_memory)
+            assert torch.equal(second.points, expected.points), cut.config
+            assert not torch.allclose(second.points, carried.points)
+    assert all(w is None for w in cut_memory.fast_weights) and all(c is None for c in cut_memory.kv_caches)
+    assert no_ttt.forward_chunk(a)[1].kv_caches[0] is not None
 
 
 def test_detach_cuts_the_graph(tiny_model):

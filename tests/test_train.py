@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 from safetensors.torch import load_file
 
 import loger3d
@@ -24,7 +27,7 @@ from loger3d.train.clip import stack_clips
 from loger3d.train.config import ConfigError, builtin_configs, config_from_dict, load_train_config
 from loger3d.train.curriculum import Curriculum, Stage, window_for_chunks
 from loger3d.train.init import MEMORY_PREFIXES, init_from_pi3_, init_from_scratch_
-from loger3d.train.log import MetricsLog, camera_learning
+from loger3d.train.log import MetricsLog, camera_learning, read_metrics
 from loger3d.train.losses import read_stats
 from loger3d.train.mixture import mixture_from_config
 from loger3d.train.optim import lr_factor, parameter_groups
@@ -626,3 +629,39 @@ def test_skipped_steps_are_logged_warned_and_kept_across_resume(tmp_path, capsys
     resumed = Trainer(config_from_dict(raw), tmp_path / "run", resume=True, progress=False)
     resumed.loader.close()
     assert int(resumed.skipped_steps) == 1
+
+
+def test_memory_cut_variants_share_the_one_chunk_stage(tmp_path, monkeypatch):
+    """benchmarks/ablation.py --memory cut --start: a variant branched from the hybrid's checkpoint at the end of
+    the one-chunk stage trains exactly as that variant trained from scratch (on one-chunk clips the variants are
+    one function); a checkpoint past that stage, or of another config, is refused."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    import ablation
+
+    base = small_config(curriculum=[{"steps": 2, "frames": 4, "chunks": 1, "overlap": 1},
+                                    {"steps": 2, "frames": 8, "chunks": 2, "overlap": 1}])
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    args = argparse.Namespace(config=str(config), set=[], memory="cut")
+    straight = ablation.run_config(args, "no_memory", 0)
+    assert straight["model"]["options"] == {"carry_fast_weights": False, "carry_kv_caches": False}
+    Trainer(config_from_dict(straight), tmp_path / "straight", progress=False).run()
+    hybrid = ablation.run_config(args, "hybrid", 0)
+    Trainer(config_from_dict({**hybrid, "train": {**hybrid["train"], "stop_at": 2}}), tmp_path / "hybrid",
+            progress=False).run()
+    start = tmp_path / "hybrid" / "checkpoint.pt"
+    meta = ablation.branch_run(str(start), str(tmp_path / "branched"), straight)
+    assert meta["step"] == 2 and len(meta["sha256"]) == 64
+    assert [r["step"] for r in read_metrics(tmp_path / "branched" / "metrics.jsonl")] == [1, 2]
+    assert Trainer(config_from_dict(straight), tmp_path / "branched", resume=True, progress=False).run().finished
+    Trainer(config_from_dict(hybrid), tmp_path / "hybrid", resume=True, progress=False).run()
+    a, b, h = (load_file(tmp_path / d / "model.safetensors") for d in ("straight", "branched", "hybrid"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], h[k]) for k in a)  # the cut matters once clips have two chunks
+    with pytest.raises(SystemExit, match="past the one-chunk stages"):
+        ablation.branch_run(str(tmp_path / "hybrid" / "checkpoint.pt"), str(tmp_path / "late"), straight)
+    assert ablation.branch_run(str(tmp_path / "hybrid" / "checkpoint.pt"), str(tmp_path / "on"), hybrid)["step"] == 4
+    other = ablation.run_config(args, "no_memory", 1)  # another seed draws other clips
+    with pytest.raises(SystemExit, match="differs from this run's in data, model"):
+        ablation.branch_run(str(start), str(tmp_path / "other"), other)
+    assert not (tmp_path / "late").exists() and not (tmp_path / "other").exists()

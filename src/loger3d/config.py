@@ -57,6 +57,11 @@ class ModelConfig:
     ttt_base_lr: float = 0.01
     ttt_ns_steps: int = 5
     swa_insert_after: tuple[int, ...] = (10, 18, 26, 34)
+    # Whether a chunk's memory reaches the next chunk. Ablations cut one or both (benchmarks/ablation.py): the
+    # layers then work within each chunk only, with the same parameters, so every variant shares one
+    # architecture and, on one-chunk clips, one function.
+    carry_fast_weights: bool = True  # False: every chunk's TTT layers start from their parameters
+    carry_kv_caches: bool = True  # False: the SWA layers attend to their own chunk only
 
     # Inference defaults of the checkpoint (paper / official demo settings).
     default_window: int = 32

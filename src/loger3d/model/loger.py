@@ -409,7 +409,9 @@ class LoGeR(nn.Module):
         gated = self._gated_residual()
         with self._autocast(x.device):
             x_in = x.view(B, N, T, C)
-            out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j])
+            out, updated = self.ttt_layers[j](x_in, fast_weights[j])
+            if self.config.carry_fast_weights:
+                fast_weights[j] = updated
             x, gate = gated(self.ttt_gate_projs[j], x_in, out, x_in)
         return replace(acts, tokens=x.reshape(B * N, T, C), ttt_gates=[*acts.ttt_gates, gate])
 
@@ -428,7 +430,8 @@ class LoGeR(nn.Module):
             out, (k, v) = self.swa_layers[j](x_in.reshape(B, N * T, C), pos_global, prefix=prefix, return_kv=True)
             out = out.reshape(B, N, T, C)
             x, gate = gated(self.swa_gate_projs[j], out, out, x_in)
-        kv_caches[j] = KVCache(k, v)
+        if self.config.carry_kv_caches:
+            kv_caches[j] = KVCache(k, v)
         return replace(acts, tokens=x.reshape(B * N, T, C), swa_gates=[*acts.swa_gates, gate])
 
     def _predict(self, acts: ChunkActivations, rotary: _RotaryCache) -> ChunkActivations:

@@ -130,7 +130,7 @@ def _distributed(requested: str) -> tuple[int, int, torch.device]:
     return dist.get_world_size(), dist.get_rank(), device
 
 
-def _comparable(config: dict) -> dict:
+def comparable_config(config: dict) -> dict:
     """``config`` without what a resumed run may change (``_RUN_ONLY``, and each stage's ``_STAGE_RUN_ONLY``)."""
     out = {s: {k: v for k, v in sec.items() if (s, k) not in _RUN_ONLY} if isinstance(sec, dict) else sec
            for s, sec in config.items()}
@@ -173,8 +173,8 @@ class Trainer:
                 raise TrainingError(f"{self.out} already holds a training run; continue it with --resume or "
                                     "choose another --out")
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            saved = _comparable(yaml.safe_load(state["config"]))
-            current = _comparable(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # tuples read back as lists
+            saved = comparable_config(yaml.safe_load(state["config"]))
+            current = comparable_config(yaml.safe_load(yaml.safe_dump(config.to_dict())))  # tuples read back as lists
             if saved != current:
                 changed = sorted(s for s in current if saved.get(s) != current[s])
                 raise TrainingError(f"cannot resume {self.out}: its config differs in section(s) {', '.join(changed)};"
