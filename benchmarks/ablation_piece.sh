@@ -1,0 +1,61 @@
+#!/bin/bash
+# One device call of the memory ablation with a shared first stage (issue 18), from the repository root:
+#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
+# CONFIG: the base training config; START: a checkpoint.pt of a run of CONFIG and SEED within its one-chunk stages
+# (or, for the hybrid, anywhere: the same run, continued). `ablation.py train --memory cut` trains the VARIANTs in
+# turn, each begun as START, for MINUTES in all; runs resume where they stopped (a machine held warm keeps $ABL in
+# /tmp). START is copied to $ABL/start-seed$SEED.pt on first use, so later calls on that machine need not carry it.
+# Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and with SE(3)
+# chaining) and comes back as <run>.tar: fp16 weights, log, variant.json and scores (tar xf it under runs/).
+# A call brings back at most 8 files and 64 MiB, so an unfinished run comes back only when asked (BRING=<run>,
+# e.g. ttt_only-seed0; the last call of a lease): its folder as a tar in 15 MB parts, with its checkpoint's SHA-256;
+# at home `cat <files_at>/<run>.tar.part-* | tar x -C .scratch/carry` and carried, it resumes on a fresh machine.
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
+CONFIG=$1 START=$2 MINUTES=$3
+shift 3
+ABL=${ABL:-/tmp/ablation} SEED=${SEED:-0}
+CACHE=/tmp/compile_cache.bin
+[ -f "$CONFIG" ] && [ -n "$MINUTES" ] && [ $# -gt 0 ] || { echo "usage: $0 CONFIG START MINUTES VARIANT..."; exit 2; }
+date -u
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+mkdir -p "$ABL"
+for carried in .scratch/carry/*-seed"$SEED"; do  # unfinished runs brought home from an earlier lease
+  if [ -f "$carried/checkpoint.pt" ] && [ ! -f "$ABL/$(basename "$carried")/checkpoint.pt" ]; then
+    cp -r "$carried" "$ABL/" && echo "resuming $(basename "$carried") from the carried checkpoint"
+  fi
+done
+SHARED=$ABL/start-seed$SEED.pt
+if [ ! -f "$SHARED" ] && [ -f "$START" ]; then
+  cp "$START" "$SHARED"
+fi
+for variant in "$@"; do
+  [ -f "$SHARED" ] || [ -f "$ABL/$variant-seed$SEED/checkpoint.pt" ] || {
+    echo "$variant-seed$SEED has no checkpoint and there is no $START to begin it from: carry one"; exit 2; }
+done
+python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
+  --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" 2>&1 \
+  | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
+for variant in "$@"; do
+  run=$variant-seed$SEED
+  [ -f "$ABL/$run/metrics.jsonl" ] || continue
+  python - "$ABL/$run/metrics.jsonl" "$run" <<'PY'
+import json, sys
+last = [json.loads(line) for line in open(sys.argv[1])][-1]
+print(f"{sys.argv[2]} at step {last['step']}: stage {last['stage'] + 1}, loss {last['total']:.4f}, "
+      f"{last['frames_per_s']:.0f} frames/s")
+PY
+  if [ -f "$ABL/$run/model.safetensors" ]; then
+    mkdir -p "/tmp/back/$run"
+    python -m loger3d convert "$ABL/$run/model.safetensors" "/tmp/back/$run/model_fp16.safetensors" --dtype fp16 \
+      --force | tail -1
+    [ -f "$ABL/$run/eval.json" ] || python benchmarks/ablation.py eval --config "$CONFIG" --out "$ABL" \
+      --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
+    cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$ABL/$run/eval.json" "/tmp/back/$run/"
+    tar cf "$OUT/$run.tar" -C /tmp/back "$run"
+  elif [ "$BRING" = "$run" ]; then
+    tar cf - -C "$ABL" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
+    sha256sum < "$ABL/$run/checkpoint.pt" > "$OUT/$run.checkpoint.sha256"
+  fi
+done
+date -u
