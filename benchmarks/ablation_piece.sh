@@ -5,8 +5,10 @@
 # (or, for the hybrid, anywhere: the same run, continued). `ablation.py train --memory cut` trains the VARIANTs in
 # turn, each begun as START, for MINUTES in all; runs resume where they stopped (a machine held warm keeps $ABL in
 # /tmp). START is copied to $ABL/start-seed$SEED.pt on first use, so later calls on that machine need not carry it.
-# Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and with SE(3)
-# chaining) and comes back as <run>.tar: fp16 weights, log, variant.json and scores (tar xf it under runs/).
+# Runs keep their weights at the end of each stage (train.keep_stage_weights: the training horizon grows from stage
+# to stage). Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and
+# with SE(3) chaining) and comes back as <run>.tar in 15 MB parts: its weights in fp16 (final and per stage), log,
+# variant.json and scores (at home `cat <files_at>/<run>.tar.part-* | tar x -C runs/`).
 # A call brings back at most 8 files and 64 MiB, so an unfinished run comes back only when asked (BRING=<run>,
 # e.g. ttt_only-seed0; the last call of a lease): its folder as a tar in 15 MB parts, with its checkpoint's SHA-256;
 # at home `cat <files_at>/<run>.tar.part-* | tar x -C .scratch/carry` and carried, it resumes on a fresh machine.
@@ -34,7 +36,8 @@ for variant in "$@"; do
     echo "$variant-seed$SEED has no checkpoint and there is no $START to begin it from: carry one"; exit 2; }
 done
 python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
-  --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" 2>&1 \
+  --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
+  --set train.keep_stage_weights=true 2>&1 \
   | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 for variant in "$@"; do
   run=$variant-seed$SEED
@@ -47,12 +50,14 @@ print(f"{sys.argv[2]} at step {last['step']}: stage {last['stage'] + 1}, loss {l
 PY
   if [ -f "$ABL/$run/model.safetensors" ]; then
     mkdir -p "/tmp/back/$run"
-    python -m loger3d convert "$ABL/$run/model.safetensors" "/tmp/back/$run/model_fp16.safetensors" --dtype fp16 \
-      --force | tail -1
+    for weights in "$ABL/$run"/model*.safetensors; do
+      python -m loger3d convert "$weights" "/tmp/back/$run/$(basename "$weights" .safetensors)_fp16.safetensors" \
+        --dtype fp16 --force | tail -1
+    done
     [ -f "$ABL/$run/eval.json" ] || python benchmarks/ablation.py eval --config "$CONFIG" --out "$ABL" \
       --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
     cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$ABL/$run/eval.json" "/tmp/back/$run/"
-    tar cf "$OUT/$run.tar" -C /tmp/back "$run"
+    tar cf - -C /tmp/back "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
   elif [ "$BRING" = "$run" ]; then
     tar cf - -C "$ABL" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
     sha256sum < "$ABL/$run/checkpoint.pt" > "$OUT/$run.checkpoint.sha256"

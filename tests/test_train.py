@@ -665,3 +665,22 @@ def test_memory_cut_variants_share_the_one_chunk_stage(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="differs from this run's in data, model"):
         ablation.branch_run(str(start), str(tmp_path / "other"), other)
     assert not (tmp_path / "late").exists() and not (tmp_path / "other").exists()
+
+
+def test_a_trained_variant_loads_as_it_trained_and_stages_keep_their_weights(tmp_path):
+    """model.options travel in the exported card: load_model (and a converted copy) builds the variant, layers
+    removed and memory cut, instead of the preset; keep_stage_weights writes each finished stage's weights."""
+    raw = small_config(curriculum=[{"steps": 1, "frames": 4, "chunks": 1, "overlap": 1},
+                                   {"steps": 1, "frames": 8, "chunks": 2, "overlap": 1}],
+                       model={"options": {"swa_insert_after": [], "carry_fast_weights": False}},
+                       train={"keep_stage_weights": True})
+    out = tmp_path / "run"
+    Trainer(config_from_dict(raw), out, progress=False).run()
+    assert sorted(p.name for p in out.glob("model*.safetensors")) == ["model.safetensors", "model_step1.safetensors"]
+    assert main(["convert", str(out / "model.safetensors"), str(tmp_path / "half.safetensors"), "--dtype", "fp16"]) == 0
+    for path in (out / "model_step1.safetensors", out / "model.safetensors", tmp_path / "half.safetensors"):
+        model = loger3d.load_model(str(path))
+        assert model.config.swa_insert_after == () and not model.config.carry_fast_weights, path
+        assert len(model.swa_layers) == 0 and len(model.ttt_layers) == 4
+    first, last = (load_file(out / f) for f in ("model_step1.safetensors", "model.safetensors"))
+    assert first.keys() == last.keys() and not all(torch.equal(first[k], last[k]) for k in first)

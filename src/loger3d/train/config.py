@@ -83,7 +83,9 @@ class TrainSection:
     one CUDA GPU, record each micro-step's forward and backward once per shape and replay it as one CUDA graph
     (``train/graphed.py``), for stages of many chunks, where launching kernels bounds the step; it keeps a
     micro-step's activations beside an eager pass's (where memory is short: activation checkpointing or a smaller
-    micro-batch); ignored on a CPU; a curriculum stage may set its own."""
+    micro-batch); ignored on a CPU; a curriculum stage may set its own. ``keep_stage_weights``: also write the
+    weights at the end of every stage but the last (``model_step<N>.safetensors``), to compare what each stage
+    added (for instance, how far the memory holds a frame as the training horizon grows)."""
 
     batch_size: int = 8
     micro_batch: int = 1
@@ -99,6 +101,7 @@ class TrainSection:
     checkpoint_every: int = 500
     max_minutes: float | None = None
     stop_at: int | None = None
+    keep_stage_weights: bool = False
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -33,7 +33,7 @@ from ..errors import LogerError
 from ..model.loger import LoGeR
 from ..util.atomic import atomic_open, stream_safetensors
 from ..weights import read_state_dict
-from ..weights.registry import ModelCard
+from ..weights.registry import ModelCard, card_options
 from .balance import LossBalance, shared_parameters, term_gradient_norms
 from .checkpoint_writer import CheckpointWriter
 from .clip import Clip
@@ -51,7 +51,7 @@ from .recurrent import SequenceObjective
 __all__ = ["TrainingError", "TrainResult", "Trainer", "build_training_model", "model_config"]
 
 _RUN_ONLY = {("train", k) for k in ("max_minutes", "stop_at", "log_every", "checkpoint_every", "device", "fast_path",
-                                    "activation_checkpointing", "cuda_graphs")}
+                                    "activation_checkpointing", "cuda_graphs", "keep_stage_weights")}
 """Settings that may differ between a run and its resumption: where, how fast and in how much memory it runs,
 not what it trains (the device and the fast path round differently; checkpointing recomputes exactly; CUDA
 graphs replay the same kernels, with the camera head's SVD-free rotation, equal within fp32 rounding)."""
@@ -249,9 +249,9 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
-    def export_weights(self) -> str:
-        """``model.safetensors``: the weights alone, fp32, keys of the preset (rank 0 writes)."""
-        path = os.path.join(self.out, "model.safetensors")
+    def export_weights(self, name: str = "model.safetensors") -> str:
+        """``name`` in the run folder: the weights alone, fp32, keys of the preset, with the card (rank 0 writes)."""
+        path = os.path.join(self.out, name)
         if self.main:
             tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
             metadata = {"preset": self.config.model.preset, "step": str(self.step), **self.model_card().to_metadata()}
@@ -268,7 +268,8 @@ class Trainer:
         return ModelCard(os.path.basename(os.path.normpath(self.out)), self.config.model.preset, window,
                          min(last.overlap, window - 1), self.config.train.align,
                          training_size=(data.width, data.height), about=f"trained with loger3d train for {self.step} "
-                                                                        "steps")
+                                                                        "steps",
+                         options=card_options(self.config.model.options))
 
     # ------------------------------------------------------------------ steps
     def _autocast(self):
@@ -478,6 +479,8 @@ class Trainer:
                         tqdm.write(f"warning: by step {self.step}, {warned} step(s) had a gradient that was not finite "
                                    "(NaN or inf) and left the weights unchanged", file=sys.stderr)
                     bar.set_postfix(loss=f"{last['total']:.4f}", fps=f"{last['frames_per_s']:.0f}")
+                if cfg.keep_stage_weights and self.step in self.curriculum.ends[:-1]:
+                    self.export_weights(f"model_step{self.step}.safetensors")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint(background=True)
                     saved_at = self.step

@@ -12,7 +12,7 @@ from ..errors import WeightsError
 from ..util.atomic import stream_safetensors
 from .devices import resolve_dtype
 from .hub import resolve_source
-from .load import _pick_preset
+from .load import fit_architecture
 from .read import read_state_dict
 from .registry import card_for
 
@@ -62,10 +62,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: torch.dtype |
 
     path, alias_preset = resolve_source(src)
     state = read_state_dict(path)
-    name = _pick_preset(state, preset, alias_preset)
+    card = card_for(src)
+    name, _ = fit_architecture(state, preset, alias_preset, card)
     tensors = _cast(state, target)
     metadata = {"format": "pt", "loger3d_preset": name, "loger3d_version": __version__}
-    card = card_for(src)
     if card is not None and card.preset == name:  # the model keeps its defaults wherever the file goes
         metadata.update(card.to_metadata())
 

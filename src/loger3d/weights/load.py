@@ -7,16 +7,16 @@ from collections.abc import Mapping
 
 import torch
 
-from ..config import PRESETS
+from ..config import PRESETS, ModelConfig
 from ..errors import WeightsError
 from ..model import LoGeR
 from .devices import _DTYPE_NAMES, _DTYPES, auto_dtype, resolve_device, resolve_dtype
 from .hub import resolve_source
 from .presets import _preset_name, check_compatible, infer_preset
 from .read import read_state_dict
-from .registry import card_for
+from .registry import ModelCard, card_for
 
-__all__ = ["load_model", "model_from_spec"]
+__all__ = ["fit_architecture", "load_model", "model_from_spec"]
 
 
 def _pick_preset(state_dict: Mapping[str, torch.Tensor], preset: str | None, alias_preset: str | None) -> str:
@@ -25,12 +25,25 @@ def _pick_preset(state_dict: Mapping[str, torch.Tensor], preset: str | None, ali
     return name
 
 
+def fit_architecture(state_dict: Mapping[str, torch.Tensor], preset: str | None, alias_preset: str | None,
+                     card: ModelCard | None) -> tuple[str, ModelConfig]:
+    """The preset name and the architecture that ``state_dict`` loads into: the variant a card with ``options``
+    describes (a trained ablation variant) unless ``preset`` is forced, else the preset named or inferred."""
+    if card is not None and card.options and preset is None:
+        config = card.model_config()
+        with torch.device("meta"):
+            check_compatible(LoGeR(config), state_dict)
+        return card.preset, config
+    name = _pick_preset(state_dict, preset, alias_preset)
+    return name, PRESETS[name]
+
+
 def load_model(source: str | os.PathLike, device: torch.device | str | None = None,
                dtype: torch.dtype | str | None = None, preset: str | None = None) -> LoGeR:
     """A pretrained :class:`LoGeR` in eval mode from an alias, a ``.pt`` or a ``.safetensors``.
 
-    The preset is ``preset`` if given, else the model card's (a name, or a file that carries one), else
-    inferred from the keys and shapes;
+    The preset is ``preset`` if given, else the model card's (a name, or a file that carries one: with the
+    card's ``options``, the variant it trained), else inferred from the keys and shapes;
     the model is built on the meta device and takes the checkpoint's tensors (no second copy).
     ``dtype`` ``bf16``/``fp16`` goes through ``LoGeR.set_precision``; the default keeps fp32.
     """
@@ -39,10 +52,10 @@ def load_model(source: str | os.PathLike, device: torch.device | str | None = No
     card = card_for(source)
     state = read_state_dict(path)
     alias_preset = alias_preset or (card.preset if card is not None else None)
-    name = _pick_preset(state, preset, alias_preset)
-    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+    name, config = fit_architecture(state, preset, alias_preset, card)
     with torch.device("meta"):
-        model = LoGeR(name)
+        model = LoGeR(config)
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:

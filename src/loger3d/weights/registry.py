@@ -17,12 +17,17 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..config import PRESETS
+from ..config import PRESETS, ModelConfig
 
-__all__ = ["CARD_METADATA_KEY", "MODEL_CARDS", "ModelCard", "card_for", "preset_card"]
+__all__ = ["CARD_METADATA_KEY", "MODEL_CARDS", "ModelCard", "card_for", "card_options", "preset_card"]
 
 CARD_METADATA_KEY = "loger3d_card"
 OFFICIAL_DEMO_PIXELS = 255_000
+
+
+def card_options(options: dict) -> tuple[tuple[str, object], ...]:
+    """``ModelConfig`` overrides (lists as tuples, as the config holds them) as a card's sorted ``options``."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class ModelCard:
     licence, about  the weights' licence and what the model is for
     protocol_name its name in the LoGeR paper's evaluation protocols (``LoGeR``, ``LoGeR*``), whose per-model
                   windows ``loger3d eval`` follows, or ``None`` for a model they do not name
+    options       ``ModelConfig`` fields set apart from the preset's, as ``(name, value)`` pairs: a trained
+                  variant's ``model.options`` (memory layers removed or cut), so that its file loads as it trained
     """
 
     name: str
@@ -55,6 +62,7 @@ class ModelCard:
     licence: str = "unknown"
     about: str = ""
     protocol_name: str | None = None
+    options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -63,6 +71,10 @@ class ModelCard:
             raise ValueError(f"model card {self.name!r}: align must be none, se3 or sim3, not {self.align!r}")
         if not 0 <= self.overlap < max(self.window, 1):
             raise ValueError(f"model card {self.name!r}: overlap {self.overlap} must be in [0, window)")
+
+    def model_config(self) -> ModelConfig:
+        """The architecture its weights fit: the preset with ``options`` applied."""
+        return replace(PRESETS[self.preset], **dict(self.options))
 
     @property
     def max_pixels(self) -> int:
@@ -96,6 +108,8 @@ class ModelCard:
             fields = json.loads(text)
             if fields.get("training_size") is not None:
                 fields["training_size"] = tuple(fields["training_size"])
+            if "options" in fields:
+                fields["options"] = card_options(dict(fields["options"]))
             known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
             return cls(**known)
         except (ValueError, TypeError):
