@@ -169,7 +169,8 @@ def train(args: argparse.Namespace) -> None:
 
 
 def train_parallel(args: argparse.Namespace) -> None:
-    """``train`` with up to ``--parallel`` runs at once, each in its own process on the same GPU. A small
+    """``train`` with up to ``--parallel`` runs at once, each in its own process on the same GPU (with ``--gpus``,
+    spread over several: on a machine of two GPUs, ``--parallel 2 --gpus 2`` trains two runs at full speed). A small
     model's step leaves most of the GPU idle between kernel launches (benchmarks/results/train_throughput);
     several processes fill those gaps. Each run is the one a sequential ``train`` makes (same config, same
     clips); a run started late gets what is left of ``--max-minutes``. ``--mps`` runs the CUDA MPS daemon
@@ -186,7 +187,7 @@ def train_processes(args: argparse.Namespace, env: dict[str, str] | None,
     queue = [(v, s) for v in args.variants for s in args.seeds
              if not os.path.exists(os.path.join(args.out, f"{v}-seed{s}", "model.safetensors"))]
     overrides = [x for assignment in args.set for x in ("--set", assignment)]
-    running: list[tuple[str, subprocess.Popen]] = []
+    running: list[tuple[str, subprocess.Popen, int | None]] = []
     failed = []
     while queue or running:
         left = None if args.max_minutes is None else args.max_minutes - (time.perf_counter() - started) / 60
@@ -198,12 +199,19 @@ def train_processes(args: argparse.Namespace, env: dict[str, str] | None,
                 command += ["--start", args.start]
             if left is not None:
                 command += ["--max-minutes", f"{left:.3f}"]
-            running.append((f"{variant} seed {seed}", start(command, env=env)))
+            own = dict(env or os.environ)
+            if args.gpus:  # the first free of --gpus GPUs, so that runs spread over a machine's GPUs
+                used = {gpu for _, _, gpu in running}
+                gpu = min(set(range(args.gpus)) - used, default=len(running) % args.gpus)
+                own["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            else:
+                gpu = None
+            running.append((f"{variant} seed {seed}", start(command, env=own), gpu))
         if not running:
             break
         time.sleep(1)
-        for name, process in [r for r in running if r[1].poll() is not None]:
-            running.remove((name, process))
+        for name, process, gpu in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, process, gpu))
             if process.returncode != 0:
                 failed.append(f"{name} (exit {process.returncode})")
     if queue:
@@ -438,6 +446,9 @@ def main() -> None:
                              "'{seed}' in it is replaced by each run's seed")
     parser.add_argument("--parallel", type=int, default=1,
                         help="train: runs trained at once, each in its own process (one GPU fits several)")
+    parser.add_argument("--gpus", type=int, default=0,
+                        help="train --parallel: spread the runs over this many GPUs, one CUDA_VISIBLE_DEVICES each "
+                             "(0: every run sees every GPU and uses the first)")
     parser.add_argument("--mps", action="store_true",
                         help="train --parallel: run the CUDA MPS daemon meanwhile (the processes' kernels overlap)")
     parser.add_argument("--worlds", type=int, default=9, help="held-out worlds scored")

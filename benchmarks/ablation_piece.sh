@@ -1,6 +1,7 @@
 #!/bin/bash
 # One device call of the memory ablation with a shared first stage (issue 18), from the repository root:
-#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
+#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] [PARALLEL=2] bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
+# (PARALLEL=2 on a machine of two GPUs: two runs at once, one a GPU; their compiles are not cached across calls.)
 # CONFIG: the base training config; START: a checkpoint.pt of a run of CONFIG and SEED within its one-chunk stages
 # (or, for the hybrid, anywhere: the same run, continued). `ablation.py train --memory cut` trains the VARIANTs in
 # turn, each begun as START, for MINUTES in all; runs resume where they stopped (a machine held warm keeps $ABL in
@@ -37,7 +38,7 @@ for variant in "$@"; do
 done
 python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
   --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
-  --set train.keep_stage_weights=true 2>&1 \
+  --set train.keep_stage_weights=true ${PARALLEL:+--parallel $PARALLEL --gpus $PARALLEL} 2>&1 \
   | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 for variant in "$@"; do
   run=$variant-seed$SEED
