@@ -11,6 +11,7 @@ run equals the variant trained from scratch, tests/test_train.py). Runs live in 
 ``train`` continues unfinished runs and stops after ``--max-minutes`` in all, so an ablation too long for one
 sitting proceeds in pieces (each run resumes exactly).
 
+``branch`` only prepares the run folders (begun as ``--start``), to carry to a device machine.
 ``eval`` scores every finished run (of ``--variants`` and ``--seeds``) on ``--worlds`` held-out worlds (family ×
 trajectory in turn, world seeds from ``HELD_OUT_SEED_OFFSET + 600``, which no training source draws), ``--frames``
 frames each (several lengths: how far the memory holds a frame without resets), at the base config's image size:
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -136,6 +138,33 @@ def branch_run(start: str, out: str, raw: dict) -> dict:
     return {"checkpoint": os.path.abspath(start), "sha256": digest, "step": step}
 
 
+def prepare_run(args: argparse.Namespace, variant: str, seed: int, out: str) -> dict:
+    """Run folder ``out`` ready to train (or resume): begun as ``--start`` where it has no checkpoint yet, with its
+    ``variant.json`` (variant, seed, config and what it started from). Returns the run's config."""
+    raw = run_config(args, variant, seed)
+    meta = {"variant": variant, "seed": seed, "memory": args.memory, "config": raw}
+    os.makedirs(out, exist_ok=True)
+    if args.start and not os.path.exists(os.path.join(out, "checkpoint.pt")):
+        meta["start"] = branch_run(args.start.format(seed=seed), out, raw)
+    elif os.path.exists(os.path.join(out, "variant.json")):
+        meta["start"] = read_json(os.path.join(out, "variant.json")).get("start")
+    with atomic_open(os.path.join(out, "variant.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return copy.deepcopy(raw)
+
+
+def branch(args: argparse.Namespace) -> None:
+    """The run folders of ``--variants`` × ``--seeds``, begun as ``--start`` and not trained: to carry to a
+    device machine (a run resumes there from its folder)."""
+    if not args.start or args.memory != "cut":
+        sys.exit("branch: give --memory cut and --start CHECKPOINT")
+    for variant in args.variants:
+        for seed in args.seeds:
+            out = os.path.join(args.out, f"{variant}-seed{seed}")
+            start = prepare_run(args, variant, seed, out) and read_json(os.path.join(out, "variant.json")).get("start")
+            print(f"{out}: " + (f"begun at step {start['step']}" if start else "begun before, left as it is"))
+
+
 def train(args: argparse.Namespace) -> None:
     if args.start and args.memory != "cut":
         sys.exit("--start shares a first stage between variants of one architecture: add --memory cut")
@@ -152,16 +181,8 @@ def train(args: argparse.Namespace) -> None:
             if left is not None and left <= 0:
                 print("out of time; run train again to continue", flush=True)
                 return
-            raw = run_config(args, variant, seed)
-            meta = {"variant": variant, "seed": seed, "memory": args.memory, "config": run_config(args, variant, seed)}
-            os.makedirs(out, exist_ok=True)
-            if args.start and not os.path.exists(os.path.join(out, "checkpoint.pt")):
-                meta["start"] = branch_run(args.start.format(seed=seed), out, raw)
-            elif os.path.exists(os.path.join(out, "variant.json")):
-                meta["start"] = read_json(os.path.join(out, "variant.json")).get("start")
+            raw = prepare_run(args, variant, seed, out)
             raw["train"] = {**raw["train"], "max_minutes": left}
-            with atomic_open(os.path.join(out, "variant.json"), "w") as f:
-                json.dump(meta, f, indent=1)
             result = Trainer(config_from_dict(raw), out, resume=True, progress=False).run()
             state = "finished" if result.finished else "paused"
             print(f"{variant} seed {seed}: step {result.step}/{result.total_steps} {state}, last loss "
@@ -427,7 +448,7 @@ def table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("train", "eval", "join", "plot", "table"))
+    parser.add_argument("stage", choices=("branch", "train", "eval", "join", "plot", "table"))
     parser.add_argument("reports", nargs="*", metavar="REPORT", help="join: the eval reports (JSON) to put together")
     parser.add_argument("--config", default="tiny_synthetic", help="base training config (YAML or shipped name)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -461,7 +482,7 @@ def main() -> None:
                         help="eval, join: the report written; plot, table: the report read")
     parser.add_argument("--plot", default="docs/ablation_scratch.png", help="where 'plot' writes the chart")
     args = parser.parse_args()
-    {"train": train, "eval": evaluate, "join": join, "plot": plot, "table": table}[args.stage](args)
+    {"branch": branch, "train": train, "eval": evaluate, "join": join, "plot": plot, "table": table}[args.stage](args)
 
 
 if __name__ == "__main__":
