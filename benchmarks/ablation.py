@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import json
 import os
@@ -120,10 +119,10 @@ def branch_run(start: str, out: str, raw: dict) -> dict:
         changed = sorted(k for k in shared(raw) if shared(saved).get(k) != shared(raw)[k])
         sys.exit(f"--start {start}: its run's config differs from this run's in {', '.join(changed)} (only "
                  "model.options may); train the shared stage with this --config and seed")
-    step, shared = int(state["step"]), one_chunk_steps(raw)
+    step, one_chunk = int(state["step"]), one_chunk_steps(raw)
     same_run = saved["model"].get("options", {}) == raw["model"]["options"]
-    if step > shared and not same_run:
-        sys.exit(f"--start {start} is at step {step}, past the one-chunk stages (steps 1-{shared}), where the "
+    if step > one_chunk and not same_run:
+        sys.exit(f"--start {start} is at step {step}, past the one-chunk stages (steps 1-{one_chunk}), where the "
                  "variants' memory already differs; start from a checkpoint of those stages")
     os.makedirs(out, exist_ok=True)
     with open(start, "rb") as f:
@@ -150,7 +149,7 @@ def prepare_run(args: argparse.Namespace, variant: str, seed: int, out: str) -> 
         meta["start"] = read_json(os.path.join(out, "variant.json")).get("start")
     with atomic_open(os.path.join(out, "variant.json"), "w") as f:
         json.dump(meta, f, indent=1)
-    return copy.deepcopy(raw)
+    return raw
 
 
 def branch(args: argparse.Namespace) -> None:
@@ -161,7 +160,8 @@ def branch(args: argparse.Namespace) -> None:
     for variant in args.variants:
         for seed in args.seeds:
             out = os.path.join(args.out, f"{variant}-seed{seed}")
-            start = prepare_run(args, variant, seed, out) and read_json(os.path.join(out, "variant.json")).get("start")
+            prepare_run(args, variant, seed, out)
+            start = read_json(os.path.join(out, "variant.json")).get("start")
             print(f"{out}: " + (f"begun at step {start['step']}" if start else "begun before, left as it is"))
 
 
