@@ -106,7 +106,7 @@ def branch_run(start: str, out: str, raw: dict) -> dict:
     the two can have trained the same: configs equal but for ``model.options`` (the memory cut) and the settings a
     resumed run may change, and ``start``'s step within the one-chunk stages, where no memory reaches another
     chunk (anywhere, if ``start``'s run is this variant: the same run, continued). The checkpoint is copied with
-    ``raw`` as its config, with its log (``metrics.jsonl`` beside it) up to its step; ``--resume`` continues it.
+    ``raw`` as its config, with its log (``metrics.jsonl`` beside it); ``--resume`` continues it.
     Returns what ``variant.json`` records of the start."""
     state = torch.load(start, map_location="cpu", weights_only=True)
     saved = yaml.safe_load(state["config"])
@@ -131,9 +131,9 @@ def branch_run(start: str, out: str, raw: dict) -> dict:
     with atomic_open(os.path.join(out, "checkpoint.pt")) as f:
         torch.save(state, f)
     log = os.path.join(os.path.dirname(os.path.abspath(start)), "metrics.jsonl")
-    if os.path.exists(log):
+    if os.path.exists(log):  # records past the checkpoint's step are dropped when the run resumes (MetricsLog)
         with open(log) as f, atomic_open(os.path.join(out, "metrics.jsonl"), "w") as g:
-            g.writelines(line for line in f if json.loads(line)["step"] <= step)
+            g.write(f.read())
     return {"checkpoint": os.path.abspath(start), "sha256": digest, "step": step}
 
 

@@ -388,7 +388,6 @@ def test_camera_learning_compares_the_final_stage_with_its_baselines():
     assert camera_learning([]) == {}
 
 
-
 def test_metrics_log_redraws_the_plot_at_most_every_interval_and_always_at_close(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr("loger3d.train.log.plot_metrics", lambda records, path: drawn.append(len(records)))
