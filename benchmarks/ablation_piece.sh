@@ -5,14 +5,20 @@
 # CONFIG: the base training config; START: a checkpoint.pt of a run of CONFIG and SEED within its one-chunk stages
 # (or, for the hybrid, anywhere: the same run, continued). `ablation.py train --memory cut` trains the VARIANTs in
 # turn, each begun as START, for MINUTES in all; runs resume where they stopped (a machine held warm keeps $ABL in
-# /tmp). START is copied to $ABL/start-seed$SEED.pt on first use, so later calls on that machine need not carry it.
+# /tmp). START is copied to $ABL/start-seed$SEED.pt on first use, so later calls on that machine need not name it.
+# Checkpoints (57 MB) do not fit in one call with the working tree: at home put START, as start-seed$SEED.pt, and
+# unfinished runs' folders in parts (`bash benchmarks/carry_parts.sh split start-seed0.pt=PATH ttt_only-seed0=DIR`)
+# and carry one part a call (carry [".scratch/carry_parts/K"]), the same command each time: calls before the last
+# part only keep what they carried and stop; the last unpacks everything into $ABL and trains.
 # Runs keep their weights at the end of each stage (train.keep_stage_weights: the training horizon grows from stage
 # to stage). Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and
 # with SE(3) chaining) and comes back as <run>.tar in 15 MB parts: its weights in fp16 (final and per stage), log,
 # variant.json and scores (at home `cat <files_at>/<run>.tar.part-* | tar x -C runs/`).
 # A call brings back at most 8 files and 64 MiB, so an unfinished run comes back only when asked (BRING=<run>,
-# e.g. ttt_only-seed0; the last call of a lease): its folder as a tar in 15 MB parts, with its checkpoint's SHA-256;
-# at home `cat <files_at>/<run>.tar.part-* | tar x -C .scratch/carry` and carried, it resumes on a fresh machine.
+# e.g. ttt_only-seed0; the last call of a lease): its folder without weights files as <run>.partial.tar in 15 MB
+# parts, with its checkpoint's SHA-256 (at home `cat <files_at>/<run>.partial.tar.part-* | tar x -C DIR`, then
+# carried in parts as above). Its stage weights so far, in fp16, come back beside it when there is room, else stay
+# in /tmp/back/<run>/ for the next call on that machine to return (`cp /tmp/back/<run>/*.safetensors $OUT/`).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
 CONFIG=$1 START=$2 MINUTES=$3
@@ -22,12 +28,8 @@ CACHE=/tmp/compile_cache.bin
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] && [ $# -gt 0 ] || { echo "usage: $0 CONFIG START MINUTES VARIANT..."; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-mkdir -p "$ABL"
-for carried in .scratch/carry/*-seed"$SEED"; do  # unfinished runs brought home from an earlier lease
-  if [ -f "$carried/checkpoint.pt" ] && [ ! -f "$ABL/$(basename "$carried")/checkpoint.pt" ]; then
-    cp -r "$carried" "$ABL/" && echo "resuming $(basename "$carried") from the carried checkpoint"
-  fi
-done
+bash benchmarks/carry_parts.sh gather "$ABL"
+case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
 SHARED=$ABL/start-seed$SEED.pt
 if [ ! -f "$SHARED" ] && [ -f "$START" ]; then
   cp "$START" "$SHARED"
@@ -60,8 +62,20 @@ PY
     cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$ABL/$run/eval.json" "/tmp/back/$run/"
     tar cf - -C /tmp/back "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
   elif [ "$BRING" = "$run" ]; then
-    tar cf - -C "$ABL" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
+    tar cf - --exclude='*.safetensors' -C "$ABL" "$run" | split -b 15000000 -d - "$OUT/$run.partial.tar.part-"
     sha256sum < "$ABL/$run/checkpoint.pt" > "$OUT/$run.checkpoint.sha256"
+    mkdir -p "/tmp/back/$run"
+    for weights in "$ABL/$run"/model_step*.safetensors; do
+      [ -f "$weights" ] || continue
+      half=/tmp/back/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
+      [ -f "$half" ] || python -m loger3d convert "$weights" "$half" --dtype fp16 --force | tail -1
+      used=$(du -cb "$OUT" | tail -1 | cut -f1) files=$(ls "$OUT" | wc -l)
+      if [ $((used + $(stat -c %s "$half"))) -le $((64 * 1048576 - 65536)) ] && [ "$files" -lt 8 ]; then
+        cp "$half" "$OUT/"
+      else
+        echo "no room for $(basename "$half") in this call: it stays in /tmp/back/$run/ for the next"
+      fi
+    done
   fi
 done
 date -u

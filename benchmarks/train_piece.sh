@@ -4,10 +4,12 @@
 # (TRAIN OPTIONS go to loger3d train as they are: --stop-at 4380, --set train.checkpoint_every=100, ...)
 # A machine held warm between calls keeps $RUN (checkpoint and compile caches) in /tmp. A run can also go on in a
 # later lease, on a fresh machine: each call returns the checkpoint in parts of 15 MB (a file coming back is at
-# most 16 MiB) with their SHA-256; put together at home,
-#   cat <files_at>/checkpoint.pt.part-* > .scratch/carry/checkpoint.pt && cp <files_at>/metrics.jsonl .scratch/carry/
-# (and checked against checkpoint.sha256), they travel with the next call as carry [".scratch/carry"] (64 MiB at
-# most: the tiny model's 57 MB checkpoint fits) and the run resumes from them when $RUN has no checkpoint.
+# most 16 MiB) with their SHA-256; put together at home (and checked against checkpoint.sha256),
+#   cat <files_at>/checkpoint.pt.part-* > ck.pt && cp <files_at>/metrics.jsonl .
+# they go back in parts, a call each (the 57 MB checkpoint and the working tree do not fit in one call's 64 MiB):
+#   bash benchmarks/carry_parts.sh split checkpoint.pt=ck.pt metrics.jsonl=metrics.jsonl
+# then this command once a part, carry [".scratch/carry_parts/K"], on a machine held warm; calls before the last
+# part stop at once, the last unpacks them into $RUN and the run resumes there.
 # TESTS run first, under a SIGINT limit (pytest then still reports what failed). Training runs through
 # benchmarks/compile_cache.py. Each call returns the metrics, the loss plot and the weights so far in fp16.
 set -o pipefail
@@ -19,10 +21,8 @@ CACHE=/tmp/compile_cache.bin
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] || { echo "usage: $0 CONFIG MINUTES [TRAIN OPTIONS]"; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-if [ ! -f "$RUN/checkpoint.pt" ] && [ -f .scratch/carry/checkpoint.pt ]; then
-  mkdir -p "$RUN" && cp .scratch/carry/checkpoint.pt .scratch/carry/metrics.jsonl "$RUN/"
-  echo "resuming from the carried checkpoint ($(sha256sum < "$RUN/checkpoint.pt" | cut -c1-16))"
-fi
+bash benchmarks/carry_parts.sh gather "$RUN"
+case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
 if [ -n "$TESTS" ]; then
   timeout -s INT "${TEST_LIMIT:-150}" python -m pytest -q -rfE -p no:cacheprovider $TESTS > "$OUT/pytest.log" 2>&1
   echo "tests: exit $?; $(tail -1 "$OUT/pytest.log")"
