@@ -88,6 +88,20 @@ def test_layer_applies_before_updating():
     assert state.w0.shape == (2, 16, 32) and state.w1.shape == (2, 32, 16)
 
 
+def test_layer_without_update_gives_the_same_output_and_keeps_the_state():
+    """Where nothing carries the fast weights on (``carry_fast_weights`` off), the update is skipped: the output
+    is unchanged and the incoming state comes back as it was, ``None`` included."""
+    torch.manual_seed(0)
+    layer = FastWeightMemory(dim=32, head_dim=16, inter_multi=2, pre_norm=True)
+    x = torch.randn(1, 2, 5, 32)
+    out, state = layer(x, None)
+    kept_out, kept = layer(x, None, update=False)
+    assert torch.equal(kept_out, out) and kept is None
+    out_next, _ = layer(x, state)
+    kept_out, kept = layer(x, state, update=False)
+    assert torch.equal(kept_out, out_next) and kept is state
+
+
 def test_batch_elements_are_independent_problems():
     torch.manual_seed(0)
     layer = FastWeightMemory(dim=32, head_dim=16, inter_multi=2, pre_norm=False)

@@ -401,7 +401,8 @@ class LoGeR(nn.Module):
         return replace(acts, tokens=x.reshape(B * N, T, C))
 
     def _ttt(self, i: int, acts: ChunkActivations, fast_weights: list) -> ChunkActivations:
-        """The TTT layer after block ``i``: applies, then updates, its fast weights (``fast_weights[j]``)."""
+        """The TTT layer after block ``i``: applies, then updates, its fast weights (``fast_weights[j]``; not
+        updated when ``carry_fast_weights`` is off: no chunk would see the update)."""
         x = acts.tokens
         B, N = acts.batch, acts.frames
         _, T, C = x.shape
@@ -409,9 +410,7 @@ class LoGeR(nn.Module):
         gated = self._gated_residual()
         with self._autocast(x.device):
             x_in = x.view(B, N, T, C)
-            out, updated = self.ttt_layers[j](x_in, fast_weights[j])
-            if self.config.carry_fast_weights:
-                fast_weights[j] = updated
+            out, fast_weights[j] = self.ttt_layers[j](x_in, fast_weights[j], update=self.config.carry_fast_weights)
             x, gate = gated(self.ttt_gate_projs[j], x_in, out, x_in)
         return replace(acts, tokens=x.reshape(B * N, T, C), ttt_gates=[*acts.ttt_gates, gate])
 

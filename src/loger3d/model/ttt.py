@@ -111,7 +111,9 @@ class FastWeightMemory(nn.Module):
     """One TTT layer (keys ``ttt_layers.i.*`` of the official checkpoints).
 
     In: tokens ``[B, N, T, C]`` of one chunk and the incoming fast weights (``None``: parameters).
-    Out: the layer's output ``[B, N, T, C]`` (before the gate) and the updated fast weights.
+    Out: the layer's output ``[B, N, T, C]`` (before the gate) and the updated fast weights; with
+    ``update=False`` (nothing carries them to a next chunk) the update is not computed and the incoming
+    fast weights come back as they were.
     """
 
     def __init__(self, dim: int, head_dim: int, inter_multi: int, pre_norm: bool,
@@ -139,31 +141,36 @@ class FastWeightMemory(nn.Module):
     def initial_state(self, batch: int) -> FastWeights:
         return FastWeights(self.w0.repeat(batch, 1, 1), self.w1.repeat(batch, 1, 1), self.w2.repeat(batch, 1, 1))
 
-    def forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
+    def forward(self, x: torch.Tensor, state: FastWeights | None,
+                update: bool = True) -> tuple[torch.Tensor, FastWeights | None]:
         run = self._forward
         if self.compiled:
             mark_dynamic(x, 1, 2)  # frames per chunk and tokens per frame: a shorter last chunk reuses the graph
             run = functools.partial(compiled(FastWeightMemory._forward, cuda_graphs=self.cuda_graphs), self)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(run, x, state, use_reentrant=False,
+            return checkpoint(run, x, state, update, use_reentrant=False,
                               preserve_rng_state=False)  # draws no random numbers; a CUDA graph may record it
-        return run(x, state)
+        return run(x, state, update)
 
-    def _forward(self, x: torch.Tensor, state: FastWeights | None) -> tuple[torch.Tensor, FastWeights]:
+    def _forward(self, x: torch.Tensor, state: FastWeights | None,
+                 update: bool) -> tuple[torch.Tensor, FastWeights | None]:
         B, N, T, C = x.shape
         if self.pre_norm is not None:
             x = self.pre_norm(x)
         x = x.reshape(B, N * T, C)
         q, k, v = _split_heads(F.silu(self.to_qkv(x)), 3, self.heads)
         q = q / (q.norm(dim=2, keepdim=True) + 1e-5)
-        k = k / (k.norm(dim=2, keepdim=True) + 1e-5)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            lr = F.softplus(self.lr_fc(x.float()) + self.base_lr_inv)
-        lr0, lr1, lr2 = _split_heads(lr, 3, self.heads)
+        incoming = state
         if state is None:
             state = self.initial_state(B)
         out = apply_fast_weights(state, q)
-        new_state = update_fast_weights(state, k, v, lr0, lr1, lr2, self.ns_steps, self.ns_dtype)
+        new_state = incoming
+        if update:
+            k = k / (k.norm(dim=2, keepdim=True) + 1e-5)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                lr = F.softplus(self.lr_fc(x.float()) + self.base_lr_inv)
+            lr0, lr1, lr2 = _split_heads(lr, 3, self.heads)
+            new_state = update_fast_weights(state, k, v, lr0, lr1, lr2, self.ns_steps, self.ns_dtype)
         out = self.o_norm(out)
         out = out.reshape(B, self.heads, N * T, -1).permute(0, 2, 1, 3).reshape(B, N * T, C)
         out = self.c_proj(out).reshape(B, N, T, C).to(x.dtype)
