@@ -3,9 +3,9 @@
 The world is held out: seed 1_000_000_001 of family "terrain", trajectory "walk" (training used seeds
 0..99_999), 200 frames at 224×126 and 10 fps, the size and rate the shipped model was trained at.
 How it was chosen (in 2026-11, with the model shipped then; the models shipped on 2026-12-03 score 3.4 %
-(morning), 4.4 % (afternoon) and 2.3 % (evening) on this sample): on held-out 200-frame worlds (window 10,
-overlap 2, SE(3) chaining) that model's Sim(3)-aligned ATE RMSE was, in percent of the path length, 3.0-5.6 %
-on terrain walks (seeds
+(morning), 4.4 % (afternoon), 2.3 % (evening) and 1.2 % (night) on this sample): on held-out 200-frame worlds
+(window 10, overlap 2, SE(3) chaining) that model's Sim(3)-aligned ATE RMSE was, in percent of the path length,
+3.0-5.6 % on terrain walks (seeds
 1_000_000_001..005 and 007: 3.5, 5.6, 3.5, 4.5, 3.0, 3.9), 10.6-13.0 % on indoor walks (seeds ..001-003)
 and 9.9 % on a terrain orbit (seed ..001); without chaining (align none) every case was worse. The demo
 uses a terrain walk, where this small model does best (not what it does everywhere), and the first

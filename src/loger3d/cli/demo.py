@@ -22,7 +22,7 @@ them. A summary with those numbers and the next commands to try is printed at th
 
 The sample (loger3d/assets/sample/ in the package: video.mp4, groundtruth_tum.txt, intrinsics.txt,
 README.txt) is 200 frames, 20 s at 10 fps, of a synthetic terrain walk never seen in training. The
-model is a 4.9 M-parameter LoGeR trained for 25 minutes on synthetic videos: its score shows that
+model is a 4.9 M-parameter LoGeR trained for 35 minutes on synthetic videos: its score shows that
 the pipeline works, not LoGeR's accuracy. For real videos use 'reconstruct' with --model loger.
 
 Exit status as for reconstruct: 0 done; 2 a problem with OUT or the options (one line says which);
