@@ -28,6 +28,9 @@ CACHE=/tmp/compile_cache.bin
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] && [ $# -gt 0 ] || { echo "usage: $0 CONFIG START MINUTES VARIANT..."; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+half() {  # WEIGHTS DEST: WEIGHTS in fp16 at DEST, converted once a machine
+  [ -f "$2" ] || python -m loger3d convert "$1" "$2" --dtype fp16 --force | tail -1
+}
 bash benchmarks/carry_parts.sh gather "$ABL"
 case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
 SHARED=$ABL/start-seed$SEED.pt
@@ -54,8 +57,7 @@ PY
   if [ -f "$ABL/$run/model.safetensors" ]; then
     mkdir -p "/tmp/back/$run"
     for weights in "$ABL/$run"/model*.safetensors; do
-      python -m loger3d convert "$weights" "/tmp/back/$run/$(basename "$weights" .safetensors)_fp16.safetensors" \
-        --dtype fp16 --force | tail -1
+      half "$weights" "/tmp/back/$run/$(basename "$weights" .safetensors)_fp16.safetensors"
     done
     [ -f "$ABL/$run/eval.json" ] || python benchmarks/ablation.py eval --config "$CONFIG" --out "$ABL" \
       --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
@@ -67,13 +69,13 @@ PY
     mkdir -p "/tmp/back/$run"
     for weights in "$ABL/$run"/model_step*.safetensors; do
       [ -f "$weights" ] || continue
-      half=/tmp/back/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
-      [ -f "$half" ] || python -m loger3d convert "$weights" "$half" --dtype fp16 --force | tail -1
+      stage=/tmp/back/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
+      half "$weights" "$stage"
       used=$(du -cb "$OUT" | tail -1 | cut -f1) files=$(ls "$OUT" | wc -l)
-      if [ $((used + $(stat -c %s "$half"))) -le $((64 * 1048576 - 65536)) ] && [ "$files" -lt 8 ]; then
-        cp "$half" "$OUT/"
+      if [ $((used + $(stat -c %s "$stage"))) -le $((64 * 1048576 - 65536)) ] && [ "$files" -lt 8 ]; then
+        cp "$stage" "$OUT/"
       else
-        echo "no room for $(basename "$half") in this call: it stays in /tmp/back/$run/ for the next"
+        echo "no room for $(basename "$stage") in this call: it stays in /tmp/back/$run/ for the next"
       fi
     done
   fi

@@ -57,7 +57,8 @@ case $1 in
       echo "carried parts: $have of $total here; call again carrying the next"
       exit 3
     fi
-    mkdir -p "$DIR" && cat "$STASH"/carry.tar.part-* | tar xf - -C "$DIR" || exit 1
+    parts=$(cut -c67- "$STASH/carry.manifest")  # the manifest's parts in order, not stale ones of an older split
+    mkdir -p "$DIR" && (cd "$STASH" && cat $parts) | tar xf - -C "$DIR" || exit 1
     sha256sum < "$STASH/carry.manifest" >> "$STASH/unpacked"
     rm -f "$STASH"/carry.*
     echo "unpacked the $total carried parts into $DIR"

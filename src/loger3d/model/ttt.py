@@ -160,18 +160,15 @@ class FastWeightMemory(nn.Module):
         x = x.reshape(B, N * T, C)
         q, k, v = _split_heads(F.silu(self.to_qkv(x)), 3, self.heads)
         q = q / (q.norm(dim=2, keepdim=True) + 1e-5)
-        incoming = state
-        if state is None:
-            state = self.initial_state(B)
-        out = apply_fast_weights(state, q)
-        new_state = incoming
+        weights = state if state is not None else self.initial_state(B)
+        out = apply_fast_weights(weights, q)
         if update:
             k = k / (k.norm(dim=2, keepdim=True) + 1e-5)
             with torch.autocast(device_type=x.device.type, enabled=False):
                 lr = F.softplus(self.lr_fc(x.float()) + self.base_lr_inv)
             lr0, lr1, lr2 = _split_heads(lr, 3, self.heads)
-            new_state = update_fast_weights(state, k, v, lr0, lr1, lr2, self.ns_steps, self.ns_dtype)
+            state = update_fast_weights(weights, k, v, lr0, lr1, lr2, self.ns_steps, self.ns_dtype)
         out = self.o_norm(out)
         out = out.reshape(B, self.heads, N * T, -1).permute(0, 2, 1, 3).reshape(B, N * T, C)
         out = self.c_proj(out).reshape(B, N, T, C).to(x.dtype)
-        return out, new_state
+        return out, state
