@@ -19,6 +19,11 @@
 # parts, with its checkpoint's SHA-256 (at home `cat <files_at>/<run>.partial.tar.part-* | tar x -C DIR`, then
 # carried in parts as above). Its stage weights so far, in fp16, come back beside it when there is room, else stay
 # in /tmp/back/<run>/ for the next call on that machine to return (`cp /tmp/back/<run>/*.safetensors $OUT/`).
+# The compile cache (/tmp/compile_cache.bin, every compile of the machine's calls) can go to the next lease too, or a
+# fresh machine compiles each stage again (246-319 s of a stage's first step): bring it home at the end of a lease
+# (`bash benchmarks/bring_back.sh /tmp/compile_cache.bin`, once a call until it says all parts are sent) and carry
+# it with the checkpoints as compile_cache.bin.gz (`carry_parts.sh split compile_cache.bin.gz=PATH ...`): it is
+# put in place unless the machine has a cache of its own.
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
 CONFIG=$1 START=$2 MINUTES=$3
@@ -33,6 +38,10 @@ half() {  # WEIGHTS DEST: WEIGHTS in fp16 at DEST, converted once a machine
 }
 bash benchmarks/carry_parts.sh gather "$ABL"
 case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
+if [ -f "$ABL/compile_cache.bin.gz" ]; then  # a carried cache, unless this machine has its own
+  [ -f "$CACHE" ] || gunzip -c "$ABL/compile_cache.bin.gz" > "$CACHE"
+  rm "$ABL/compile_cache.bin.gz"
+fi
 SHARED=$ABL/start-seed$SEED.pt
 if [ ! -f "$SHARED" ] && [ -f "$START" ]; then
   cp "$START" "$SHARED"

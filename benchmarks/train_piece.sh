@@ -10,6 +10,7 @@
 #   bash benchmarks/carry_parts.sh split checkpoint.pt=ck.pt metrics.jsonl=metrics.jsonl
 # then this command once a part, carry [".scratch/carry_parts/K"], on a machine held warm; calls before the last
 # part stop at once, the last unpacks them into $RUN and the run resumes there.
+# A compile cache carried as compile_cache.bin.gz (see ablation_piece.sh) is put in place as for the ablation.
 # TESTS run first, under a SIGINT limit (pytest then still reports what failed). Training runs through
 # benchmarks/compile_cache.py. Each call returns the metrics, the loss plot and the weights so far in fp16.
 set -o pipefail
@@ -23,6 +24,10 @@ date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 bash benchmarks/carry_parts.sh gather "$RUN"
 case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
+if [ -f "$RUN/compile_cache.bin.gz" ]; then  # a carried cache, unless this machine has its own
+  [ -f "$CACHE" ] || gunzip -c "$RUN/compile_cache.bin.gz" > "$CACHE"
+  rm "$RUN/compile_cache.bin.gz"
+fi
 if [ -n "$TESTS" ]; then
   timeout -s INT "${TEST_LIMIT:-150}" python -m pytest -q -rfE -p no:cacheprovider $TESTS > "$OUT/pytest.log" 2>&1
   echo "tests: exit $?; $(tail -1 "$OUT/pytest.log")"
