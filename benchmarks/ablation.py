@@ -101,26 +101,34 @@ def one_chunk_steps(raw: dict) -> int:
     return steps
 
 
+CHUNK_LINKS = ("align", "truncate_every", "detach_swa_history", "loss_scope")
+"""The ``train`` settings of how a clip's chunks link: on one-chunk clips they change nothing, so a run may branch
+from a first stage trained with others (e.g. memory stages trained without chaining, ``--set train.align=none``)."""
+
+
 def branch_run(start: str, out: str, raw: dict) -> dict:
     """Begin the run in ``out`` (config ``raw``) as checkpoint ``start``: a shared first stage. Allowed only where
-    the two can have trained the same: configs equal but for ``model.options`` (the memory cut) and the settings a
-    resumed run may change, and ``start``'s step within the one-chunk stages, where no memory reaches another
-    chunk (anywhere, if ``start``'s run is this variant: the same run, continued). The checkpoint is copied with
-    ``raw`` as its config, with its log (``metrics.jsonl`` beside it); ``--resume`` continues it.
+    the two can have trained the same: configs equal but for ``model.options`` (the memory cut), ``CHUNK_LINKS``
+    and the settings a resumed run may change, and ``start``'s step within the one-chunk stages, where no memory
+    reaches another chunk (anywhere, if ``start``'s run is this one: the same run, continued). The checkpoint is
+    copied with ``raw`` as its config, with its log (``metrics.jsonl`` beside it); ``--resume`` continues it.
     Returns what ``variant.json`` records of the start."""
     state = torch.load(start, map_location="cpu", weights_only=True)
     saved = yaml.safe_load(state["config"])
 
     def shared(config: dict) -> dict:
         config = yaml.safe_load(yaml.safe_dump(config))  # tuples read back as lists, as saved
-        return comparable_config({**config, "model": {**config["model"], "options": {}}})
+        train = {k: v for k, v in config["train"].items() if k not in CHUNK_LINKS}
+        return comparable_config({**config, "model": {**config["model"], "options": {}}, "train": train})
 
     if shared(saved) != shared(raw):
         changed = sorted(k for k in shared(raw) if shared(saved).get(k) != shared(raw)[k])
         sys.exit(f"--start {start}: its run's config differs from this run's in {', '.join(changed)} (only "
-                 "model.options may); train the shared stage with this --config and seed")
+                 f"model.options and train.{', train.'.join(CHUNK_LINKS)} may); train the shared stage with this "
+                 "--config and seed")
     step, one_chunk = int(state["step"]), one_chunk_steps(raw)
-    same_run = saved["model"].get("options", {}) == raw["model"]["options"]
+    same_run = (saved["model"].get("options", {}) == raw["model"]["options"]
+                and all(saved["train"].get(k) == raw["train"].get(k) for k in CHUNK_LINKS))
     if step > one_chunk and not same_run:
         sys.exit(f"--start {start} is at step {step}, past the one-chunk stages (steps 1-{one_chunk}), where the "
                  "variants' memory already differs; start from a checkpoint of those stages")

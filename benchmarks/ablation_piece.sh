@@ -1,6 +1,9 @@
 #!/bin/bash
 # One device call of the memory ablation with a shared first stage (issue 18), from the repository root:
-#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] [PARALLEL=2] bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
+#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] [PARALLEL=2] [SET="section.key=value ..."] \
+#       bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
+# (SET: overrides of CONFIG for every run, e.g. SET=train.align=none with ABL=/tmp/ablation_align_none: memory
+# stages trained without SE(3) chaining; give such runs their own ABL.)
 # (PARALLEL=2 on a machine of two GPUs: two runs at once, one a GPU; their compiles are not cached across calls.)
 # CONFIG: the base training config; START: a checkpoint.pt of a run of CONFIG and SEED within its one-chunk stages
 # (or, for the hybrid, anywhere: the same run, continued). `ablation.py train --memory cut` trains the VARIANTs in
@@ -50,9 +53,11 @@ for variant in "$@"; do
   [ -f "$SHARED" ] || [ -f "$ABL/$variant-seed$SEED/checkpoint.pt" ] || {
     echo "$variant-seed$SEED has no checkpoint and there is no $START to begin it from: carry one"; exit 2; }
 done
+overrides=()
+for pair in $SET; do overrides+=(--set "$pair"); done
 python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
   --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
-  --set train.keep_stage_weights=true ${PARALLEL:+--parallel $PARALLEL --gpus $PARALLEL} 2>&1 \
+  --set train.keep_stage_weights=true "${overrides[@]}" ${PARALLEL:+--parallel $PARALLEL --gpus $PARALLEL} 2>&1 \
   | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 for variant in "$@"; do
   run=$variant-seed$SEED

@@ -666,6 +666,33 @@ def test_memory_cut_variants_share_the_one_chunk_stage(tmp_path, monkeypatch):
     assert not (tmp_path / "late").exists() and not (tmp_path / "other").exists()
 
 
+def test_a_first_stage_trained_through_chaining_is_shared_by_runs_without(tmp_path, monkeypatch):
+    """How chunks link (``ablation.CHUNK_LINKS``: chaining, truncation, loss scope) changes nothing on one-chunk
+    clips: a run without chaining branched from a first stage trained through SE(3) chaining trains exactly as
+    that run from scratch, and past the first stage the branch is refused."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    import ablation
+
+    base = small_config(curriculum=[{"steps": 2, "frames": 4, "chunks": 1, "overlap": 1},
+                                    {"steps": 1, "frames": 8, "chunks": 2, "overlap": 1}])
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(base))
+    chained = ablation.run_config(argparse.Namespace(config=str(config), set=["train.align=se3"], memory="cut"),
+                                  "hybrid", 0)
+    plain = ablation.run_config(argparse.Namespace(config=str(config), set=["train.align=none"], memory="cut"),
+                                "hybrid", 0)
+    Trainer(config_from_dict({**chained, "train": {**chained["train"], "stop_at": 2}}), tmp_path / "chained",
+            progress=False).run()
+    Trainer(config_from_dict(plain), tmp_path / "plain", progress=False).run()
+    ablation.branch_run(str(tmp_path / "chained" / "checkpoint.pt"), str(tmp_path / "branched"), plain)
+    assert Trainer(config_from_dict(plain), tmp_path / "branched", resume=True, progress=False).run().finished
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "branched"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    Trainer(config_from_dict(chained), tmp_path / "chained", resume=True, progress=False).run()
+    with pytest.raises(SystemExit, match="past the one-chunk stages"):
+        ablation.branch_run(str(tmp_path / "chained" / "checkpoint.pt"), str(tmp_path / "late"), plain)
+
+
 def test_a_trained_variant_loads_as_it_trained_and_stages_keep_their_weights(tmp_path):
     """model.options travel in the exported card: load_model (and a converted copy) builds the variant, layers
     removed and memory cut, instead of the preset; keep_stage_weights writes each finished stage's weights."""
