@@ -273,7 +273,16 @@ def test_a_file_size_limit_from_the_system_is_one_line_without_traceback(video, 
 
 # --- signals ----------------------------------------------------------------------------------------------------
 
-def test_signals_held_during_a_block_take_effect_as_it_ends():
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler in force, as in a terminal: a shell that starts the tests in the background
+    (``cmd &`` without job control) hands them SIGINT ignored, and Python then keeps it ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_signals_held_during_a_block_take_effect_as_it_ends(python_sigint):
     """What the command line wraps PyTorch's import in: a Ctrl-C inside the block (where PyTorch may be running
     Python from C++, which cannot pass an exception on) is raised when the block ends, not inside it."""
     reached_end = False
@@ -309,7 +318,8 @@ def test_ctrl_c_during_start_up_prints_no_traceback(video, tmp_path):
     assert counted >= 3
 
 
-def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interruption(monkeypatch, capsys):
+def test_ctrl_c_that_a_library_turns_into_another_error_is_still_an_interruption(monkeypatch, capsys,
+                                                                                python_sigint):
     """numpy's import, interrupted, raises an ImportError instead of the KeyboardInterrupt; the command line
     remembers the signal, so it still ends in the one interruption line and exit 130. The same error without
     a signal is a bug and keeps its traceback."""
