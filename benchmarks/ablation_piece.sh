@@ -23,7 +23,7 @@
 # carried in parts as above). Its stage weights so far, in fp16, come back beside it when there is room, else stay
 # in /tmp/back/<run>/ for the next call on that machine to return (`cp /tmp/back/<run>/*.safetensors $OUT/`).
 # The compile cache (/tmp/compile_cache.bin, every compile of the machine's calls) can go to the next lease too, or a
-# fresh machine compiles each stage again (246-319 s of a stage's first step): bring it home at the end of a lease
+# fresh machine compiles each stage again (246-319 s before a stage's first logged step): bring it home at the end of a lease
 # (`bash benchmarks/bring_back.sh /tmp/compile_cache.bin`, once a call until it says all parts are sent) and carry
 # it with the checkpoints as compile_cache.bin.gz (`carry_parts.sh split compile_cache.bin.gz=PATH ...`): it is
 # put in place unless the machine has a cache of its own.

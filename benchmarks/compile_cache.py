@@ -58,7 +58,8 @@ def keep(blob: bytes) -> None:
 
 
 def save(path: str) -> int:
-    """Write this process's compile artifacts to ``path`` (whole or not at all); their size, 0 when none."""
+    """Write the artifacts this process loaded (``keep``) and compiled to ``path`` (whole or not at all); their
+    size, 0 when none."""
     saved = torch.compiler.save_cache_artifacts()
     if saved is None:
         return 0
