@@ -689,6 +689,8 @@ def test_a_first_stage_trained_through_chaining_is_shared_by_runs_without(tmp_pa
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "branched"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     Trainer(config_from_dict(chained), tmp_path / "chained", resume=True, progress=False).run()
+    c = load_file(tmp_path / "chained" / "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # chaining matters once clips have two chunks
     with pytest.raises(SystemExit, match="past the one-chunk stages"):
         ablation.branch_run(str(tmp_path / "chained" / "checkpoint.pt"), str(tmp_path / "late"), plain)
 
