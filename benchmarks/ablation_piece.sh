@@ -47,7 +47,7 @@ if [ -f "$ABL/compile_cache.bin.gz" ]; then  # a carried cache, unless this mach
 fi
 SHARED=$ABL/start-seed$SEED.pt
 if [ ! -f "$SHARED" ] && [ -f "$START" ]; then
-  cp "$START" "$SHARED"
+  mkdir -p "$ABL" && cp "$START" "$SHARED"
 fi
 for variant in "$@"; do
   [ -f "$SHARED" ] || [ -f "$ABL/$variant-seed$SEED/checkpoint.pt" ] || {

@@ -1,0 +1,44 @@
+"""benchmarks/ablation_piece.sh: a device call of the ablation begins its runs from START in a folder it makes."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None,
+                                reason="needs bash and coreutils")
+
+# Stands in for the training: records the command line ablation_piece.sh hands to compile_cache.py.
+RECORDER = """import json, sys
+json.dump(sys.argv[1:], open(sys.argv[0] + ".args.json", "w"))
+"""
+
+
+def test_start_copied_into_a_fresh_ablation_folder(tmp_path: Path) -> None:
+    """A machine's first call for a seed, with no parts carried: $ABL does not exist yet (it once failed there:
+    'cannot create regular file .../start-seed1.pt')."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("ablation_piece.sh", "carry_parts.sh"):
+        shutil.copy(BENCHMARKS / name, repo / "benchmarks" / name)
+    (repo / "benchmarks" / "compile_cache.py").write_text(RECORDER)
+    (repo / "config.yaml").write_text("model: {}\n")
+    start = tmp_path / "checkpoint.pt"
+    start.write_bytes(os.urandom(1000))
+    abl, out = tmp_path / "fresh" / "ablation", tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "ABL": str(abl), "SEED": "1", "OUT": str(out), "CARRY_STASH": str(tmp_path / "stash")}
+
+    done = subprocess.run(["bash", "benchmarks/ablation_piece.sh", "config.yaml", str(start), "5", "hybrid"],
+                          cwd=repo, env=env, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    shared = abl / "start-seed1.pt"
+    assert shared.read_bytes() == start.read_bytes()
+    args = json.loads((repo / "benchmarks" / "compile_cache.py.args.json").read_text())
+    assert args[args.index("--start") + 1] == str(shared)
+    assert args[args.index("--seeds") + 1] == "1" and args[args.index("--variants") + 1] == "hybrid"
