@@ -27,12 +27,13 @@
 # (`bash benchmarks/bring_back.sh /tmp/compile_cache.bin`, once a call until it says all parts are sent) and carry
 # it with the checkpoints as compile_cache.bin.gz (`carry_parts.sh split compile_cache.bin.gz=PATH ...`): it is
 # put in place unless the machine has a cache of its own.
+# GRACE seconds (90) after MINUTES the training gets SIGINT (benchmarks/device_piece.sh, `within`).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
+source benchmarks/device_piece.sh
 CONFIG=$1 START=$2 MINUTES=$3
 shift 3
 ABL=${ABL:-/tmp/ablation} SEED=${SEED:-0}
-CACHE=/tmp/compile_cache.bin
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] && [ $# -gt 0 ] || { echo "usage: $0 CONFIG START MINUTES VARIANT..."; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -41,10 +42,7 @@ half() {  # WEIGHTS DEST: WEIGHTS in fp16 at DEST, converted once a machine
 }
 bash benchmarks/carry_parts.sh gather "$ABL"
 case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
-if [ -f "$ABL/compile_cache.bin.gz" ]; then  # a carried cache, unless this machine has its own
-  [ -f "$CACHE" ] || gunzip -c "$ABL/compile_cache.bin.gz" > "$CACHE"
-  rm "$ABL/compile_cache.bin.gz"
-fi
+install_carried_cache "$ABL"
 SHARED=$ABL/start-seed$SEED.pt
 if [ ! -f "$SHARED" ] && [ -f "$START" ]; then
   mkdir -p "$ABL" && cp "$START" "$SHARED"
@@ -55,7 +53,7 @@ for variant in "$@"; do
 done
 overrides=()
 for pair in $SET; do overrides+=(--set "$pair"); done
-python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
+within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
   --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
   --set train.keep_stage_weights=true "${overrides[@]}" ${PARALLEL:+--parallel $PARALLEL --gpus $PARALLEL} 2>&1 \
   | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8

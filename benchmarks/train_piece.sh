@@ -12,28 +12,26 @@
 # part stop at once, the last unpacks them into $RUN and the run resumes there.
 # A compile cache carried as compile_cache.bin.gz (see ablation_piece.sh) is put in place as for the ablation.
 # TESTS run first, under a SIGINT limit (pytest then still reports what failed). Training runs through
-# benchmarks/compile_cache.py. Each call returns the metrics, the loss plot and the weights so far in fp16.
+# benchmarks/compile_cache.py, with SIGINT GRACE seconds (90) after MINUTES (device_piece.sh, `within`). Each call
+# returns the metrics, the loss plot and the weights so far in fp16.
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
+source benchmarks/device_piece.sh
 CONFIG=$1 MINUTES=$2
 shift 2
 RUN=${RUN:-/tmp/train_run}
-CACHE=/tmp/compile_cache.bin
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] || { echo "usage: $0 CONFIG MINUTES [TRAIN OPTIONS]"; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 bash benchmarks/carry_parts.sh gather "$RUN"
 case $? in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac  # 3: parts still to come in the next call
-if [ -f "$RUN/compile_cache.bin.gz" ]; then  # a carried cache, unless this machine has its own
-  [ -f "$CACHE" ] || gunzip -c "$RUN/compile_cache.bin.gz" > "$CACHE"
-  rm "$RUN/compile_cache.bin.gz"
-fi
+install_carried_cache "$RUN"
 if [ -n "$TESTS" ]; then
   timeout -s INT "${TEST_LIMIT:-150}" python -m pytest -q -rfE -p no:cacheprovider $TESTS > "$OUT/pytest.log" 2>&1
   echo "tests: exit $?; $(tail -1 "$OUT/pytest.log")"
   date -u
 fi
-python benchmarks/compile_cache.py "$CACHE" -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "$MINUTES" \
+within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "$MINUTES" \
   --quiet "$@" 2>&1 | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 python - "$RUN/metrics.jsonl" <<'PY'
 import json, sys

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def test_start_copied_into_a_fresh_ablation_folder(tmp_path: Path) -> None:
     'cannot create regular file .../start-seed1.pt')."""
     repo = tmp_path / "repo"
     (repo / "benchmarks").mkdir(parents=True)
-    for name in ("ablation_piece.sh", "carry_parts.sh"):
+    for name in ("ablation_piece.sh", "carry_parts.sh", "device_piece.sh"):
         shutil.copy(BENCHMARKS / name, repo / "benchmarks" / name)
     (repo / "benchmarks" / "compile_cache.py").write_text(RECORDER)
     (repo / "config.yaml").write_text("model: {}\n")
@@ -42,3 +43,15 @@ def test_start_copied_into_a_fresh_ablation_folder(tmp_path: Path) -> None:
     args = json.loads((repo / "benchmarks" / "compile_cache.py.args.json").read_text())
     assert args[args.index("--start") + 1] == str(shared)
     assert args[args.index("--seeds") + 1] == "1" and args[args.index("--variants") + 1] == "hybrid"
+
+
+def test_within_interrupts_a_training_that_overruns(tmp_path: Path) -> None:
+    """device_piece.sh's `within`: GRACE seconds after its minutes the command gets SIGINT (a Python training then
+    saves its checkpoint and ends), so that a device call never runs past its limit; its status is then 124."""
+    script = ("import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('interrupted')\n"
+              "    raise SystemExit(7)\n")
+    began = time.monotonic()
+    done = subprocess.run(["bash", "-c", f'source "{BENCHMARKS / "device_piece.sh"}" && within 0.02 python -c "$0"',
+                           script], env={**os.environ, "GRACE": "1"}, capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (124, "interrupted"), done.stderr
+    assert time.monotonic() - began < 30

@@ -346,6 +346,32 @@ def test_resume_continues_bit_identically(tmp_path):
     assert weights[0][0] == weights[0][1] != weights[0][2]  # measured at steps 0 and 2, kept in between
 
 
+def test_max_minutes_does_not_begin_a_stage_it_cannot_start(tmp_path, monkeypatch):
+    """A piece of at most N minutes ends at a stage's end when less time is left than its longest step: on a GPU a
+    stage's first step compiles for minutes, and begun late it ran a device call past its limit (2026-12-04).
+    Within a stage the same shortage does not stop it. The trainer's clock is replaced; steps cost 100 s at the
+    start of each stage and 1 s otherwise."""
+    import loger3d.train.trainer as trainer_module
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_module, "time", argparse.Namespace(perf_counter=lambda: clock[0]))
+    stage = {"steps": 2, "frames": 8, "chunks": 2, "overlap": 1}
+    results = []
+    for minutes in (2.0, 10.0):  # 2: after step 1, 20 s left (within the stage), after step 2, 19 s: stop
+        raw = small_config(curriculum=[stage, {**stage, "steps": 1}], train={"max_minutes": minutes})
+        trainer = Trainer(config_from_dict(raw), tmp_path / "run", resume=True, progress=False)
+        untimed = trainer.train_step
+
+        def timed(trainer=trainer, untimed=untimed):
+            clock[0] += 100.0 if trainer.step in (0, 2) else 1.0
+            return untimed()
+
+        trainer.train_step = timed
+        results.append(trainer.run())
+    assert [(r.step, r.finished) for r in results] == [(2, False), (3, True)]
+    assert [json.loads(x)["step"] for x in open(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+
 def test_run_folder_guards(tmp_path):
     cfg = config_from_dict(small_config(steps=1))
     Trainer(cfg, tmp_path / "a", progress=False).run()

@@ -83,7 +83,8 @@ def add_parser(commands) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config value (YAML syntax; repeatable)")
     p.add_argument("--max-minutes", type=float, metavar="M",
-                   help="stop after M minutes of training with a checkpoint (continue with --resume)")
+                   help="stop after M minutes of training with a checkpoint (continue with --resume); a new "
+                        "curriculum stage is not begun when less time is left than the longest step so far")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="stop at step STEP with a checkpoint (continue with --resume); the learning-rate schedule "
                         "stays the whole curriculum's")

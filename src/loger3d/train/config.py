@@ -75,7 +75,8 @@ class TrainSection:
     gradient accumulation); ``precision``: ``bf16`` (autocast, CUDA only), ``fp32`` or ``auto`` (bf16 on CUDA);
     recurrence: ``truncate_every``, ``detach_swa_history``, ``align``, ``loss_scope``; logging and checkpoints every
     so many steps; ``max_minutes`` ends a run (with a checkpoint) after that much wall time, so that long trainings
-    proceed in resumable pieces; ``stop_at`` ends it at that step (the weights of a run's step, reproducibly: the
+    proceed in resumable pieces (a stage is not begun with less time left than the longest step so far: its first
+    step compiles); ``stop_at`` ends it at that step (the weights of a run's step, reproducibly: the
     schedule stays the whole curriculum's). ``fast_path``: on CUDA, train through the model's fast path (cuDNN
     attention and compiled blocks, ``LoGeR.set_fast_path``): a minute or two of compiling, then fewer, larger
     kernels; ignored on a CPU. ``activation_checkpointing`` recomputes each block and TTT layer in the backward pass

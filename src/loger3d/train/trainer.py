@@ -434,14 +434,19 @@ class Trainer:
                 f" ({stage.frames}-frame sequences in chunks of {window}, micro-batch {self._micro_batch(stage)}): "
                 f"{advice}; then continue with --resume (checkpoint at step {saved_at})")
 
-    def _should_stop(self, started: float) -> bool:
+    def _should_stop(self, started: float, longest_step: float) -> bool:
+        """Out of ``train.max_minutes``, or at the end of a stage with less time left than the longest step this
+        process has taken: the next stage's first step compiles its shapes (minutes on a GPU), and begun so late
+        it would run a piece of at most N minutes past N."""
         limit = self.config.train.max_minutes
         if limit is None:
             return False
-        stop = time.perf_counter() - started > 60 * limit
+        left = 60 * limit - (time.perf_counter() - started)
+        at_stage_end = self.step in self.curriculum.ends[:-1]
+        stop = left < 0 or (at_stage_end and left < longest_step)
         if self.world > 1:
-            # Process 0's clock decides for all, at logged steps only: agreeing waits for the GPU, as logging does.
-            if self.step % self.config.train.log_every:
+            # Process 0's clock decides for all, at logged steps and stage ends only: agreeing waits for the GPU.
+            if self.step % self.config.train.log_every and not at_stage_end:
                 return False
             flag = torch.full((1,), float(stop), device=self.device)
             dist.broadcast(flag, 0)
@@ -462,9 +467,12 @@ class Trainer:
         since, frames = time.perf_counter(), 0  # the frames trained since the last logged step
         warned = int(self.skipped_steps)  # skipped steps already reported
         end = min(self.total_steps, cfg.stop_at or self.total_steps)  # a run resumed at its stop_at trains nothing
+        longest_step = 0.0  # host seconds; a stage's first step holds its compile
         try:
             while self.step < end:
+                step_began = time.perf_counter()
                 last = self.train_step()
+                longest_step = max(longest_step, time.perf_counter() - step_began)
                 frames += cfg.batch_size * last["frames"]
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
@@ -484,7 +492,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint(background=True)
                     saved_at = self.step
-                if self._should_stop(started):
+                if self._should_stop(started, longest_step):
                     break
         except KeyboardInterrupt:
             bar.close()
