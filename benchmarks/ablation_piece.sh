@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call of the memory ablation with a shared first stage (issue 18), from the repository root:
-#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] [PARALLEL=2] [SET="section.key=value ..."] \
+#   [ABL=/tmp/ablation] [SEED=0] [BRING=run] [PARALLEL=2] [SET="section.key=value ..."] [SCORE=home] \
 #       bash benchmarks/ablation_piece.sh CONFIG START MINUTES VARIANT...
 # (SET: overrides of CONFIG for every run, e.g. SET=train.align=none with ABL=/tmp/ablation_align_none: memory
 # stages trained without SE(3) chaining; give such runs their own ABL.)
@@ -16,7 +16,11 @@
 # Runs keep their weights at the end of each stage (train.keep_stage_weights: the training horizon grows from stage
 # to stage). Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and
 # with SE(3) chaining) and comes back as <run>.tar in 15 MB parts: its weights in fp16 (final and per stage), log,
-# variant.json and scores (at home `cat <files_at>/<run>.tar.part-* | tar x -C runs/`).
+# variant.json and scores (at home `cat <files_at>/<run>.tar.part-* | tar x -C runs/`). SCORE=home leaves the
+# scoring (about 100 s of the call) to the CPU at home: put the run's model_fp16.safetensors as
+# DIR/<run>/model.safetensors beside its variant.json, then `ablation.py eval --config CONFIG --out DIR --seeds SEED
+# --variants VARIANT --json eval.json` (fp16 weights on the CPU: seed 1's hybrid so scored agrees with the GPU's
+# fp32 within 0.04 points a world and 0.01 in the means; results/ablation_shared/eval_hybrid-seed1_cpu.json).
 # A call brings back at most 8 files and 64 MiB, so an unfinished run comes back only when asked (BRING=<run>,
 # e.g. ttt_only-seed0; the last call of a lease): its folder without weights files as <run>.partial.tar in 15 MB
 # parts, with its checkpoint's SHA-256 (at home `cat <files_at>/<run>.partial.tar.part-* | tar x -C DIR`, then
@@ -28,12 +32,13 @@
 # it with the checkpoints as compile_cache.bin.gz (`carry_parts.sh split compile_cache.bin.gz=PATH ...`): it is
 # put in place unless the machine has a cache of its own.
 # GRACE seconds (90) after MINUTES the training gets SIGINT (benchmarks/device_piece.sh, `within`).
+# BACK replaces /tmp/back, where returned runs are packed (tests/test_ablation_piece.py).
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src:$PYTHONPATH
 source benchmarks/device_piece.sh
 CONFIG=$1 START=$2 MINUTES=$3
 shift 3
-ABL=${ABL:-/tmp/ablation} SEED=${SEED:-0}
+ABL=${ABL:-/tmp/ablation} SEED=${SEED:-0} BACK=${BACK:-/tmp/back}
 [ -f "$CONFIG" ] && [ -n "$MINUTES" ] && [ $# -gt 0 ] || { echo "usage: $0 CONFIG START MINUTES VARIANT..."; exit 2; }
 date -u
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -67,27 +72,28 @@ print(f"{sys.argv[2]} at step {last['step']}: stage {last['stage'] + 1}, loss {l
       f"{last['frames_per_s']:.0f} frames/s")
 PY
   if [ -f "$ABL/$run/model.safetensors" ]; then
-    mkdir -p "/tmp/back/$run"
+    mkdir -p "$BACK/$run"
     for weights in "$ABL/$run"/model*.safetensors; do
-      half "$weights" "/tmp/back/$run/$(basename "$weights" .safetensors)_fp16.safetensors"
+      half "$weights" "$BACK/$run/$(basename "$weights" .safetensors)_fp16.safetensors"
     done
-    [ -f "$ABL/$run/eval.json" ] || python benchmarks/ablation.py eval --config "$CONFIG" --out "$ABL" \
-      --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
-    cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$ABL/$run/eval.json" "/tmp/back/$run/"
-    tar cf - -C /tmp/back "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
+    [ -f "$ABL/$run/eval.json" ] || [ "$SCORE" = home ] || python benchmarks/ablation.py eval --config "$CONFIG" \
+      --out "$ABL" --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
+    cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$BACK/$run/"
+    [ ! -f "$ABL/$run/eval.json" ] || cp "$ABL/$run/eval.json" "$BACK/$run/"
+    tar cf - -C "$BACK" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
   elif [ "$BRING" = "$run" ]; then
     tar cf - --exclude='*.safetensors' -C "$ABL" "$run" | split -b 15000000 -d - "$OUT/$run.partial.tar.part-"
     sha256sum < "$ABL/$run/checkpoint.pt" > "$OUT/$run.checkpoint.sha256"
-    mkdir -p "/tmp/back/$run"
+    mkdir -p "$BACK/$run"
     for weights in "$ABL/$run"/model_step*.safetensors; do
       [ -f "$weights" ] || continue
-      stage=/tmp/back/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
+      stage=$BACK/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
       half "$weights" "$stage"
       used=$(du -cb "$OUT" | tail -1 | cut -f1) files=$(ls "$OUT" | wc -l)
       if [ $((used + $(stat -c %s "$stage"))) -le $((64 * 1048576 - 65536)) ] && [ "$files" -lt 8 ]; then
         cp "$stage" "$OUT/"
       else
-        echo "no room for $(basename "$stage") in this call: it stays in /tmp/back/$run/ for the next"
+        echo "no room for $(basename "$stage") in this call: it stays in $BACK/$run/ for the next"
       fi
     done
   fi

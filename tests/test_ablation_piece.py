@@ -55,3 +55,51 @@ def test_within_interrupts_a_training_that_overruns(tmp_path: Path) -> None:
                            script], env={**os.environ, "GRACE": "1"}, capture_output=True, text=True)
     assert (done.returncode, done.stdout.strip()) == (124, "interrupted"), done.stderr
     assert time.monotonic() - began < 30
+
+
+# Stand in for `ablation.py eval` and `loger3d convert`: each records that it ran and writes what it would.
+ABLATION_STUB = """import json, sys
+open(sys.argv[0] + ".calls", "a").write(" ".join(sys.argv[1:]) + "\\n")
+json.dump({"rows": []}, open(sys.argv[sys.argv.index("--json") + 1], "w"))
+"""
+CONVERT_STUB = """import sys
+open(sys.argv[3], "wb").write(b"fp16")
+"""
+
+
+@pytest.mark.parametrize("score", ["device", "home"])
+def test_a_finished_run_comes_back_scored_or_for_scoring_at_home(tmp_path: Path, score: str) -> None:
+    """A finished run comes back as <run>.tar: fp16 weights, log and variant record, with its scores unless
+    SCORE=home leaves the scoring to the CPU at home (about 100 s of a device call)."""
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "src" / "loger3d").mkdir(parents=True)
+    for name in ("ablation_piece.sh", "carry_parts.sh", "device_piece.sh"):
+        shutil.copy(BENCHMARKS / name, repo / "benchmarks" / name)
+    (repo / "benchmarks" / "compile_cache.py").write_text(RECORDER)
+    (repo / "benchmarks" / "ablation.py").write_text(ABLATION_STUB)
+    (repo / "src" / "loger3d" / "__init__.py").write_text("")
+    (repo / "src" / "loger3d" / "__main__.py").write_text(CONVERT_STUB)
+    (repo / "config.yaml").write_text("model: {}\n")
+    abl, out = tmp_path / "ablation", tmp_path / "out"
+    run = abl / "no_memory-seed1"
+    run.mkdir(parents=True)
+    out.mkdir()
+    for name, text in (("model.safetensors", "weights"), ("checkpoint.pt", "checkpoint"),
+                       ("variant.json", "{}"), ("metrics.jsonl", json.dumps(
+                           {"step": 6440, "stage": 3, "total": 0.3, "frames_per_s": 3000.0}) + "\n")):
+        (run / name).write_text(text)
+    env = {**os.environ, "ABL": str(abl), "SEED": "1", "OUT": str(out), "CARRY_STASH": str(tmp_path / "stash"),
+           "SCORE": score, "BACK": str(tmp_path / "back")}
+
+    done = subprocess.run(["bash", "benchmarks/ablation_piece.sh", "config.yaml", "none", "1", "no_memory"],
+                          cwd=repo, env=env, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = repo / "benchmarks" / "ablation.py.calls"
+    assert calls.exists() == (score == "device")
+    listing = subprocess.run(f"cat {out}/no_memory-seed1.tar.part-* | tar t", shell=True, capture_output=True,
+                             text=True, check=True).stdout.split()
+    expected = {"model_fp16.safetensors", "metrics.jsonl", "variant.json"} | ({"eval.json"} if score == "device"
+                                                                               else set())
+    assert {Path(name).name for name in listing if not name.endswith("/")} == expected
