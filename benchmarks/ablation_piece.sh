@@ -58,8 +58,8 @@ for variant in "$@"; do
 done
 overrides=()
 for pair in $SET; do overrides+=(--set "$pair"); done
-within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" --memory cut \
-  --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
+within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" benchmarks/ablation.py train --config "$CONFIG" \
+  --memory cut --start "$SHARED" --seeds "$SEED" --variants "$@" --out "$ABL" --max-minutes "$MINUTES" \
   --set train.keep_stage_weights=true "${overrides[@]}" ${PARALLEL:+--parallel $PARALLEL --gpus $PARALLEL} 2>&1 \
   | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 for variant in "$@"; do

@@ -31,8 +31,9 @@ if [ -n "$TESTS" ]; then
   echo "tests: exit $?; $(tail -1 "$OUT/pytest.log")"
   date -u
 fi
-within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" -m loger3d train "$CONFIG" -o "$RUN" --resume --max-minutes "$MINUTES" \
-  --quiet "$@" 2>&1 | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
+within "$MINUTES" python benchmarks/compile_cache.py "$CACHE" -m loger3d train "$CONFIG" -o "$RUN" --resume \
+  --max-minutes "$MINUTES" --quiet "$@" 2>&1 \
+  | grep -v "UserWarning\|rms_norm\|warnings.warn\|return node.target\|FutureWarning\|  check(" | tail -8
 python - "$RUN/metrics.jsonl" <<'PY'
 import json, sys
 last = [json.loads(line) for line in open(sys.argv[1])][-1]
