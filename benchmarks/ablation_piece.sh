@@ -17,10 +17,11 @@
 # to stage). Each finished run is scored on the GPU at once (`ablation.py eval`: nine held-out worlds, without and
 # with SE(3) chaining) and comes back as <run>.tar in 15 MB parts: its weights in fp16 (final and per stage), log,
 # variant.json and scores (at home `cat <files_at>/<run>.tar.part-* | tar x -C runs/`). SCORE=home leaves the
-# scoring (about 100 s of the call) to the CPU at home: put the run's model_fp16.safetensors as
-# DIR/<run>/model.safetensors beside its variant.json, then `ablation.py eval --config CONFIG --out DIR --seeds SEED
-# --variants VARIANT --json eval.json` (fp16 weights on the CPU: seed 1's hybrid so scored agrees with the GPU's
-# fp32 within 0.04 points a world and 0.01 in the means; results/ablation_shared/eval_hybrid-seed1_cpu.json).
+# scoring (over a minute of the call: 61-77 s of model passes alone) to the CPU at home: put the run's
+# model_fp16.safetensors as DIR/<run>/model.safetensors beside its variant.json, then `ablation.py eval --config
+# CONFIG --out DIR --seeds SEED --variants VARIANT --json eval.json` (fp16 weights on the CPU: seed 1's hybrid so
+# scored agrees with the GPU's fp32 within 0.04 points a world and 0.01 in the means:
+# results/ablation_shared/eval_hybrid-seed1_cpu.json).
 # A call brings back at most 8 files and 64 MiB, so an unfinished run comes back only when asked (BRING=<run>,
 # e.g. ttt_only-seed0; the last call of a lease): its folder without weights files as <run>.partial.tar in 15 MB
 # parts, with its checkpoint's SHA-256 (at home `cat <files_at>/<run>.partial.tar.part-* | tar x -C DIR`, then

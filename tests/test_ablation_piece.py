@@ -1,4 +1,5 @@
-"""benchmarks/ablation_piece.sh: a device call of the ablation begins its runs from START in a folder it makes."""
+"""benchmarks/ablation_piece.sh and device_piece.sh, run with stand-ins for the training, scoring and conversion:
+where a call begins its runs, what it brings back, and that a training cannot run a call past its limit."""
 
 import json
 import os
@@ -19,15 +20,21 @@ json.dump(sys.argv[1:], open(sys.argv[0] + ".args.json", "w"))
 """
 
 
-def test_start_copied_into_a_fresh_ablation_folder(tmp_path: Path) -> None:
-    """A machine's first call for a seed, with no parts carried: $ABL does not exist yet (it once failed there:
-    'cannot create regular file .../start-seed1.pt')."""
+def fake_repo(tmp_path: Path) -> Path:
+    """The scripts under test in a repository of their own, the training replaced by RECORDER."""
     repo = tmp_path / "repo"
     (repo / "benchmarks").mkdir(parents=True)
     for name in ("ablation_piece.sh", "carry_parts.sh", "device_piece.sh"):
         shutil.copy(BENCHMARKS / name, repo / "benchmarks" / name)
     (repo / "benchmarks" / "compile_cache.py").write_text(RECORDER)
     (repo / "config.yaml").write_text("model: {}\n")
+    return repo
+
+
+def test_start_copied_into_a_fresh_ablation_folder(tmp_path: Path) -> None:
+    """A machine's first call for a seed, with no parts carried: $ABL does not exist yet (it once failed there:
+    'cannot create regular file .../start-seed1.pt')."""
+    repo = fake_repo(tmp_path)
     start = tmp_path / "checkpoint.pt"
     start.write_bytes(os.urandom(1000))
     abl, out = tmp_path / "fresh" / "ablation", tmp_path / "out"
@@ -70,17 +77,12 @@ open(sys.argv[3], "wb").write(b"fp16")
 @pytest.mark.parametrize("score", ["device", "home"])
 def test_a_finished_run_comes_back_scored_or_for_scoring_at_home(tmp_path: Path, score: str) -> None:
     """A finished run comes back as <run>.tar: fp16 weights, log and variant record, with its scores unless
-    SCORE=home leaves the scoring to the CPU at home (about 100 s of a device call)."""
-    repo = tmp_path / "repo"
-    (repo / "benchmarks").mkdir(parents=True)
-    (repo / "src" / "loger3d").mkdir(parents=True)
-    for name in ("ablation_piece.sh", "carry_parts.sh", "device_piece.sh"):
-        shutil.copy(BENCHMARKS / name, repo / "benchmarks" / name)
-    (repo / "benchmarks" / "compile_cache.py").write_text(RECORDER)
+    SCORE=home leaves the scoring to the CPU at home (over a minute of a device call)."""
+    repo = fake_repo(tmp_path)
     (repo / "benchmarks" / "ablation.py").write_text(ABLATION_STUB)
+    (repo / "src" / "loger3d").mkdir(parents=True)  # first on the script's PYTHONPATH: `python -m loger3d` is the stub
     (repo / "src" / "loger3d" / "__init__.py").write_text("")
     (repo / "src" / "loger3d" / "__main__.py").write_text(CONVERT_STUB)
-    (repo / "config.yaml").write_text("model: {}\n")
     abl, out = tmp_path / "ablation", tmp_path / "out"
     run = abl / "no_memory-seed1"
     run.mkdir(parents=True)
