@@ -314,7 +314,8 @@ def evaluate(args: argparse.Namespace) -> None:
                                  "device": device_name})
                     print(json.dumps(rows[-1]), flush=True)
     write_report(args.json, {
-        "benchmark": "memory ablation from scratch", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": f"memory ablation (memory {', '.join(sorted({m.get('memory', 'removed') for _, m in models}))})",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_name, "torch": torch.__version__, "command": " ".join(sys.argv), **protocol,
         "runs": runs, "train": {d: m["config"] for d, (_, m) in zip(runs, models)},
         "training": {d: training_summary(os.path.join(args.out, d, "metrics.jsonl")) for d in runs},
@@ -402,28 +403,36 @@ NAMES = {"hybrid": "hybrid", "ttt_only": "TTT only", "swa_only": "SWA only", "no
 
 
 def plot(args: argparse.Namespace) -> None:
-    """Bars of the mean ATE (% of path) per variant and chaining, with the lowest and highest seed as whiskers."""
+    """Bars of the mean ATE (% of path) per variant over its seeds, each seed's mean a marker on its bar (so that a
+    variant scored for fewer seeds than another shows it); without chaining (and the straight line) in one panel,
+    with SE(3) chaining in another on its own scale, where the variants differ by tenths of a point."""
     from matplotlib.figure import Figure
 
     report = read_json(args.json)
     summary = summarise(report["rows"], report["straight_line"])
-    keys = list(summary)
-    means = np.array([summary[k]["mean"] for k in keys])
-    spread = np.array([[summary[k]["mean"] - summary[k]["lowest"] for k in keys],
-                       [summary[k]["highest"] - summary[k]["mean"] for k in keys]])
-    fig = Figure(figsize=(9, 4), layout="constrained")
-    ax = fig.subplots()
-    colours = ["0.6" if k.startswith("straight_line") else "C0" if "/none/" in k else "C1" for k in keys]
-    ax.bar(range(len(keys)), means, yerr=spread, capsize=4, color=colours)
-    for key, mean in zip(keys, means):
-        if key.startswith("straight_line"):
-            ax.axhline(mean, color="0.6", linestyle="--", linewidth=1)
-    labels = [f"{NAMES[k.split('/')[0]].strip('*').removesuffix(' (no model)')}\n{k.split('/')[1]}\n"
-              f"{k.split('/')[2]} frames" for k in keys]
-    ax.set_xticks(range(len(keys)), labels, fontsize=7)
-    ax.set_ylabel("ATE RMSE, % of path length")
-    ax.set_title("memory ablation from scratch (mean over held-out worlds; whiskers: lowest, highest seed)",
-                 fontsize=9)
+    panels = {"without chaining": [k for k in summary if k.split("/")[1] in ("none", "-")],
+              "with SE(3) chaining": [k for k in summary if k.split("/")[1] == "se3"]}
+    panels = {title: keys for title, keys in panels.items() if keys}
+    seeds = sorted({s for v in summary.values() for s in v["per_seed"] if s != "-1"}, key=int)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), width_ratios=[len(keys) for keys in panels.values()], squeeze=False)[0]
+    for ax, (title, keys) in zip(axes, panels.items()):
+        colours = ["0.6" if k.startswith("straight_line") else "C0" if "/none/" in k else "C1" for k in keys]
+        ax.bar(range(len(keys)), [summary[k]["mean"] for k in keys], color=colours)
+        for seed, marker in zip(seeds, "os^Dv"):
+            at = [(i, summary[k]["per_seed"][seed]) for i, k in enumerate(keys) if seed in summary[k]["per_seed"]]
+            if at:
+                ax.scatter(*zip(*at), marker=marker, color="k", s=18, zorder=3, label=f"seed {seed}")
+        for i, key in enumerate(keys):
+            ax.annotate(f"{summary[key]['mean']:.2f}", (i, summary[key]["mean"]), ha="center", va="bottom",
+                        fontsize=7, xytext=(0, 6), textcoords="offset points")
+        labels = [f"{NAMES[k.split('/')[0]].strip('*').removesuffix(' (no model)')}\n{k.split('/')[2]} frames"
+                  for k in keys]
+        ax.set_xticks(range(len(keys)), labels, fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("ATE RMSE, % of path length")
+    axes[-1].legend(fontsize=7, title="each seed's mean", title_fontsize=7)
+    fig.suptitle(f"{args.title} (bars: mean over seeds of the mean over held-out worlds)", fontsize=9)
     fig.savefig(args.plot, dpi=100)
 
 
@@ -489,6 +498,7 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/ablation_scratch/ablation_scratch.json",
                         help="eval, join: the report written; plot, table: the report read")
     parser.add_argument("--plot", default="docs/ablation_scratch.png", help="where 'plot' writes the chart")
+    parser.add_argument("--title", default="memory ablation from scratch", help="plot: what the chart shows")
     args = parser.parse_args()
     {"branch": branch, "train": train, "eval": evaluate, "join": join, "plot": plot, "table": table}[args.stage](args)
 
