@@ -79,6 +79,9 @@ PY
     done
     [ -f "$ABL/$run/eval.json" ] || [ "$SCORE" = home ] || python benchmarks/ablation.py eval --config "$CONFIG" \
       --out "$ABL" --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
+    for stage in "$BACK/$run/$run".model_step*_fp16.safetensors; do  # sent by an unfinished call: now packed again
+      [ -f "$stage" ] && [ -f "$BACK/$run/${stage##*/"$run".}" ] && rm "$stage"
+    done
     cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$BACK/$run/"
     [ ! -f "$ABL/$run/eval.json" ] || cp "$ABL/$run/eval.json" "$BACK/$run/"
     tar cf - -C "$BACK" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
