@@ -26,7 +26,8 @@
 # e.g. ttt_only-seed0; the last call of a lease): its folder without weights files as <run>.partial.tar in 15 MB
 # parts, with its checkpoint's SHA-256 (at home `cat <files_at>/<run>.partial.tar.part-* | tar x -C DIR`, then
 # carried in parts as above). Its stage weights so far, in fp16, come back beside it when there is room, else stay
-# in /tmp/back/<run>/ for the next call on that machine to return (`cp /tmp/back/<run>/*.safetensors $OUT/`).
+# in /tmp/back/<run>/ for the next call on that machine to return (`cp /tmp/back/<run>/*.safetensors $OUT/`);
+# converted once, they go into the finished run's tar as they are.
 # The compile cache (/tmp/compile_cache.bin, every compile of the machine's calls) can go to the next lease too, or a
 # fresh machine compiles each stage again (246-319 s before a stage's first logged step): bring it home at the end of a lease
 # (`bash benchmarks/bring_back.sh /tmp/compile_cache.bin`, once a call until it says all parts are sent) and carry
@@ -79,9 +80,6 @@ PY
     done
     [ -f "$ABL/$run/eval.json" ] || [ "$SCORE" = home ] || python benchmarks/ablation.py eval --config "$CONFIG" \
       --out "$ABL" --seeds "$SEED" --variants "$variant" --json "$ABL/$run/eval.json" | tail -3
-    for stage in "$BACK/$run/$run".model_step*_fp16.safetensors; do  # sent by an unfinished call: now packed again
-      [ -f "$stage" ] && [ -f "$BACK/$run/${stage##*/"$run".}" ] && rm "$stage"
-    done
     cp "$ABL/$run/metrics.jsonl" "$ABL/$run/variant.json" "$BACK/$run/"
     [ ! -f "$ABL/$run/eval.json" ] || cp "$ABL/$run/eval.json" "$BACK/$run/"
     tar cf - -C "$BACK" "$run" | split -b 15000000 -d - "$OUT/$run.tar.part-"
@@ -91,11 +89,11 @@ PY
     mkdir -p "$BACK/$run"
     for weights in "$ABL/$run"/model_step*.safetensors; do
       [ -f "$weights" ] || continue
-      stage=$BACK/$run/$run.$(basename "$weights" .safetensors)_fp16.safetensors
+      stage=$BACK/$run/$(basename "$weights" .safetensors)_fp16.safetensors  # the name the finished run packs
       half "$weights" "$stage"
       used=$(du -cb "$OUT" | tail -1 | cut -f1) files=$(ls "$OUT" | wc -l)
       if [ $((used + $(stat -c %s "$stage"))) -le $((64 * 1048576 - 65536)) ] && [ "$files" -lt 8 ]; then
-        cp "$stage" "$OUT/"
+        cp "$stage" "$OUT/$run.$(basename "$stage")"
       else
         echo "no room for $(basename "$stage") in this call: it stays in $BACK/$run/ for the next"
       fi

@@ -70,6 +70,7 @@ open(sys.argv[0] + ".calls", "a").write(" ".join(sys.argv[1:]) + "\\n")
 json.dump({"rows": []}, open(sys.argv[sys.argv.index("--json") + 1], "w"))
 """
 CONVERT_STUB = """import sys
+open(sys.argv[0] + ".calls", "a").write(sys.argv[2] + "\\n")
 open(sys.argv[3], "wb").write(b"fp16")
 """
 
@@ -78,8 +79,8 @@ open(sys.argv[3], "wb").write(b"fp16")
 def test_a_finished_run_comes_back_scored_or_for_scoring_at_home(tmp_path: Path, score: str) -> None:
     """A finished run comes back as <run>.tar: fp16 weights, final and per stage, log and variant record, with its
     scores unless SCORE=home leaves the scoring to the CPU at home (over a minute of a device call). A stage's
-    weights that an unfinished call of the run already converted (as <run>.model_step*) are packed once, not
-    twice (2026-12-04: the copy took 9.8 MB of a call's 64)."""
+    weights that an unfinished call of the run already converted and sent (BRING) are converted once and packed
+    once (2026-12-04: a second copy took 9.8 MB of a call's 64)."""
     repo = fake_repo(tmp_path)
     (repo / "benchmarks" / "ablation.py").write_text(ABLATION_STUB)
     (repo / "src" / "loger3d").mkdir(parents=True)  # first on the script's PYTHONPATH: `python -m loger3d` is the stub
@@ -89,20 +90,26 @@ def test_a_finished_run_comes_back_scored_or_for_scoring_at_home(tmp_path: Path,
     run = abl / "no_memory-seed1"
     run.mkdir(parents=True)
     out.mkdir()
-    (tmp_path / "back" / "no_memory-seed1").mkdir(parents=True)
-    (tmp_path / "back" / "no_memory-seed1" / "no_memory-seed1.model_step6280_fp16.safetensors").write_text("fp16")
-    for name, text in (("model.safetensors", "weights"), ("model_step6280.safetensors", "stage weights"),
-                       ("checkpoint.pt", "checkpoint"),
+    for name, text in (("model_step6280.safetensors", "stage weights"), ("checkpoint.pt", "checkpoint"),
                        ("variant.json", "{}"), ("metrics.jsonl", json.dumps(
-                           {"step": 6440, "stage": 3, "total": 0.3, "frames_per_s": 3000.0}) + "\n")):
+                           {"step": 6400, "stage": 3, "total": 0.3, "frames_per_s": 3000.0}) + "\n")):
         (run / name).write_text(text)
     env = {**os.environ, "ABL": str(abl), "SEED": "1", "OUT": str(out), "CARRY_STASH": str(tmp_path / "stash"),
            "SCORE": score, "BACK": str(tmp_path / "back")}
+    piece = ["bash", "benchmarks/ablation_piece.sh", "config.yaml", "none", "1", "no_memory"]
 
-    done = subprocess.run(["bash", "benchmarks/ablation_piece.sh", "config.yaml", "none", "1", "no_memory"],
-                          cwd=repo, env=env, capture_output=True, text=True)
+    unfinished = subprocess.run(piece, cwd=repo, env={**env, "BRING": "no_memory-seed1"}, capture_output=True,
+                                text=True)
+    assert unfinished.returncode == 0, unfinished.stdout + unfinished.stderr
+    assert (out / "no_memory-seed1.model_step6280_fp16.safetensors").exists()
+    shutil.rmtree(out)
+    out.mkdir()
+    (run / "model.safetensors").write_text("weights")
+    done = subprocess.run(piece, cwd=repo, env=env, capture_output=True, text=True)
 
     assert done.returncode == 0, done.stdout + done.stderr
+    converted = (repo / "src" / "loger3d" / "__main__.py.calls").read_text().split()
+    assert sorted(Path(name).name for name in converted) == ["model.safetensors", "model_step6280.safetensors"]
     calls = repo / "benchmarks" / "ablation.py.calls"
     assert calls.exists() == (score == "device")
     listing = subprocess.run(f"cat {out}/no_memory-seed1.tar.part-* | tar t", shell=True, capture_output=True,
