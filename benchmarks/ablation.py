@@ -19,7 +19,10 @@ Sim(3)-aligned ATE RMSE as a share of the path, without chaining and with SE(3) 
 chaining only), beside a straight line at constant speed on the same worlds. The summary gives, per variant,
 chaining and length, the mean over worlds per seed, then the mean and the spread (lowest, highest) over seeds.
 ``join`` puts reports of ``eval`` together (seeds trained, or runs scored, in separate sittings or on
-separate machines), provided they were scored with the same protocol.
+separate machines), provided they were scored with the same protocol. ``losses`` compares runs' training logs:
+a seed's variants draw the same clips at every step, so their loss terms there compare directly. ``paired``
+compares a seed's variants world by world (the same worlds for both: the paired difference and its standard error,
+which the spread of worlds does not blur), from ``eval`` reports and ``heldout_ate.py`` reports of one run each.
 
     python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
         --out runs/ablation --max-minutes 9 --parallel 4 [--mps]
@@ -32,6 +35,8 @@ separate machines), provided they were scored with the same protocol.
     python benchmarks/ablation.py plot --json benchmarks/results/ablation_scratch/ablation_scratch.json \
         --plot docs/ablation_scratch.png
     python benchmarks/ablation.py table --json benchmarks/results/ablation_scratch/ablation_scratch.json  (markdown)
+    python benchmarks/ablation.py losses benchmarks/results/ablation_shared/metrics_*-seed1.jsonl  (markdown)
+    python benchmarks/ablation.py paired eval_hybrid-seed1_cpu.json hybrid-seed1=heldout_700_hybrid-seed1.json ...
 
 (The 40-step fine-tuning ablation of benchmarks/results/ablation/ablation.json came from this file's version at
 commit d4c2930.)
@@ -424,11 +429,12 @@ def plot(args: argparse.Namespace) -> None:
             if at:
                 ax.scatter(*zip(*at), marker=marker, color="k", s=18, zorder=3, label=f"seed {seed}")
         for i, key in enumerate(keys):
-            ax.annotate(f"{summary[key]['mean']:.2f}", (i, summary[key]["mean"]), ha="center", va="bottom",
+            ax.annotate(f"{summary[key]['mean']:.2f}", (i, summary[key]["highest"]), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 6), textcoords="offset points")
         labels = [f"{NAMES[k.split('/')[0]].strip('*').removesuffix(' (no model)')}\n{k.split('/')[2]} frames"
                   for k in keys]
         ax.set_xticks(range(len(keys)), labels, fontsize=7)
+        ax.set_ylim(0, 1.12 * max(summary[k]["highest"] for k in keys))
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("ATE RMSE, % of path length")
     axes[-1].legend(fontsize=7, title="each seed's mean", title_fontsize=7)
@@ -463,10 +469,110 @@ def table(args: argparse.Namespace) -> None:
         print(f"| {NAMES[variant]} | {align} | " + " | ".join(f"{np.mean(scores[key, w]):.2f}" for w in worlds) + " |")
 
 
+LOSS_TERMS = ("global_points", "local_points", "rot", "trans", "ttt_gate", "swa_gate")
+"""The columns of ``losses``: the loss terms that chaining and the memory act on, then the memory's gates."""
+
+
+def run_name(path: str) -> str:
+    """The run a training log belongs to: ``RUN=PATH`` names it, else ``.../metrics_<run>.jsonl`` (as committed
+    under benchmarks/results) or ``.../<run>/metrics.jsonl`` (a run's folder)."""
+    if "=" in path:
+        return path.split("=", 1)[0]
+    name = os.path.basename(path).removesuffix(".jsonl")
+    if name == "metrics":
+        return os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return name.removeprefix("metrics_")
+
+
+def stage_losses(records: list[dict], last: int) -> list[dict]:
+    """Per stage of a training log (``records``, in step order), the mean of each of ``LOSS_TERMS`` over the
+    stage's ``last`` logged steps, with the stage (counted from 1) and the steps averaged."""
+    stages = []
+    for stage in dict.fromkeys(r["stage"] for r in records):
+        recent = [r for r in records if r["stage"] == stage][-last:]
+        stages.append({"stage": stage + 1, "steps": [recent[0]["step"], recent[-1]["step"]],
+                       **{term: float(np.mean([r[term] for r in recent])) for term in LOSS_TERMS
+                          if all(term in r for r in recent)}})
+    return stages
+
+
+def losses(args: argparse.Namespace) -> None:
+    """Markdown table of each run's loss terms per stage (``stage_losses``) from training logs (``args.reports``:
+    ``metrics.jsonl`` files, named as ``run_name`` reads them), runs of one stage side by side."""
+    if not args.reports:
+        sys.exit("losses: name the training logs to compare (metrics.jsonl files, or RUN=PATH)")
+    runs = {}
+    for given in args.reports:
+        path = given.split("=", 1)[1] if "=" in given else given
+        if not os.path.isfile(path):
+            sys.exit(f"losses: no training log {path}; give metrics.jsonl files")
+        runs[run_name(given)] = stage_losses(read_metrics(path), args.last)
+    print(f"| stage | run | steps (last {args.last} logged) | " + " | ".join(LOSS_TERMS) + " |")
+    print("|---|---|---|" + "---:|" * len(LOSS_TERMS))
+    for stage in sorted({s["stage"] for stages in runs.values() for s in stages}):
+        for run, stages in runs.items():
+            for s in (s for s in stages if s["stage"] == stage):
+                cells = [f"{s[t]:.4f}" if t in s else "–" for t in LOSS_TERMS]
+                print(f"| {stage} | {run} | {s['steps'][0]}–{s['steps'][1]} | " + " | ".join(cells) + " |")
+
+
+def world_scores(given: str, align: str, window: int) -> dict[str, dict[tuple[int, int], tuple[float, float]]]:
+    """Per run, per world (frames, world seed), the ATE (% of path) and the rotation error every 8 frames with
+    ``align`` and ``window``, from one report: an ``eval`` report (its runs), or ``RUN=PATH`` for a
+    ``heldout_ate.py`` report (one model; RUN names it, ``<variant>-seed<k>``)."""
+    run, path = given.split("=", 1) if "=" in given else (None, given)
+    if not os.path.isfile(path):
+        sys.exit(f"paired: no report {path}; give eval reports, or RUN=PATH for heldout_ate.py reports")
+    report = read_json(path)
+    if ("runs" in report) == (run is not None):
+        sys.exit(f"paired: {given}: name a heldout_ate.py report's run (RUN=PATH) and only that kind of report")
+    if run is not None and not run.rpartition("-seed")[2].isdigit():
+        sys.exit(f"paired: {given}: name the run <variant>-seed<k>, e.g. hybrid-seed1=PATH")
+    scores: dict[str, dict] = {}
+    for row in report["rows"]:
+        if row["align"] != align or row.get("window", report.get("window")) != window:
+            continue
+        name = run or f"{row['variant']}-seed{row['train_seed']}"
+        scores.setdefault(name, {})[row.get("frames", report.get("frames")), row["world_seed"]] = (
+            row["ate_pct_path"], row["rpe_rot_deg_8"])
+    return scores
+
+
+def paired(args: argparse.Namespace) -> None:
+    """Markdown table comparing each two runs of one training seed on the worlds both were scored on (``args.reports``
+    as ``world_scores`` reads them; a run in several reports gathers their worlds): the means, the mean paired
+    difference with its standard error, and on how many worlds each is the better, in ATE and rotation error."""
+    if not args.reports:
+        sys.exit("paired: name the reports to compare (eval reports, RUN=PATH for heldout_ate.py reports)")
+    scores: dict[str, dict] = {}
+    for given in args.reports:
+        for run, worlds in world_scores(given, args.align, args.window).items():
+            scores.setdefault(run, {}).update(worlds)
+    order = list(VARIANTS)
+    runs = sorted(scores, key=lambda r: (int(r.rpartition("-seed")[2]), order.index(r.rpartition("-seed")[0])))
+    print("| seed | A | B | worlds | A mean | B mean | B − A (± s.e.) | A better, ATE | A lower, rotation error |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for a, b in ((a, b) for i, a in enumerate(runs) for b in runs[i + 1:]):
+        seed = a.rpartition("-seed")[2]
+        common = sorted(set(scores[a]) & set(scores[b]))
+        if seed != b.rpartition("-seed")[2] or not common:
+            continue
+        ate_a, rot_a = np.array([scores[a][k] for k in common]).T
+        ate_b, rot_b = np.array([scores[b][k] for k in common]).T
+        diff = ate_b - ate_a
+        error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        name = {r: NAMES[r.rpartition("-seed")[0]] for r in (a, b)}
+        print(f"| {seed} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
+              f"{diff.mean():+.2f} ± {error:.2f} | {int((ate_a < ate_b).sum())} | {int((rot_a < rot_b).sum())} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("branch", "train", "eval", "join", "plot", "table"))
-    parser.add_argument("reports", nargs="*", metavar="REPORT", help="join: the eval reports (JSON) to put together")
+    parser.add_argument("stage", choices=("branch", "train", "eval", "join", "plot", "table", "losses", "paired"))
+    parser.add_argument("reports", nargs="*", metavar="REPORT",
+                        help="join: the eval reports (JSON) to put together; losses: the training logs "
+                             "(metrics.jsonl, or RUN=PATH) to compare; paired: eval reports, and heldout_ate.py "
+                             "reports as RUN=PATH")
     parser.add_argument("--config", default="tiny_synthetic", help="base training config (YAML or shipped name)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override the base config (as loger3d train --set)")
@@ -494,13 +600,16 @@ def main() -> None:
                         help="frames per held-out world; several (e.g. 1000 5000 10000) show how far the memory "
                              "holds the frame")
     parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--align", choices=("none", "se3"), default="se3", help="paired: the chaining compared")
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/results/ablation_scratch/ablation_scratch.json",
                         help="eval, join: the report written; plot, table: the report read")
     parser.add_argument("--plot", default="docs/ablation_scratch.png", help="where 'plot' writes the chart")
     parser.add_argument("--title", default="memory ablation from scratch", help="plot: what the chart shows")
+    parser.add_argument("--last", type=int, default=12, help="losses: logged steps averaged at each stage's end")
     args = parser.parse_args()
-    {"branch": branch, "train": train, "eval": evaluate, "join": join, "plot": plot, "table": table}[args.stage](args)
+    {"branch": branch, "train": train, "eval": evaluate, "join": join, "plot": plot, "table": table,
+     "losses": losses, "paired": paired}[args.stage](args)
 
 
 if __name__ == "__main__":

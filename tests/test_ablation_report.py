@@ -80,3 +80,56 @@ def test_join_refuses_reports_scored_otherwise(ablation, tmp_path, other):
     with pytest.raises(SystemExit, match="score every run with the same"):
         ablation.join(argparse.Namespace(reports=[first, second], json=str(tmp_path / "joined.json")))
     assert not (tmp_path / "joined.json").exists()
+
+
+def write_log(path: Path, values: dict[int, float]) -> str:
+    """A training log of one value of every loss term per logged step: {step: value}, stage 0 up to step 20."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"step": step, "stage": 0 if step <= 20 else 1, "global_points": value,
+                                        "local_points": value, "rot": value, "trans": value, "ttt_gate": value,
+                                        "swa_gate": value}) + "\n" for step, value in values.items()))
+    return str(path)
+
+
+def test_losses_averages_each_stage_end_and_names_runs_from_their_logs(ablation, tmp_path, capsys):
+    """Each stage's last ``--last`` logged steps are averaged; a run is named by RUN=PATH, metrics_<run>.jsonl or
+    its folder."""
+    committed = write_log(tmp_path / "metrics_hybrid-seed1.jsonl", {10: 9.0, 15: 1.0, 20: 3.0, 25: 5.0, 30: 7.0})
+    folder = write_log(tmp_path / "no_memory-seed1" / "metrics.jsonl", {10: 0.0, 15: 0.0, 20: 0.0, 25: 2.0})
+    named = "ttt_only-seed1=" + write_log(tmp_path / "log.jsonl", {5: 4.0})
+    ablation.losses(argparse.Namespace(reports=[committed, folder, named], last=2))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| 1 | hybrid-seed1 | 15–20 | " + " | ".join(["2.0000"] * 6) + " |"
+    assert lines[3] == "| 1 | no_memory-seed1 | 15–20 | " + " | ".join(["0.0000"] * 6) + " |"
+    assert lines[4] == "| 1 | ttt_only-seed1 | 5–5 | " + " | ".join(["4.0000"] * 6) + " |"
+    assert lines[5] == "| 2 | hybrid-seed1 | 25–30 | " + " | ".join(["6.0000"] * 6) + " |"
+    assert lines[6] == "| 2 | no_memory-seed1 | 25–25 | " + " | ".join(["2.0000"] * 6) + " |"
+    assert len(lines) == 7
+    with pytest.raises(SystemExit, match="no training log"):
+        ablation.losses(argparse.Namespace(reports=[str(tmp_path / "missing.jsonl")], last=2))
+
+
+def test_paired_compares_a_seeds_runs_on_the_worlds_both_were_scored_on(ablation, tmp_path, capsys):
+    """Eval reports and a heldout_ate.py report (RUN=PATH) gather per run; runs of different seeds are not paired;
+    rows of another chaining or window are left out."""
+    scored = report(tmp_path / "a.json", "cpu", {("hybrid", 1, "se3"): [1.0, 2.0], ("hybrid", 1, "none"): [9.0, 9.0],
+                                                 ("no_memory", 1, "se3"): [2.0, 2.0], ("hybrid", 0, "se3"): [5.0, 5.0]})
+    data = json.loads(Path(scored).read_text())
+    for row in data["rows"]:
+        row["rpe_rot_deg_8"] = {"hybrid": 1.0, "no_memory": 0.5}[row["variant"]]
+    Path(scored).write_text(json.dumps(data))
+    heldout = tmp_path / "heldout.json"
+    heldout.write_text(json.dumps({"frames": 1000, "rows": [
+        {"world_seed": 700, "window": 10, "align": "se3", "ate_pct_path": 4.0, "rpe_rot_deg_8": 2.0},
+        {"world_seed": 701, "window": 12, "align": "se3", "ate_pct_path": 99.0, "rpe_rot_deg_8": 0.0}]}))
+    hybrid_more = tmp_path / "heldout_hybrid.json"
+    hybrid_more.write_text(json.dumps({"frames": 1000, "rows": [
+        {"world_seed": 700, "window": 10, "align": "se3", "ate_pct_path": 1.0, "rpe_rot_deg_8": 2.0}]}))
+    ablation.paired(argparse.Namespace(reports=[scored, f"no_memory-seed1={heldout}", f"hybrid-seed1={hybrid_more}"],
+                                       align="se3", window=10))
+    lines = capsys.readouterr().out.splitlines()
+    # worlds 600, 601, 700: hybrid 1, 2, 1; no memory 2, 2, 4: differences 1, 0, 3 (mean 4/3, s.d. 1.53, s.e. 0.88)
+    assert lines[2:] == ["| 1 | hybrid | no memory | 3 | 1.33 % | 2.67 % | +1.33 ± 0.88 | 2 | 0 |"]
+    for wrong in [str(heldout), f"hybrid-seed1={scored}", f"hybrid={heldout}"]:
+        with pytest.raises(SystemExit, match="paired:"):
+            ablation.paired(argparse.Namespace(reports=[wrong], align="se3", window=10))
