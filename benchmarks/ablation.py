@@ -526,8 +526,9 @@ def world_scores(given: str, align: str, window: int) -> dict[str, dict[tuple[in
     report = read_json(path)
     if ("runs" in report) == (run is not None):
         sys.exit(f"paired: {given}: name a heldout_ate.py report's run (RUN=PATH) and only that kind of report")
-    if run is not None and not run.rpartition("-seed")[2].isdigit():
-        sys.exit(f"paired: {given}: name the run <variant>-seed<k>, e.g. hybrid-seed1=PATH")
+    if run is not None and not (run.rpartition("-seed")[0] in VARIANTS and run.rpartition("-seed")[2].isdigit()):
+        sys.exit(f"paired: {given}: name the run <variant>-seed<k> with a variant of {', '.join(VARIANTS)}, "
+                 "e.g. hybrid-seed1=PATH")
     scores: dict[str, dict] = {}
     for row in report["rows"]:
         if row["align"] != align or row.get("window", report.get("window")) != window:

@@ -130,6 +130,6 @@ def test_paired_compares_a_seeds_runs_on_the_worlds_both_were_scored_on(ablation
     lines = capsys.readouterr().out.splitlines()
     # worlds 600, 601, 700: hybrid 1, 2, 1; no memory 2, 2, 4: differences 1, 0, 3 (mean 4/3, s.d. 1.53, s.e. 0.88)
     assert lines[2:] == ["| 1 | hybrid | no memory | 3 | 1.33 % | 2.67 % | +1.33 ± 0.88 | 2 | 0 |"]
-    for wrong in [str(heldout), f"hybrid-seed1={scored}", f"hybrid={heldout}"]:
+    for wrong in [str(heldout), f"hybrid-seed1={scored}", f"hybrid={heldout}", f"memoryless-seed1={heldout}"]:
         with pytest.raises(SystemExit, match="paired:"):
             ablation.paired(argparse.Namespace(reports=[wrong], align="se3", window=10))
