@@ -473,11 +473,24 @@ LOSS_TERMS = ("global_points", "local_points", "rot", "trans", "ttt_gate", "swa_
 """The columns of ``losses``: the loss terms that chaining and the memory act on, then the memory's gates."""
 
 
-def run_name(path: str) -> str:
+def named(given: str) -> tuple[str | None, str]:
+    """``RUN=PATH`` as (RUN, PATH); a bare PATH as (None, PATH)."""
+    run, named_, path = given.partition("=")
+    return (run, path) if named_ else (None, given)
+
+
+def variant_and_seed(run: str) -> tuple[str, str]:
+    """``<variant>-seed<k>`` as (variant, k)."""
+    variant, _, seed = run.rpartition("-seed")
+    return variant, seed
+
+
+def run_name(given: str) -> str:
     """The run a training log belongs to: ``RUN=PATH`` names it, else ``.../metrics_<run>.jsonl`` (as committed
     under benchmarks/results) or ``.../<run>/metrics.jsonl`` (a run's folder)."""
-    if "=" in path:
-        return path.split("=", 1)[0]
+    run, path = named(given)
+    if run:
+        return run
     name = os.path.basename(path).removesuffix(".jsonl")
     if name == "metrics":
         return os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -501,32 +514,30 @@ def losses(args: argparse.Namespace) -> None:
     ``metrics.jsonl`` files, named as ``run_name`` reads them), runs of one stage side by side."""
     if not args.reports:
         sys.exit("losses: name the training logs to compare (metrics.jsonl files, or RUN=PATH)")
-    runs = {}
+    rows = []
     for given in args.reports:
-        path = given.split("=", 1)[1] if "=" in given else given
+        path = named(given)[1]
         if not os.path.isfile(path):
             sys.exit(f"losses: no training log {path}; give metrics.jsonl files")
-        runs[run_name(given)] = stage_losses(read_metrics(path), args.last)
+        rows += [(run_name(given), stage) for stage in stage_losses(read_metrics(path), args.last)]
     print(f"| stage | run | steps (last {args.last} logged) | " + " | ".join(LOSS_TERMS) + " |")
     print("|---|---|---|" + "---:|" * len(LOSS_TERMS))
-    for stage in sorted({s["stage"] for stages in runs.values() for s in stages}):
-        for run, stages in runs.items():
-            for s in (s for s in stages if s["stage"] == stage):
-                cells = [f"{s[t]:.4f}" if t in s else "–" for t in LOSS_TERMS]
-                print(f"| {stage} | {run} | {s['steps'][0]}–{s['steps'][1]} | " + " | ".join(cells) + " |")
+    for run, s in sorted(rows, key=lambda row: row[1]["stage"]):  # stable: runs in the order given within a stage
+        cells = [f"{s[t]:.4f}" if t in s else "–" for t in LOSS_TERMS]
+        print(f"| {s['stage']} | {run} | {s['steps'][0]}–{s['steps'][1]} | " + " | ".join(cells) + " |")
 
 
 def world_scores(given: str, align: str, window: int) -> dict[str, dict[tuple[int, int], tuple[float, float]]]:
     """Per run, per world (frames, world seed), the ATE (% of path) and the rotation error every 8 frames with
     ``align`` and ``window``, from one report: an ``eval`` report (its runs), or ``RUN=PATH`` for a
     ``heldout_ate.py`` report (one model; RUN names it, ``<variant>-seed<k>``)."""
-    run, path = given.split("=", 1) if "=" in given else (None, given)
+    run, path = named(given)
     if not os.path.isfile(path):
         sys.exit(f"paired: no report {path}; give eval reports, or RUN=PATH for heldout_ate.py reports")
     report = read_json(path)
     if ("runs" in report) == (run is not None):
         sys.exit(f"paired: {given}: name a heldout_ate.py report's run (RUN=PATH) and only that kind of report")
-    if run is not None and not (run.rpartition("-seed")[0] in VARIANTS and run.rpartition("-seed")[2].isdigit()):
+    if run is not None and not (variant_and_seed(run)[0] in VARIANTS and variant_and_seed(run)[1].isdigit()):
         sys.exit(f"paired: {given}: name the run <variant>-seed<k> with a variant of {', '.join(VARIANTS)}, "
                  "e.g. hybrid-seed1=PATH")
     scores: dict[str, dict] = {}
@@ -550,19 +561,19 @@ def paired(args: argparse.Namespace) -> None:
         for run, worlds in world_scores(given, args.align, args.window).items():
             scores.setdefault(run, {}).update(worlds)
     order = list(VARIANTS)
-    runs = sorted(scores, key=lambda r: (int(r.rpartition("-seed")[2]), order.index(r.rpartition("-seed")[0])))
+    runs = sorted(scores, key=lambda r: (int(variant_and_seed(r)[1]), order.index(variant_and_seed(r)[0])))
     print("| seed | A | B | worlds | A mean | B mean | B − A (± s.e.) | A better, ATE | A lower, rotation error |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for a, b in ((a, b) for i, a in enumerate(runs) for b in runs[i + 1:]):
-        seed = a.rpartition("-seed")[2]
+        seed = variant_and_seed(a)[1]
         common = sorted(set(scores[a]) & set(scores[b]))
-        if seed != b.rpartition("-seed")[2] or not common:
+        if seed != variant_and_seed(b)[1] or not common:
             continue
         ate_a, rot_a = np.array([scores[a][k] for k in common]).T
         ate_b, rot_b = np.array([scores[b][k] for k in common]).T
         diff = ate_b - ate_a
         error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        name = {r: NAMES[r.rpartition("-seed")[0]] for r in (a, b)}
+        name = {r: NAMES[variant_and_seed(r)[0]] for r in (a, b)}
         print(f"| {seed} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
               f"{diff.mean():+.2f} ± {error:.2f} | {int((ate_a < ate_b).sum())} | {int((rot_a < rot_b).sum())} |")
 
