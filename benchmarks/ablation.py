@@ -22,7 +22,8 @@ chaining and length, the mean over worlds per seed, then the mean and the spread
 separate machines), provided they were scored with the same protocol. ``losses`` compares runs' training logs:
 a seed's variants draw the same clips at every step, so their loss terms there compare directly. ``paired``
 compares a seed's variants world by world (the same worlds for both: the paired difference and its standard error,
-which the spread of worlds does not blur), from ``eval`` reports and ``heldout_ate.py`` reports of one run each.
+which the spread of worlds does not blur), from ``eval`` reports and ``heldout_ate.py`` reports of one run each;
+two variants compared in several seeds also get every seed's worlds pooled.
 
     python benchmarks/ablation.py train --config benchmarks/results/ablation_scratch/config.yaml --seeds 0 \
         --out runs/ablation --max-minutes 9 --parallel 4 [--mps]
@@ -553,7 +554,9 @@ def world_scores(given: str, align: str, window: int) -> dict[str, dict[tuple[in
 def paired(args: argparse.Namespace) -> None:
     """Markdown table comparing each two runs of one training seed on the worlds both were scored on (``args.reports``
     as ``world_scores`` reads them; a run in several reports gathers their worlds): the means, the mean paired
-    difference with its standard error, and on how many worlds each is the better, in ATE and rotation error."""
+    difference with its standard error, and on how many worlds each is the better, in ATE and rotation error. Two
+    variants compared in more than one seed get a row more, every seed's pairs pooled (a world of each seed a pair;
+    its standard error is over worlds: how much the difference itself moves from seed to seed, the seeds' rows show)."""
     if not args.reports:
         sys.exit("paired: name the reports to compare (eval reports, RUN=PATH for heldout_ate.py reports)")
     scores: dict[str, dict] = {}
@@ -564,18 +567,28 @@ def paired(args: argparse.Namespace) -> None:
     runs = sorted(scores, key=lambda r: (int(variant_and_seed(r)[1]), order.index(variant_and_seed(r)[0])))
     print("| seed | A | B | worlds | A mean | B mean | B − A (± s.e.) | A better, ATE | A lower, rotation error |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    compared: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for a, b in ((a, b) for i, a in enumerate(runs) for b in runs[i + 1:]):
         seed = variant_and_seed(a)[1]
-        common = sorted(set(scores[a]) & set(scores[b]))
-        if seed != variant_and_seed(b)[1] or not common:
-            continue
-        ate_a, rot_a = np.array([scores[a][k] for k in common]).T
-        ate_b, rot_b = np.array([scores[b][k] for k in common]).T
-        diff = ate_b - ate_a
-        error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        name = {r: NAMES[variant_and_seed(r)[0]] for r in (a, b)}
-        print(f"| {seed} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
-              f"{diff.mean():+.2f} ± {error:.2f} | {int((ate_a < ate_b).sum())} | {int((rot_a < rot_b).sum())} |")
+        if seed == variant_and_seed(b)[1] and set(scores[a]) & set(scores[b]):
+            print_paired(seed, [(scores[a], scores[b])], a, b)
+            compared.setdefault((variant_and_seed(a)[0], variant_and_seed(b)[0]), []).append((a, b))
+    for pairs in compared.values():
+        if len(pairs) > 1:
+            seeds = ", ".join(variant_and_seed(a)[1] for a, _ in pairs)
+            print_paired(f"all ({seeds})", [(scores[a], scores[b]) for a, b in pairs], *pairs[0])
+
+
+def print_paired(seed: str, pairs: list[tuple[dict, dict]], a: str, b: str) -> None:
+    """One row of ``paired``: runs A and B (named as ``a`` and ``b``'s variants) over the worlds each pair of
+    score maps (A's, B's: world -> (ATE, rotation error)) shares."""
+    common = [(run_a[k], run_b[k]) for run_a, run_b in pairs for k in sorted(set(run_a) & set(run_b))]
+    (ate_a, rot_a), (ate_b, rot_b) = (np.array([scored[i] for scored in common]).T for i in (0, 1))
+    diff = ate_b - ate_a
+    error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    name = {r: NAMES[variant_and_seed(r)[0]] for r in (a, b)}
+    print(f"| {seed} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
+          f"{diff.mean():+.2f} ± {error:.2f} | {int((ate_a < ate_b).sum())} | {int((rot_a < rot_b).sum())} |")
 
 
 def main() -> None:

@@ -110,8 +110,8 @@ def test_losses_averages_each_stage_end_and_names_runs_from_their_logs(ablation,
 
 
 def test_paired_compares_a_seeds_runs_on_the_worlds_both_were_scored_on(ablation, tmp_path, capsys):
-    """Eval reports and a heldout_ate.py report (RUN=PATH) gather per run; runs of different seeds are not paired;
-    rows of another chaining or window are left out."""
+    """Eval reports and a heldout_ate.py report (RUN=PATH) gather per run; runs of different seeds are not paired,
+    but two variants compared in two seeds get a pooled row; rows of another chaining or window are left out."""
     scored = report(tmp_path / "a.json", "cpu", {("hybrid", 1, "se3"): [1.0, 2.0], ("hybrid", 1, "none"): [9.0, 9.0],
                                                  ("no_memory", 1, "se3"): [2.0, 2.0], ("hybrid", 0, "se3"): [5.0, 5.0]})
     data = json.loads(Path(scored).read_text())
@@ -130,6 +130,15 @@ def test_paired_compares_a_seeds_runs_on_the_worlds_both_were_scored_on(ablation
     lines = capsys.readouterr().out.splitlines()
     # worlds 600, 601, 700: hybrid 1, 2, 1; no memory 2, 2, 4: differences 1, 0, 3 (mean 4/3, s.d. 1.53, s.e. 0.88)
     assert lines[2:] == ["| 1 | hybrid | no memory | 3 | 1.33 % | 2.67 % | +1.33 ± 0.88 | 2 | 0 |"]
+    ablation.paired(argparse.Namespace(reports=[scored, f"no_memory-seed1={heldout}", f"hybrid-seed1={hybrid_more}",
+                                                f"no_memory-seed0={heldout}", f"hybrid-seed0={hybrid_more}"],
+                                       align="se3", window=10))
+    lines = capsys.readouterr().out.splitlines()
+    # seed 0 (its hybrid's worlds 600 and 601 unmatched) adds 1 against 4 at world 700: pooled differences 1, 0, 3, 3
+    # (mean 1.75, s.d. 1.5, s.e. 0.75)
+    assert lines[2:] == ["| 0 | hybrid | no memory | 1 | 1.00 % | 4.00 % | +3.00 ± nan | 1 | 0 |",
+                         "| 1 | hybrid | no memory | 3 | 1.33 % | 2.67 % | +1.33 ± 0.88 | 2 | 0 |",
+                         "| all (0, 1) | hybrid | no memory | 4 | 1.25 % | 3.00 % | +1.75 ± 0.75 | 3 | 0 |"]
     for wrong in [str(heldout), f"hybrid-seed1={scored}", f"hybrid={heldout}", f"memoryless-seed1={heldout}"]:
         with pytest.raises(SystemExit, match="paired:"):
             ablation.paired(argparse.Namespace(reports=[wrong], align="se3", window=10))
