@@ -476,8 +476,8 @@ LOSS_TERMS = ("global_points", "local_points", "rot", "trans", "ttt_gate", "swa_
 
 def named(given: str) -> tuple[str | None, str]:
     """``RUN=PATH`` as (RUN, PATH); a bare PATH as (None, PATH)."""
-    run, named_, path = given.partition("=")
-    return (run, path) if named_ else (None, given)
+    run, sep, path = given.partition("=")
+    return (run, path) if sep else (None, given)
 
 
 def variant_and_seed(run: str) -> tuple[str, str]:
@@ -538,7 +538,8 @@ def world_scores(given: str, align: str, window: int) -> dict[str, dict[tuple[in
     report = read_json(path)
     if ("runs" in report) == (run is not None):
         sys.exit(f"paired: {given}: name a heldout_ate.py report's run (RUN=PATH) and only that kind of report")
-    if run is not None and not (variant_and_seed(run)[0] in VARIANTS and variant_and_seed(run)[1].isdigit()):
+    variant, seed = variant_and_seed(run or "")
+    if run is not None and not (variant in VARIANTS and seed.isdigit()):
         sys.exit(f"paired: {given}: name the run <variant>-seed<k> with a variant of {', '.join(VARIANTS)}, "
                  "e.g. hybrid-seed1=PATH")
     scores: dict[str, dict] = {}
@@ -579,15 +580,15 @@ def paired(args: argparse.Namespace) -> None:
             print_paired(f"all ({seeds})", [(scores[a], scores[b]) for a, b in pairs], *pairs[0])
 
 
-def print_paired(seed: str, pairs: list[tuple[dict, dict]], a: str, b: str) -> None:
-    """One row of ``paired``: runs A and B (named as ``a`` and ``b``'s variants) over the worlds each pair of
-    score maps (A's, B's: world -> (ATE, rotation error)) shares."""
+def print_paired(label: str, pairs: list[tuple[dict, dict]], a: str, b: str) -> None:
+    """One row of ``paired``, its seed column ``label``: runs A and B (named as ``a`` and ``b``'s variants) over
+    the worlds each pair of score maps (A's, B's: world -> (ATE, rotation error)) shares."""
     common = [(run_a[k], run_b[k]) for run_a, run_b in pairs for k in sorted(set(run_a) & set(run_b))]
     (ate_a, rot_a), (ate_b, rot_b) = (np.array([scored[i] for scored in common]).T for i in (0, 1))
     diff = ate_b - ate_a
     error = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
     name = {r: NAMES[variant_and_seed(r)[0]] for r in (a, b)}
-    print(f"| {seed} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
+    print(f"| {label} | {name[a]} | {name[b]} | {len(common)} | {ate_a.mean():.2f} % | {ate_b.mean():.2f} % | "
           f"{diff.mean():+.2f} ± {error:.2f} | {int((ate_a < ate_b).sum())} | {int((rot_a < rot_b).sum())} |")
 
 
