@@ -4,6 +4,7 @@ import importlib
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -216,5 +217,8 @@ def test_drawing_ahead_in_the_thread_gives_the_same_batches_and_hands_errors_ove
     failing.get(1, 0), failing.get(1, 1)  # drawn before the failing step
     with pytest.raises(ValueError, match="no clips at step 2"):
         failing.get(2, 0)
-    failing.close()
-    assert not any(t.name == "loger3d-batches" for t in threading.enumerate())  # the thread has ended
+    failing.close()  # returns once the thread has nothing left to do; it ends a moment later
+    deadline = time.monotonic() + 10
+    while any(t.name == "loger3d-batches" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "loger3d-batches" for t in threading.enumerate())

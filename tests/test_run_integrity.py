@@ -17,12 +17,22 @@ import numpy as np
 import pytest
 
 from loger3d.cli import main
-from loger3d.cli.report import signals_held
+from loger3d.util.signals import signals_held
 
 from .conftest import one_line_error, write_video
 
 TINY = ["--model", "seeded:tiny", "--resolution", "112x84", "--window", "6", "--overlap", "2", "--quiet"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def stderr_of(run: subprocess.Popen, timeout: float) -> str:
+    """What ``run`` printed on stderr once it ended; a run still going after ``timeout`` seconds is a hang, and
+    fails the test with the stack of each of its threads (SIGABRT; started with ``PYTHONFAULTHANDLER=1``)."""
+    try:
+        return run.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGABRT)
+        pytest.fail(f"{run.args} hangs; its threads:\n{run.communicate()[1]}")
 
 
 @pytest.fixture(scope="module")
@@ -304,11 +314,11 @@ def test_ctrl_c_during_start_up_prints_no_traceback(video, tmp_path):
     command = [sys.executable, "-m", "loger3d", "reconstruct", video, *TINY]
     counted = 0
     for i, delay in enumerate((0.05, 0.2, 0.4, 1.0, 2.5)):
-        run = subprocess.Popen([*command, "-o", str(tmp_path / f"out{i}")], env=ENV, stderr=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+        run = subprocess.Popen([*command, "-o", str(tmp_path / f"out{i}")], env={**ENV, "PYTHONFAULTHANDLER": "1"},
+                               stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         time.sleep(delay)
         run.send_signal(signal.SIGINT)
-        err = run.communicate(timeout=120)[1]
+        err = stderr_of(run, timeout=120)
         if "Traceback" in err and (f"{os.sep}loger3d{os.sep}" not in err or "Exception ignored in" in err):
             continue
         counted += 1

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import LogerError
-from .report import StopSignals, error, signals_held, stop_status, stop_word
+from ..util.signals import signals_held
+from .report import StopSignals, error, stop_status, stop_word
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

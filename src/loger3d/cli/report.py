@@ -4,11 +4,7 @@ and the progress bar."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 
 
 def status(args: argparse.Namespace, message: str) -> None:
@@ -68,25 +64,3 @@ def stop_word(stop: KeyboardInterrupt) -> str:
 
 def stop_status(stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside the block take effect as it ends, through the handlers in force.
-
-    For importing native libraries: PyTorch's import calls Python from C++, where a ``KeyboardInterrupt`` cannot
-    be caught and aborts the process (``terminate called after throwing ... error_already_set``, exit -6).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, frame: held.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        if held:
-            signal.raise_signal(held[0])

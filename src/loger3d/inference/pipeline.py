@@ -15,18 +15,19 @@ receiving stage waits for that copy with a CUDA event. The last stage aligns the
 aligner sees the chunks in order) and copies its outputs to pinned host memory.
 
     pipeline = LayerPipeline(model, ["cuda:0", "cuda:1"], aligner)
-    future = pipeline.submit(index, images, roles, reset=False)   # returns at once
-    pred, transform, copied = future.result()                      # host tensors; wait on `copied`
+    handoff = pipeline.submit(index, images, roles, reset=False)  # returns at once
+    pred, transform, copied = handoff.result()                     # host tensors; wait on `copied`
+
+The main thread talks to the stage threads only through ``SimpleQueue``s, ``Handoff``s and
+``HelperThread``s, which Ctrl-C cannot leave half done (``util.workers``), so an interrupted run stops cleanly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-import threading
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,7 @@ from ..model.activations import ChunkActivations
 from ..model.align import ChunkAligner
 from ..model.blocks import Attention, pinned_attention, resolve_backends
 from ..model.memory import ChunkMemory
+from ..util.workers import Handoff, HelperThread
 from .offload import to_host
 
 __all__ = ["LayerPipeline", "parse_devices", "plan_stages", "unit_costs"]
@@ -144,7 +146,7 @@ class _Job:
     acts: ChunkActivations
     reset: bool
     ready: torch.cuda.Event | None  # the chunk's tensors are on this stage's device once this fires
-    result: Future
+    result: Handoff
 
 
 class _Stage:
@@ -154,9 +156,9 @@ class _Stage:
         cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device=device) if cuda else None
         self.transfers = torch.cuda.Stream(device=device) if cuda else None  # incoming copies
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.memory: ChunkMemory | None = None
-        self.thread: threading.Thread | None = None
+        self.thread: HelperThread | None = None
 
 
 class LayerPipeline:
@@ -233,14 +235,13 @@ class LayerPipeline:
         self._distribute(memory)
         for k, stage in enumerate(self.stages):
             following = self.stages[k + 1] if k + 1 < len(self.stages) else None
-            stage.thread = threading.Thread(target=self._work, args=(stage, following), daemon=True,
-                                            name=f"loger3d-stage{k}")
+            stage.thread = HelperThread(self._work, stage, following, name=f"loger3d-stage{k}")
             stage.thread.start()
 
-    def submit(self, index: int, images: torch.Tensor, roles: Sequence[int], reset: bool) -> Future:
+    def submit(self, index: int, images: torch.Tensor, roles: Sequence[int], reset: bool) -> Handoff:
         """Queue chunk ``index`` (images on the first stage's device or the host); returns at once.
 
-        The future gives ``(prediction, transform, copied)`` on the host (see ``offload.to_host``).
+        The handoff gives ``(prediction, transform, copied)`` on the host (see ``offload.to_host``).
         ``reset``: reset the fast weights before this chunk.
         """
         acts = self.model.begin_chunk(images, roles)
@@ -250,7 +251,7 @@ class LayerPipeline:
         if acts.images.device.type == "cuda":  # queued on this thread's stream: the first stage waits for it
             ready = torch.cuda.Event()
             ready.record(torch.cuda.current_stream(acts.images.device))
-        result: Future = Future()
+        result: Handoff = Handoff()
         self.stages[0].inbox.put(_Job(index, acts, reset, ready, result))
         return result
 
@@ -355,7 +356,7 @@ class LayerPipeline:
     @staticmethod
     def _stop(stages: list[_Stage], attention: contextlib.ExitStack) -> None:
         for stage in stages:
-            if stage.thread is not None and stage.thread.is_alive():
+            if stage.thread is not None and not stage.thread.finished:
                 stage.inbox.put(None)
-                stage.thread.join()
+                stage.thread.wait()
         attention.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +32,7 @@ from ..model.outputs import ChunkPrediction
 from ..model.recurrence import ChunkRecurrence, MemoryPolicy
 from ..model.windows import frame_roles
 from ..util.atomic import write_safetensors
+from ..util.workers import Handoff
 from .offload import to_host
 from .pipeline import LayerPipeline, parse_devices
 
@@ -61,7 +61,7 @@ class FinishedFrames:
 @dataclass
 class _InFlight:
     """A chunk launched but not finalised: where it sits, and its outputs (a host copy in progress) or,
-    in a layer pipeline, the future that will give them."""
+    in a layer pipeline, the handoff that will give them."""
 
     index: int
     start: int
@@ -70,12 +70,12 @@ class _InFlight:
     prediction: ChunkPrediction | None = None
     transform: ChunkTransform | None = None
     copied: torch.cuda.Event | None = None
-    future: Future | None = None
+    handoff: Handoff | None = None
 
     def outputs(self) -> tuple[ChunkPrediction, ChunkTransform | None]:
         """The chunk's aligned outputs, waiting for them if needed."""
-        if self.future is not None:
-            self.prediction, self.transform, self.copied = self.future.result()
+        if self.handoff is not None:
+            self.prediction, self.transform, self.copied = self.handoff.result()
         if self.copied is not None:
             self.copied.synchronize()
         return self.prediction, self.transform
@@ -206,7 +206,7 @@ class Reconstructor:
         roles = frame_roles(n, self.window, self.overlap)
         chunk = _InFlight(index, self._buffer_start, n, last)
         if self.pipeline is not None:
-            chunk.future = self.pipeline.submit(index, images, roles, self.recurrence.policy.resets_before(index))
+            chunk.handoff = self.pipeline.submit(index, images, roles, self.recurrence.policy.resets_before(index))
         else:
             pred, transform = self.aligner(index, self.recurrence(images, roles))
             if self.offload:

@@ -173,8 +173,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         # A kept state covers the whole run; with loop closure too, so that a run stopped while it closes
         # loops resumes there rather than at an earlier chunk.
         hand_over(done, force=keep_state or closer is not None)
-        writer.drain()
-        _finish_sinks(sinks)
+        writer.finish()
         cloud = sinks["cloud"].cloud
         if closer is not None:
             t0 = time.perf_counter()
@@ -188,8 +187,7 @@ def reconstruct(source_spec, out: str | os.PathLike, model, settings: RunSetting
         interrupted = isinstance(error, KeyboardInterrupt)
         if interrupted and at_boundary and stream.chunks_run > 0:  # lose nothing on Ctrl-C
             hand_over([], force=True)
-        writer.drain(raise_errors=False)  # chunks already handed over are finished: resume starts after them
-        _finish_sinks(sinks, raise_errors=False)
+        writer.abandon()  # chunks already handed over are finished: resume starts after them
         record.status = "interrupted" if interrupted else "failed"
         record.write(out)
         raise
@@ -237,12 +235,3 @@ def _resume_point(out: Path, previous: dict, sinks: dict[str, Sink]) -> Checkpoi
         raise DamagedFileError(f"{e}: the run in {out} cannot be continued; nothing in it was changed, and "
                                "reconstructing into a new folder starts afresh") from None
     return checkpoint
-
-
-def _finish_sinks(sinks: dict[str, Sink], raise_errors: bool = True) -> None:
-    for sink in sinks.values():
-        try:
-            sink.finish()
-        except Exception:
-            if raise_errors:
-                raise

@@ -78,11 +78,27 @@ class RunWriter:
         """Hand finished frames over (and, with ``stream_state``, a checkpoint covering them)."""
         self._worker.submit(self._write, done, chunks, stream_state)
 
-    def drain(self, raise_errors: bool = True) -> None:
-        self._worker.drain(raise_errors)
+    def finish(self) -> None:
+        """Wait for every write, then finish the sinks (last flushes, files closed), on the writer thread too."""
+        self._worker.submit(self._finish_sinks, True)
+        self._worker.drain()
+
+    def abandon(self) -> None:
+        """After a failure or an interruption: wait for the writes handed over, then finish the sinks, ignoring
+        errors (the first one is already on its way out)."""
+        self._worker.drain(raise_errors=False)
+        self._finish_sinks(raise_errors=False)
 
     def close(self) -> None:
         self._worker.close()
+
+    def _finish_sinks(self, raise_errors: bool) -> None:
+        for sink in self.sinks.values():
+            try:
+                sink.finish()
+            except Exception:
+                if raise_errors:
+                    raise
 
     def _write(self, done: list[tuple[FinishedFrames, list[Frame]]], chunks: int,
                stream_state: dict[str, torch.Tensor] | None) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from ..util.workers import background_priority
+from ..util.workers import HelperThread, StopFlag, background_priority, put_when_room
 
 __all__ = ["Prefetcher"]
 
@@ -26,27 +25,16 @@ class _Failure:
 _END = object()
 
 
-def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set first; False when stopped (the consumer has gone)."""
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _produce(iterator: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
+def _produce(iterator: Iterator[Any], out: queue.SimpleQueue, depth: int, stop: StopFlag) -> None:
     """Thread body; it holds no reference to the Prefetcher, so dropping that one stops the thread."""
     background_priority()
     try:
         for item in iterator:
-            if not _put(out, item, stop):
+            if not put_when_room(out, depth, item, stop):
                 return
-        _put(out, _END, stop)
+        put_when_room(out, depth, _END, stop)
     except BaseException as e:  # handed to the consumer, raised there at the point of failure
-        _put(out, _Failure(e), stop)
+        put_when_room(out, depth, _Failure(e), stop)
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:  # a generator: runs its cleanup (closes the video) in this thread
@@ -59,17 +47,19 @@ class Prefetcher(Generic[T]):
     An exception of the iterable is raised by ``next()`` after the items produced before it.
     ``close()`` (also on ``with`` exit, when the prefetcher is garbage-collected, and at
     interpreter exit) stops the thread: it finishes the item in hand, then exits.
+
+    The consumer is usually the main thread, where Ctrl-C raises at any bytecode: it touches only
+    what ``util.workers`` makes safe against that (a ``SimpleQueue``, a ``HelperThread``).
     """
 
     def __init__(self, iterable: Iterable[T], depth: int = 8) -> None:
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = StopFlag()
         self._done = False
-        self._thread = threading.Thread(target=_produce, args=(iter(iterable), self._queue, self._stop),
-                                        name="loger3d-prefetch", daemon=True)
         weakref.finalize(self, self._stop.set)
+        self._thread = HelperThread(_produce, iter(iterable), self._queue, depth, self._stop, name="loger3d-prefetch")
         self._thread.start()
 
     def __iter__(self) -> Prefetcher[T]:
@@ -91,8 +81,8 @@ class Prefetcher(Generic[T]):
         """Stop the producer thread and wait for it to finish the item in hand."""
         self._done = True
         self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        if not self._thread.is_current():
+            self._thread.wait()
         with contextlib.suppress(queue.Empty):
             while True:  # let go of frames already decoded
                 self._queue.get_nowait()

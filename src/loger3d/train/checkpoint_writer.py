@@ -11,11 +11,11 @@ the write before it (``wait``), so a run never ends with a checkpoint half writt
 from __future__ import annotations
 
 import os
-import threading
 
 import torch
 
 from ..util.atomic import atomic_open
+from ..util.workers import HelperThread
 
 __all__ = ["CheckpointWriter"]
 
@@ -38,13 +38,14 @@ class CheckpointWriter:
     ``join()`` only waits, keeping the error for the next ``wait`` (for ways out that already raise another)."""
 
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
+        self._thread: HelperThread | None = None
         self._error: BaseException | None = None
 
     def save(self, path: str | os.PathLike, state: dict) -> None:
         self.wait()
         snapshot = _to_host(state)
-        self._thread = threading.Thread(target=self._write, args=(path, snapshot), name="checkpoint-writer")
+        # not a daemon: the interpreter finishes the write before it exits
+        self._thread = HelperThread(self._write, path, snapshot, name="checkpoint-writer", daemon=False)
         self._thread.start()
 
     def _write(self, path: str | os.PathLike, snapshot: dict) -> None:
@@ -55,8 +56,9 @@ class CheckpointWriter:
             self._error = error
 
     def join(self) -> None:
+        """Wait for the last write (a ``HelperThread``: Ctrl-C cannot cut the wait short while the thread writes)."""
         if self._thread is not None:
-            self._thread.join()
+            self._thread.wait()
             self._thread = None
 
     def wait(self) -> None:

@@ -9,13 +9,14 @@ when asked by default: there is no idle device to fill, only cores the step alre
 
 from __future__ import annotations
 
+import contextlib
 import queue
-import threading
 from collections.abc import Callable
 from dataclasses import fields
 
 import torch
 
+from ..util.workers import HelperThread, StopFlag, put_when_room
 from .clip import Clip, stack_clips
 from .curriculum import Curriculum
 from .mixture import ClipMixture
@@ -44,9 +45,10 @@ class BatchLoader:
         self.ahead = ahead if ahead is not None else int(device.type == "cuda")
         self._next = (start, 0)
         self._announced = start  # steps below this have had their worlds announced
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, self.ahead))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # the trainer's thread, where Ctrl-C raises anywhere, touches only what util.workers makes safe against it
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = StopFlag()
+        self._thread: HelperThread | None = None
         self._stream = torch.cuda.Stream(device) if self.ahead and device.type == "cuda" else None
 
     def get(self, step: int, micro: int) -> Clip:
@@ -57,8 +59,7 @@ class BatchLoader:
             self._announce(step)
             return self._draw(step, micro)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._produce, args=(step, micro), daemon=True,
-                                            name="loger3d-batches")
+            self._thread = HelperThread(self._produce, step, micro, name="loger3d-batches")
             self._thread.start()
         _, batch, ready = self._queue.get()
         if isinstance(batch, BaseException):
@@ -77,12 +78,11 @@ class BatchLoader:
         """Stop drawing ahead (what was drawn is dropped) and let the sources shut their workers down."""
         self._stop.set()
         if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._queue.get(timeout=0.1)  # unblock a producer waiting for room
-                except queue.Empty:
-                    pass
+            self._thread.wait()  # the batch in hand is finished, then the thread ends
             self._thread = None
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
         self.mixture.close()
 
     def _after(self, step: int, micro: int) -> tuple[int, int]:
@@ -102,10 +102,10 @@ class BatchLoader:
         self._announced = max(self._announced, last + 1)
 
     def _produce(self, step: int, micro: int) -> None:
-        if self._stream is not None:
-            torch.cuda.set_device(self.device)
         try:
-            while not self._stop.is_set() and step < self.curriculum.total_steps:
+            if self._stream is not None:
+                torch.cuda.set_device(self.device)
+            while not self._stop.requested and step < self.curriculum.total_steps:
                 self._announce(step)
                 self._put(((step, micro), *self._draw_on_side_stream(step, micro)))
                 step, micro = self._after(step, micro)
@@ -123,9 +123,4 @@ class BatchLoader:
         return batch, ready
 
     def _put(self, item: tuple) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_when_room(self._queue, max(1, self.ahead), item, self._stop)

@@ -1,7 +1,16 @@
-"""Background work for the run loop: an ordered single-thread worker and an ordered thread pool.
+"""Background work for the run loop, and how the main thread talks to it safely under Ctrl-C.
 
-Both bound how much work waits (back-pressure on the producer) and hand the first error of the
-background work back to the producer, at the point where it next talks to them.
+``SerialWorker`` runs calls in order on one thread (the writer), ``ordered_map`` on a pool (decoding); both bound
+how much work waits and hand the first error back to the producer where it next talks to them.
+
+Ctrl-C raises ``KeyboardInterrupt`` in the main thread between any two bytecodes, the standard library's Python
+code included. ``queue.Queue``, ``threading.Event``, ``Future`` and ``Thread.join`` count, wake and release in
+such code, and an interrupt inside it can leave a helper asleep beside queued work, a count wrong, a lock held,
+or a running thread marked finished: the run then hangs where it should stop and save its chunks. So what the
+main thread touches is made of ``queue.SimpleQueue`` and lock calls, which are written in C and happen whole or
+not at all: ``Latch`` (a one-shot signal), ``Handoff`` (one result), ``HelperThread`` (a thread to wait for),
+``StopFlag`` and ``put_when_room`` (a bounded queue). ``tests/test_interrupt_safety.py`` sends SIGINT at every
+call and return of the main thread's side and checks that the helpers go on.
 """
 
 from __future__ import annotations
@@ -11,12 +20,16 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["SerialWorker", "background_priority", "ordered_map"]
+from .signals import signals_held
+
+__all__ = ["Handoff", "HelperThread", "Latch", "SerialWorker", "StopFlag", "background_priority", "ordered_map",
+           "put_when_room"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,33 +53,159 @@ def background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE, 19))
 
 
+#: how often a producer held back by a full queue looks again for room (seconds): it is ``depth`` items ahead, so
+#: this only bounds the time between a slot freeing and the next item going in
+ROOM_POLL_S = 0.002
+
+
+class StopFlag:
+    """A request that a helper thread stop: set by the main thread in one step, read by the helper."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
+
+
+def put_when_room(out: queue.SimpleQueue, depth: int, item: object, stop: StopFlag | None = None) -> bool:
+    """Put ``item`` once fewer than ``depth`` items wait in ``out``; False when ``stop`` comes first.
+
+    A bounded queue whose consumer, the main thread, only calls ``SimpleQueue.get``: the producer looks at the
+    count, kept in C, rather than being woken by the consumer.
+    """
+    while out.qsize() >= depth:
+        if stop is not None and stop.requested:
+            return False
+        time.sleep(ROOM_POLL_S)
+    if stop is not None and stop.requested:
+        return False
+    out.put(item)
+    return True
+
+
+class Latch:
+    """A one-shot signal from a helper thread to the main thread that Ctrl-C cannot break (unlike
+    ``threading.Event``): the waiter only takes and gives back a C lock, and ``set`` flags before it releases."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        """Release every waiter; call once, from the helper thread."""
+        self._set = True
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (or ``timeout`` seconds); True when set."""
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()  # for the next waiter
+            return True
+        return self._set
+
+
+class HelperThread:
+    """A thread that the main thread starts and waits for safely under Ctrl-C.
+
+    Keep the object before calling ``start``: ``start`` holds signals back while ``Thread.start`` runs (an
+    interrupt inside it can leave a lock held that the new thread then waits for forever) and marks the thread
+    started in the same block, so ``wait`` waits exactly when there is a thread to wait for.
+    """
+
+    def __init__(self, target: Callable[..., Any], *args: Any, name: str, daemon: bool = True) -> None:
+        self._thread = threading.Thread(target=self._run, args=(target, args), name=name, daemon=daemon)
+        self._finished = Latch()
+        self.started = False
+
+    def start(self) -> None:
+        with signals_held():
+            self._thread.start()
+            self.started = True
+
+    def _run(self, target: Callable[..., Any], args: tuple) -> None:
+        try:
+            target(*args)
+        finally:
+            self._finished.set()
+
+    def wait(self) -> None:
+        """Block until the thread's target has returned (at once if it never started)."""
+        if self.started:
+            self._finished.wait()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+
+class Handoff(Generic[T]):
+    """One result (or error) passed from a helper thread to the main thread: ``result()`` waits for it.
+
+    The part of ``concurrent.futures.Future`` a producer-consumer pair needs, on a :class:`Latch`
+    instead of a Python-level condition that Ctrl-C in ``result()`` can leave locked.
+    """
+
+    def __init__(self) -> None:
+        self._ready = Latch()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def set_result(self, value: T) -> None:
+        self._value = value
+        self._ready.set()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._ready.set()
+
+    def result(self) -> T:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class SerialWorker:
     """Runs submitted calls in order on one thread, so that the model does not wait for the disk.
 
     At most ``depth`` calls wait; the first error is raised in the producer at its next
-    ``submit`` or ``drain``, and no later call runs after it.
+    ``submit`` or ``drain``, and no later call runs after it. The producer may be interrupted
+    anywhere (see the module docstring); ``drain`` waits for a latch queued behind the calls.
     """
 
     def __init__(self, depth: int = 2, name: str = "loger3d-worker") -> None:
-        self._tasks: queue.Queue = queue.Queue(maxsize=depth)
+        self._depth = depth
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._closed = False
+        self._thread = HelperThread(self._work, name=name)
         self._thread.start()
 
     def _work(self) -> None:
         background_priority()
         while True:
             task = self._tasks.get()
-            try:
-                if task is None:
-                    return
-                if self._error is None:
-                    fn, args = task
+            if task is None:
+                return
+            if isinstance(task, Latch):  # a producer waits for this point of the queue
+                task.set()
+                continue
+            if self._error is None:
+                fn, args = task
+                try:
                     fn(*args)
-            except BaseException as e:  # handed to the producer
-                self._error = e
-            finally:
-                self._tasks.task_done()
+                except BaseException as e:  # handed to the producer
+                    self._error = e
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -75,18 +214,25 @@ class SerialWorker:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._raise()
-        self._tasks.put((fn, args))
+        if self._closed:
+            raise RuntimeError("submit to a closed SerialWorker")
+        put_when_room(self._tasks, self._depth, (fn, args))
 
     def drain(self, raise_errors: bool = True) -> None:
         """Wait until every submitted call has run."""
-        self._tasks.join()
+        if not self._closed:
+            reached = Latch()
+            self._tasks.put(reached)
+            reached.wait()
         if raise_errors:
             self._raise()
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        """Run what was submitted, then stop the thread."""
+        if not self._closed:
+            self.drain(raise_errors=False)
+            self._closed = True
             self._tasks.put(None)
-            self._thread.join()
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
