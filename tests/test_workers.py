@@ -120,3 +120,31 @@ def test_helper_threads_run_below_the_model():
     worker.drain()
     worker.close()
     assert seen == [min(priority() + BACKGROUND_NICE, 19)]
+
+
+def test_bounded_queue_holds_the_producer_at_its_depth_and_lets_it_stop():
+    from loger3d.util.workers import BoundedQueue, StopFlag
+
+    items = BoundedQueue(depth=2)
+    stop = StopFlag()
+    put = []
+
+    def produce():
+        for i in range(5):
+            if not items.put(i, stop):
+                return
+            put.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.2)
+    assert put == [0, 1]  # two wait; the producer is held at the third
+    assert items.get() == 0
+    deadline = time.monotonic() + 5
+    while len(put) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert put == [0, 1, 2]  # one taken, one more in
+    stop.set()
+    producer.join(5)
+    assert not producer.is_alive() and put == [0, 1, 2]  # stopped while held: nothing more put
+    assert [items.get(), items.get()] == [1, 2]

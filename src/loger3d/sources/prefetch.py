@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from ..util.workers import HelperThread, StopFlag, background_priority, put_when_room
+from ..util.workers import BoundedQueue, HelperThread, StopFlag, background_priority
 
 __all__ = ["Prefetcher"]
 
@@ -25,16 +23,16 @@ class _Failure:
 _END = object()
 
 
-def _produce(iterator: Iterator[Any], out: queue.SimpleQueue, depth: int, stop: StopFlag) -> None:
+def _produce(iterator: Iterator[Any], out: BoundedQueue, stop: StopFlag) -> None:
     """Thread body; it holds no reference to the Prefetcher, so dropping that one stops the thread."""
     background_priority()
     try:
         for item in iterator:
-            if not put_when_room(out, depth, item, stop):
+            if not out.put(item, stop):
                 return
-        put_when_room(out, depth, _END, stop)
+        out.put(_END, stop)
     except BaseException as e:  # handed to the consumer, raised there at the point of failure
-        put_when_room(out, depth, _Failure(e), stop)
+        out.put(_Failure(e), stop)
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:  # a generator: runs its cleanup (closes the video) in this thread
@@ -55,11 +53,11 @@ class Prefetcher(Generic[T]):
     def __init__(self, iterable: Iterable[T], depth: int = 8) -> None:
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue = BoundedQueue(depth)
         self._stop = StopFlag()
         self._done = False
         weakref.finalize(self, self._stop.set)
-        self._thread = HelperThread(_produce, iter(iterable), self._queue, depth, self._stop, name="loger3d-prefetch")
+        self._thread = HelperThread(_produce, iter(iterable), self._queue, self._stop, name="loger3d-prefetch")
         self._thread.start()
 
     def __iter__(self) -> Prefetcher[T]:
@@ -83,9 +81,7 @@ class Prefetcher(Generic[T]):
         self._stop.set()
         if not self._thread.is_current():
             self._thread.wait()
-        with contextlib.suppress(queue.Empty):
-            while True:  # let go of frames already decoded
-                self._queue.get_nowait()
+        self._queue.clear()  # let go of frames already decoded
 
     def __enter__(self) -> Prefetcher[T]:
         return self

@@ -9,14 +9,12 @@ when asked by default: there is no idle device to fill, only cores the step alre
 
 from __future__ import annotations
 
-import contextlib
-import queue
 from collections.abc import Callable
 from dataclasses import fields
 
 import torch
 
-from ..util.workers import HelperThread, StopFlag, put_when_room
+from ..util.workers import BoundedQueue, HelperThread, StopFlag
 from .clip import Clip, stack_clips
 from .curriculum import Curriculum
 from .mixture import ClipMixture
@@ -46,7 +44,7 @@ class BatchLoader:
         self._next = (start, 0)
         self._announced = start  # steps below this have had their worlds announced
         # the trainer's thread, where Ctrl-C raises anywhere, touches only what util.workers makes safe against it
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue = BoundedQueue(max(1, self.ahead))
         self._stop = StopFlag()
         self._thread: HelperThread | None = None
         self._stream = torch.cuda.Stream(device) if self.ahead and device.type == "cuda" else None
@@ -80,9 +78,7 @@ class BatchLoader:
         if self._thread is not None:
             self._thread.wait()  # the batch in hand is finished, then the thread ends
             self._thread = None
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
+            self._queue.clear()
         self.mixture.close()
 
     def _after(self, step: int, micro: int) -> tuple[int, int]:
@@ -123,4 +119,4 @@ class BatchLoader:
         return batch, ready
 
     def _put(self, item: tuple) -> None:
-        put_when_room(self._queue, max(1, self.ahead), item, self._stop)
+        self._queue.put(item, self._stop)

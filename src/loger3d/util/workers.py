@@ -9,7 +9,7 @@ such code, and an interrupt inside it can leave a helper asleep beside queued wo
 or a running thread marked finished: the run then hangs where it should stop and save its chunks. So what the
 main thread touches is made of ``queue.SimpleQueue`` and lock calls, which are written in C and happen whole or
 not at all: ``Latch`` (a one-shot signal), ``Handoff`` (one result), ``HelperThread`` (a thread to wait for),
-``StopFlag`` and ``put_when_room`` (a bounded queue). ``tests/test_interrupt_safety.py`` sends SIGINT at every
+``StopFlag`` and ``BoundedQueue``. ``tests/test_interrupt_safety.py`` sends SIGINT at every
 call and return of the main thread's side and checks that the helpers go on.
 """
 
@@ -20,7 +20,6 @@ import os
 import queue
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,8 +27,8 @@ from typing import Any, Generic, TypeVar
 
 from .signals import signals_held
 
-__all__ = ["Handoff", "HelperThread", "Latch", "SerialWorker", "StopFlag", "background_priority", "ordered_map",
-           "put_when_room"]
+__all__ = ["BoundedQueue", "Handoff", "HelperThread", "Latch", "SerialWorker", "StopFlag", "background_priority",
+           "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,9 +52,9 @@ def background_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE, 19))
 
 
-#: how often a producer held back by a full queue looks again for room (seconds): it is ``depth`` items ahead, so
-#: this only bounds the time between a slot freeing and the next item going in
-ROOM_POLL_S = 0.002
+#: the longest a producer held back by a full ``BoundedQueue`` sleeps before it looks again (seconds): it is woken
+#: as soon as an item is taken, so this only bounds the wait when a wake-up was lost to an interrupt, or for a stop
+ROOM_WAIT_S = 0.05
 
 
 class StopFlag:
@@ -68,20 +67,49 @@ class StopFlag:
         self.requested = True
 
 
-def put_when_room(out: queue.SimpleQueue, depth: int, item: object, stop: StopFlag | None = None) -> bool:
-    """Put ``item`` once fewer than ``depth`` items wait in ``out``; False when ``stop`` comes first.
+class BoundedQueue:
+    """At most ``depth`` items waiting between one producer and one consumer, either of them the main thread.
 
-    A bounded queue whose consumer, the main thread, only calls ``SimpleQueue.get``: the producer looks at the
-    count, kept in C, rather than being woken by the consumer.
+    Built from two ``SimpleQueue``s, the items and a wake-up token per item taken, so each side only makes C
+    calls that an interrupt cannot leave half done; a token lost to one costs the producer ``ROOM_WAIT_S``.
     """
-    while out.qsize() >= depth:
+
+    def __init__(self, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"queue depth must be >= 1, got {depth}")
+        self.depth = depth
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._taken: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, item: object, stop: StopFlag | None = None) -> bool:
+        """Put ``item`` once fewer than ``depth`` wait; False, with nothing put, when ``stop`` comes first."""
+        with contextlib.suppress(queue.Empty):
+            while True:  # tokens of items taken earlier: the count below already shows them
+                self._taken.get_nowait()
+        while self._items.qsize() >= self.depth:
+            if stop is not None and stop.requested:
+                return False
+            with contextlib.suppress(queue.Empty):
+                self._taken.get(timeout=ROOM_WAIT_S)
         if stop is not None and stop.requested:
             return False
-        time.sleep(ROOM_POLL_S)
-    if stop is not None and stop.requested:
-        return False
-    out.put(item)
-    return True
+        self._items.put(item)
+        return True
+
+    def put_now(self, item: object) -> None:
+        """Put ``item`` whatever the count (a control item: a marker, the end)."""
+        self._items.put(item)
+
+    def get(self) -> Any:
+        item = self._items.get()
+        self._taken.put(None)
+        return item
+
+    def clear(self) -> None:
+        """Drop what waits (the producer has stopped)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._items.get_nowait()
 
 
 class Latch:
@@ -184,8 +212,7 @@ class SerialWorker:
     """
 
     def __init__(self, depth: int = 2, name: str = "loger3d-worker") -> None:
-        self._depth = depth
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._tasks = BoundedQueue(depth)
         self._error: BaseException | None = None
         self._closed = False
         self._thread = HelperThread(self._work, name=name)
@@ -216,13 +243,13 @@ class SerialWorker:
         self._raise()
         if self._closed:
             raise RuntimeError("submit to a closed SerialWorker")
-        put_when_room(self._tasks, self._depth, (fn, args))
+        self._tasks.put((fn, args))
 
     def drain(self, raise_errors: bool = True) -> None:
         """Wait until every submitted call has run."""
         if not self._closed:
             reached = Latch()
-            self._tasks.put(reached)
+            self._tasks.put_now(reached)
             reached.wait()
         if raise_errors:
             self._raise()
@@ -232,7 +259,7 @@ class SerialWorker:
         if not self._closed:
             self.drain(raise_errors=False)
             self._closed = True
-            self._tasks.put(None)
+            self._tasks.put_now(None)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
