@@ -1,5 +1,7 @@
 import gc
 import os
+import signal
+import threading
 
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     # pytest -n: the workers share the cores, each with its share of threads (the commands tests start too).
@@ -30,6 +32,18 @@ def seeded_model(preset: str, seed: int = 0, newton_schulz: torch.dtype = torch.
     """
     model = fill_seeded_(loger3d.build_model(preset, device="meta"), seed).eval()
     return model.set_newton_schulz_dtype(newton_schulz)
+
+
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler in force (``KeyboardInterrupt``), as in a terminal: a shell that starts the
+    tests in the background (``cmd &`` without job control) hands them SIGINT ignored, and Python then keeps it
+    ignored. Handlers run in the main thread only, so a test run elsewhere is skipped."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import torch
 from loger3d.sources import Prefetcher
 from loger3d.util.workers import Handoff, SerialWorker
 
+pytestmark = pytest.mark.usefixtures("python_sigint")  # conftest: Python's Ctrl-C handler, main thread only
+
 #: how long a wait that must end may take before the test calls it a hang (seconds)
 HANG = 10.0
 
@@ -56,17 +58,6 @@ def ends(call) -> bool:
     thread.start()
     thread.join(HANG)
     return not thread.is_alive()
-
-
-@pytest.fixture(autouse=True)
-def python_sigint():
-    """Python's own Ctrl-C handler (``KeyboardInterrupt``), as a command line has, in the main thread that the
-    signal's handler runs in."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers run in the main thread only")
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture

@@ -283,15 +283,6 @@ def test_a_file_size_limit_from_the_system_is_one_line_without_traceback(video, 
 
 # --- signals ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def python_sigint():
-    """Python's own Ctrl-C handler in force, as in a terminal: a shell that starts the tests in the background
-    (``cmd &`` without job control) hands them SIGINT ignored, and Python then keeps it ignored."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def test_signals_held_during_a_block_take_effect_as_it_ends(python_sigint):
     """What the command line wraps PyTorch's import in: a Ctrl-C inside the block (where PyTorch may be running
     Python from C++, which cannot pass an exception on) is raised when the block ends, not inside it."""

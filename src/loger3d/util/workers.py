@@ -10,7 +10,8 @@ or a running thread marked finished: the run then hangs where it should stop and
 main thread touches is made of ``queue.SimpleQueue`` and lock calls, which are written in C and happen whole or
 not at all: ``Latch`` (a one-shot signal), ``Handoff`` (one result), ``HelperThread`` (a thread to wait for),
 ``StopFlag`` and ``BoundedQueue``. ``tests/test_interrupt_safety.py`` sends SIGINT at every
-call and return of the main thread's side and checks that the helpers go on.
+call and return of the main thread's side of ``SerialWorker``, ``Prefetcher``, ``Handoff`` and the trainer's
+``BatchLoader`` and checks that the helpers go on.
 """
 
 from __future__ import annotations
@@ -129,14 +130,11 @@ class Latch:
     def is_set(self) -> bool:
         return self._set
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until set (or ``timeout`` seconds); True when set."""
-        if self._set:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+    def wait(self) -> None:
+        """Block until set."""
+        if not self._set:
+            self._lock.acquire()
             self._lock.release()  # for the next waiter
-            return True
-        return self._set
 
 
 class HelperThread:
@@ -215,8 +213,7 @@ class SerialWorker:
         self._tasks = BoundedQueue(depth)
         self._error: BaseException | None = None
         self._closed = False
-        self._thread = HelperThread(self._work, name=name)
-        self._thread.start()
+        HelperThread(self._work, name=name).start()
 
     def _work(self) -> None:
         background_priority()
