@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import LogerError
 from ..util.signals import signals_held
-from .report import StopSignals, error, stop_status, stop_word
+from .report import StopSignals, error, forget_caught_interrupt, stop_status, stop_word
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        forget_caught_interrupt()
 
 
 def _run(argv: Sequence[str] | None) -> int:

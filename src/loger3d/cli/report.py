@@ -64,3 +64,13 @@ def stop_word(stop: KeyboardInterrupt) -> str:
 
 def stop_status(stop: KeyboardInterrupt) -> int:
     return 143 if isinstance(stop, Terminated) else 130
+
+
+def forget_caught_interrupt() -> None:
+    """Let ``python -m loger3d`` exit with the status the command returned after a Ctrl-C it caught.
+
+    CPython marks a ``KeyboardInterrupt`` that leaves code run from a string (``exec(text)``: dataclasses build
+    their methods so while modules import) as unhandled, and ``-m`` then ends the process by SIGINT (exit -2)
+    instead of 130, though the interruption was caught and reported. Running any string clears the mark.
+    """
+    exec("None")
