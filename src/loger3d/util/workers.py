@@ -10,8 +10,8 @@ or a running thread marked finished: the run then hangs where it should stop and
 main thread touches is made of ``queue.SimpleQueue`` and lock calls, which are written in C and happen whole or
 not at all: ``Latch`` (a one-shot signal), ``Handoff`` (one result), ``HelperThread`` (a thread to wait for),
 ``StopFlag`` and ``BoundedQueue``. ``tests/test_interrupt_safety.py`` sends SIGINT at every
-call and return of the main thread's side of ``SerialWorker``, ``Prefetcher``, ``Handoff`` and the trainer's
-``BatchLoader`` and checks that the helpers go on.
+call and return of the main thread's side of ``SerialWorker``, ``Prefetcher``, ``Handoff``, the trainer's
+``CheckpointWriter`` and (every ninth) its ``BatchLoader``, and checks that the helpers go on.
 """
 
 from __future__ import annotations
