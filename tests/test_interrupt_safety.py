@@ -148,7 +148,7 @@ def test_handoff_result_survives_an_interrupt_anywhere():
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # a signal in a GC callback
-def test_batch_loader_closes_after_an_interrupt_anywhere_in_get(thread_errors):
+def test_batch_loader_closes_after_an_interrupt_in_get(thread_errors):
     from loger3d.train.loader import BatchLoader
 
     from .test_clip_batches import _loader_setup

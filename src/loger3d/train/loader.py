@@ -103,10 +103,10 @@ class BatchLoader:
                 torch.cuda.set_device(self.device)
             while not self._stop.requested and step < self.curriculum.total_steps:
                 self._announce(step)
-                self._put(((step, micro), *self._draw_on_side_stream(step, micro)))
+                self._queue.put(((step, micro), *self._draw_on_side_stream(step, micro)), self._stop)
                 step, micro = self._after(step, micro)
         except BaseException as e:  # handed to the trainer at its next get
-            self._put(((step, micro), e, None))
+            self._queue.put(((step, micro), e, None), self._stop)
 
     def _draw_on_side_stream(self, step: int, micro: int) -> tuple[Clip, torch.cuda.Event | None]:
         """The batch, and on a GPU the event that marks it ready on the side stream."""
@@ -117,6 +117,3 @@ class BatchLoader:
             ready = torch.cuda.Event()
             ready.record(self._stream)
         return batch, ready
-
-    def _put(self, item: tuple) -> None:
-        self._queue.put(item, self._stop)
